@@ -1,0 +1,75 @@
+"""Rebuild data/sample/ from the cxr-real collection: only images (and masks) whose licence allows redistribution.
+
+    python scripts/make_sample_data.py --src ../shared/data/cxr-real --out data/sample --per-class 40
+
+Kept: Kermany et al. images (CC BY 4.0) for normal / bacterial / viral pneumonia, Hannover Medical School
+COVID-19 images (CC BY 3.0) with v7labs lung masks (CC BY 4.0). Viral-pneumonia masks of the COVID-19
+Radiography Database are left out: their licence is not stated. Whole patients are taken, seeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+# (class label, source repository, whether its masks may be redistributed)
+ALLOWED = {
+    0: ("waliatushar/ai-pneumonia-detection", False),
+    1: ("waliatushar/ai-pneumonia-detection", False),
+    2: ("ayazmhmd/Unet-Projects", False),
+    3: ("ml-workgroup/covid-19-image-repository", True),
+}
+KEEP_FIELDS = ("image", "mask", "label", "label_name", "patient", "source", "source_path", "source_commit", "license")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", default="../shared/data/cxr-real")
+    parser.add_argument("--out", default="data/sample")
+    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    src, out = Path(args.src), Path(args.out)
+    entries = json.loads((src / "datalist.json").read_text())["training"]
+    rng = random.Random(args.seed)
+    chosen = []
+    for label, (source, masks_ok) in ALLOWED.items():
+        patients = defaultdict(list)
+        for e in entries:
+            if e["label"] == label and e["source"] == source and (not masks_ok or e.get("mask")):
+                patients[e["patient"]].append(e)
+        keys = sorted(patients)
+        rng.shuffle(keys)
+        taken = []
+        for k in keys:
+            if len(taken) >= args.per_class:
+                break
+            taken.extend(patients[k])
+        for e in taken:
+            e = {k: e[k] for k in KEEP_FIELDS if e.get(k) is not None}
+            if not masks_ok:
+                e.pop("mask", None)
+            chosen.append(e)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    for e in chosen:
+        for key in ("image", "mask"):
+            if key in e:
+                shutil.copyfile(src / e[key], out / e[key])
+    datalist = {
+        "name": "chest_xray_ssl_multitask sample",
+        "description": "Real frontal CXRs under CC BY licences (see docs/data_license.txt); 256x256 8-bit PNG.",
+        "labels": {"0": "normal", "1": "bacterial_pneumonia", "2": "viral_pneumonia", "3": "covid19"},
+        "numTraining": len(chosen),
+        "training": chosen,
+    }
+    (out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
+    print(f"{len(chosen)} images, {sum('mask' in e for e in chosen)} masks, {len({e['patient'] for e in chosen})} patients")
+
+
+if __name__ == "__main__":
+    main()
