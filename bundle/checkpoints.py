@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -112,6 +112,10 @@ class TrainingCheckpointer:
             resume state records that epoch's validation.
         key_metric: metric name in ``validator.state.metrics``.
         resume: load ``checkpoint.pt`` when it exists.
+        best_filename: name (in ``ckpt_dir``) or path of the model file.
+        last_filename: name (in ``ckpt_dir``) or path of the resume file; workflows sharing a folder use distinct names.
+        model_state: callable returning the state_dict written as the model (default ``network.state_dict``),
+            e.g. a pretraining method's ``export_state``.
     """
 
     def __init__(
@@ -124,11 +128,13 @@ class TrainingCheckpointer:
         resume: bool = True,
         best_filename: str = "model.pt",
         last_filename: str = "checkpoint.pt",
+        model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         self.ckpt_dir, self.save_dict, self.network = ckpt_dir, dict(save_dict), network
         self.validator, self.key_metric, self.resume = validator, key_metric, resume
         self.best_path = os.path.join(ckpt_dir, best_filename)
         self.last_path = os.path.join(ckpt_dir, last_filename)
+        self.model_state = model_state or network.state_dict
         self.best_metric, self.best_epoch = float("-inf"), -1
         self._trainer: Engine | None = None
 
@@ -145,11 +151,19 @@ class TrainingCheckpointer:
         if self.resume and os.path.isfile(self.last_path):
             logger.info("resuming from %s", self.last_path)
             CheckpointLoader(self.last_path, {**self.save_dict, "checkpointer": self}, map_location="cpu").attach(trainer)
+            trainer.add_event_handler(Events.STARTED, self._warn_if_finished)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save_last)
         if self.validator is not None and self.key_metric:
             self.validator.add_event_handler(Events.COMPLETED, self._save_if_best)
         else:
             trainer.add_event_handler(Events.COMPLETED, self._save_best_unconditionally)
+
+    def _warn_if_finished(self, trainer: Engine) -> None:
+        if trainer.state.epoch >= trainer.state.max_epochs:
+            logger.warning(
+                "%s already holds %d of %d epochs: nothing left to train. Raise max_epochs to continue, or start "
+                "over with another ckpt_dir or resume=false.", self.last_path, trainer.state.epoch, trainer.state.max_epochs,
+            )
 
     def _save_last(self, engine: Engine) -> None:
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
@@ -157,16 +171,16 @@ class TrainingCheckpointer:
         atomic_save(state, self.last_path)
 
     def _save_best_unconditionally(self, engine: Engine) -> None:
-        atomic_save(self.network.state_dict(), self.best_path)
+        atomic_save(self.model_state(), self.best_path)
 
     def _save_if_best(self, validator: Engine) -> None:
         value = validator.state.metrics.get(self.key_metric)
         if value is None or value != value:  # NaN (e.g. a class absent from validation) never wins
             if not os.path.exists(self.best_path):
-                atomic_save(self.network.state_dict(), self.best_path)
+                atomic_save(self.model_state(), self.best_path)
             return
         epoch = self._trainer.state.epoch if self._trainer is not None else validator.state.epoch
         if float(value) > self.best_metric:
             self.best_metric, self.best_epoch = float(value), epoch
-            atomic_save(self.network.state_dict(), self.best_path)
+            atomic_save(self.model_state(), self.best_path)
             logger.info("epoch %d: new best %s %.4f, saved %s", epoch, self.key_metric, value, self.best_path)

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = ["CacheSpec", "cached_info", "plan_cache_paths", "target_size", "write_png"]
 
 _NIFTI_GZ = ".nii.gz"
+_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".nii"}
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,6 @@ def _strip_suffix(relpath: str) -> str:
     if relpath.lower().endswith(_NIFTI_GZ):
         return relpath[: -len(_NIFTI_GZ)]
     return str(Path(relpath).with_suffix("")) if Path(relpath).suffix.lower() in _SUFFIXES else relpath
-
-
-_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".nii"}
 
 
 def plan_cache_paths(paths: Sequence[str], src_root: str, spec: CacheSpec) -> dict[str, str]:

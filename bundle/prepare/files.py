@@ -23,11 +23,11 @@ __all__ = [
 
 
 def iter_files(root: str | os.PathLike) -> list[Path]:
-    """Every regular file under ``root``, sorted, without hidden files or folders (``.DS_Store``, ``.git``)."""
+    """Every regular file under ``root``, sorted, without hidden files or folders (``.DS_Store``, ``__MACOSX``)."""
     root = Path(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
         out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
     return sorted(out)
 

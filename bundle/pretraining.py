@@ -1,0 +1,222 @@
+"""Engine pieces shared by every self-supervised method: batches of views, hooks, monitoring, export.
+
+A method is an ``nn.Module`` (see ``PretrainingMethod``) whose ``forward(batch)`` returns ``{"loss", "embedding"}``;
+MONAI's SupervisedTrainer then runs it unchanged (AMP, optimiser, handlers, resume), with ``SSLPrepareBatch``
+as ``prepare_batch``, ``SimpleInferer`` (it calls ``network(batch)``) and ``ssl_loss`` as ``loss_function``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+from torch.nn import functional as F
+
+from .checkpoints import atomic_save
+
+__all__ = [
+    "PretrainingMethod",
+    "SSLPrepareBatch",
+    "ssl_loss",
+    "MethodHooks",
+    "PretrainMonitor",
+    "knn_accuracy",
+    "EXPORT_PREFIXES",
+]
+
+logger = logging.getLogger(__name__)
+
+# Parameter groups of MultiTaskNet that pretraining may provide to fine-tuning.
+EXPORT_PREFIXES = ("encoder.", "decoder.", "segmentation_head.")
+
+
+class PretrainingMethod(nn.Module):
+    """Base class of self-supervised methods on the bundle's encoder (attribute ``encoder``).
+
+    Subclasses implement ``forward(batch) -> {"loss": scalar, "embedding": (B, D)}`` and may override the hooks.
+    ``export_state`` returns the weights that fine-tuning loads: keys under ``encoder.`` (and ``decoder.`` /
+    ``segmentation_head.`` for reconstruction methods), named as in ``MultiTaskNet``.
+    """
+
+    encoder: nn.Module
+
+    def on_step_end(self, engine: Engine) -> None:
+        """After each optimiser step (momentum encoders, queues)."""
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
+        """Before each epoch (schedules); ``epoch`` counts from 0."""
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """The transferable weights, as a plain state_dict."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(EXPORT_PREFIXES)}
+
+
+class SSLPrepareBatch:
+    """``prepare_batch`` for pretraining: every tensor of the batch to ``device``; returns ``(batch, None)``."""
+
+    def __init__(self, keys: Sequence[str] | None = None) -> None:
+        self.keys = keys
+
+    def __call__(
+        self, batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+    ) -> tuple[dict[str, Any], None]:
+        keys = self.keys or [k for k, v in batchdata.items() if isinstance(v, torch.Tensor)]
+        batch = {k: torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking, **kwargs) for k in keys}
+        return batch, None
+
+
+def ssl_loss(pred: Mapping[str, torch.Tensor], target: Any = None) -> torch.Tensor:
+    """``loss_function`` for SupervisedTrainer: the method computed its loss in ``forward``."""
+    return pred["loss"]
+
+
+class MethodHooks:
+    """Call the method's ``on_epoch_start`` / ``on_step_end`` from the trainer's events."""
+
+    def __init__(self, method: PretrainingMethod) -> None:
+        self.method = method
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._step)
+
+    def _epoch(self, engine: Engine) -> None:
+        self.method.on_epoch_start(engine.state.epoch - 1, engine.state.max_epochs)
+
+    def _step(self, engine: Engine) -> None:
+        self.method.on_step_end(engine)
+
+
+@torch.no_grad()
+def encode_pooled(encoder: nn.Module, loader: Any, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global-average-pooled deepest encoder features (L2-normalised) and labels of a labelled loader."""
+    was_training = encoder.training
+    encoder.eval()
+    feats, labels = [], []
+    for batch in loader:
+        x = torch.as_tensor(batch["image"]).to(device)
+        f = encoder(x)[-1].mean(dim=(2, 3))
+        feats.append(F.normalize(f.float(), dim=1).cpu())
+        labels.append(torch.as_tensor(batch["label"]).cpu())
+    encoder.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def knn_accuracy(
+    train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor, val_labels: torch.Tensor,
+    k: int = 20, temperature: float = 0.1,
+) -> float:
+    """Weighted cosine kNN accuracy (the usual health check of self-supervised features, as in DINO/InstDisc)."""
+    keep_t, keep_v = train_labels >= 0, val_labels >= 0
+    train_feats, train_labels = train_feats[keep_t], train_labels[keep_t].long()
+    val_feats, val_labels = val_feats[keep_v], val_labels[keep_v].long()
+    if len(train_labels) == 0 or len(val_labels) == 0:
+        return float("nan")
+    k = min(k, len(train_labels))
+    sim = val_feats @ train_feats.T
+    top, idx = sim.topk(k, dim=1)
+    votes = torch.zeros(len(val_labels), int(train_labels.max()) + 1)
+    votes.scatter_add_(1, train_labels[idx], (top / temperature).exp())
+    return float((votes.argmax(1) == val_labels).float().mean())
+
+
+class PretrainMonitor:
+    """Per-epoch log of loss, learning rate and embedding spread; collapse warning; periodic kNN probe.
+
+    Embedding spread is the mean per-dimension standard deviation of L2-normalised embeddings: about
+    ``1/sqrt(D)`` for well-spread features and near 0 when every image maps to one point (collapse).
+
+    Args:
+        method: the pretraining method (its ``encoder`` is probed).
+        optimizer: to log the learning rate.
+        probe_loaders: ``(train_loader, val_loader)`` of labelled images for the kNN probe, or None.
+        probe_interval: epochs between probes (0 = never).
+        log_dir: TensorBoard folder (None = console only).
+        collapse_ratio: warn when spread < ``collapse_ratio / sqrt(D)``.
+    """
+
+    def __init__(
+        self,
+        method: PretrainingMethod,
+        optimizer: torch.optim.Optimizer,
+        probe_loaders: Sequence[Any] | None = None,
+        probe_interval: int = 1,
+        log_dir: str | None = None,
+        collapse_ratio: float = 0.1,
+    ) -> None:
+        self.method, self.optimizer = method, optimizer
+        self.probe_loaders, self.probe_interval = probe_loaders, probe_interval
+        self.log_dir, self.collapse_ratio = log_dir, collapse_ratio
+        self.history: list[dict[str, float]] = []
+        self._writer = None
+        self._reset()
+
+    def _reset(self, engine: Engine | None = None) -> None:
+        self._loss_sum, self._count, self._embeddings = 0.0, 0, []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._report)
+        engine.add_event_handler(Events.COMPLETED, self._close)
+
+    def _collect(self, engine: Engine) -> None:
+        out = engine.state.output
+        self._loss_sum += float(out["loss"])
+        self._count += 1
+        emb = out.get("pred", {}).get("embedding") if isinstance(out.get("pred"), Mapping) else None
+        if emb is not None and len(self._embeddings) < 64:  # a few batches suffice for the spread estimate
+            self._embeddings.append(F.normalize(emb.detach().float(), dim=1).cpu())
+
+    def _report(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        row: dict[str, float] = {"epoch": epoch, "loss": self._loss_sum / max(self._count, 1)}
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self._embeddings:
+            emb = torch.cat(self._embeddings)
+            row["embedding_std"] = float(emb.std(dim=0).mean()) if len(emb) > 1 else float("nan")
+            floor = self.collapse_ratio / math.sqrt(emb.shape[1])
+            if row["embedding_std"] < floor:
+                logger.warning(
+                    "epoch %d: embeddings are collapsing (std %.4f < %.4f): check the learning rate, augmentations and "
+                    "batch size", epoch, row["embedding_std"], floor,
+                )
+        if self.probe_loaders and self.probe_interval and epoch % self.probe_interval == 0:
+            device = next(self.method.parameters()).device
+            tr = encode_pooled(self.method.encoder, self.probe_loaders[0], device)
+            va = encode_pooled(self.method.encoder, self.probe_loaders[1], device)
+            row["knn_accuracy"] = knn_accuracy(*tr, *va)
+        self.history.append(row)
+        logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        self._tensorboard(row)
+
+    def _tensorboard(self, row: dict[str, float]) -> None:
+        if not self.log_dir:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(self.log_dir)
+        for k, v in row.items():
+            if k != "epoch" and not np.isnan(v):
+                self._writer.add_scalar(f"pretrain/{k}", v, int(row["epoch"]))
+        self._writer.flush()
+
+    def _close(self, engine: Engine) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def save_pretrained(method: PretrainingMethod, path: str) -> str:
+    """Write ``method.export_state()`` atomically to ``path``; returns the path."""
+    atomic_save(method.export_state(), path)
+    logger.info("pretrained weights (%d tensors) written to %s", len(method.export_state()), os.path.abspath(path))
+    return path
