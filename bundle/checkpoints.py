@@ -150,7 +150,9 @@ class TrainingCheckpointer:
         self.save_dict.setdefault("trainer", trainer)  # the engine's epoch/iteration: where a resumed run starts
         if self.resume and os.path.isfile(self.last_path):
             logger.info("resuming from %s", self.last_path)
-            CheckpointLoader(self.last_path, {**self.save_dict, "checkpointer": self}, map_location="cpu").attach(trainer)
+            CheckpointLoader(self.last_path, {**self.save_dict, "checkpointer": self}, map_location="cpu").attach(
+                trainer
+            )
             trainer.add_event_handler(Events.STARTED, self._warn_if_finished)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save_last)
         if self.validator is not None and self.key_metric:
@@ -162,7 +164,10 @@ class TrainingCheckpointer:
         if trainer.state.epoch >= trainer.state.max_epochs:
             logger.warning(
                 "%s already holds %d of %d epochs: nothing left to train. Raise max_epochs to continue, or start "
-                "over with another ckpt_dir or resume=false.", self.last_path, trainer.state.epoch, trainer.state.max_epochs,
+                "over with another ckpt_dir or resume=false.",
+                self.last_path,
+                trainer.state.epoch,
+                trainer.state.max_epochs,
             )
 
     def _save_last(self, engine: Engine) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .readers import CXRReadError, SUPPORTED_SUFFIXES, is_image_file, read_raw
+from .readers import SUPPORTED_SUFFIXES, CXRReadError, is_image_file, read_raw
 
 __all__ = [
     "DatalistError",
@@ -195,7 +195,9 @@ def split_by_patient(
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """Split into (training, validation, test): grouped by patient, stratified by class, seeded."""
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"need 0 <= val_fraction, test_fraction and their sum < 1, got {val_fraction}, {test_fraction}")
+        raise ValueError(
+            f"need 0 <= val_fraction, test_fraction and their sum < 1, got {val_fraction}, {test_fraction}"
+        )
     train, val, test = [], [], []
     for _, groups in sorted(_groups_by_stratum(entries, seed).items()):
         n = len(groups)
@@ -288,9 +290,7 @@ def list_images(image_dir: str | os.PathLike) -> list[dict]:
     root = Path(image_dir)
     if not root.is_dir():
         raise DatalistError(str(image_dir), ["image folder not found"])
-    files = sorted(
-        p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and is_image_file(p)
-    )
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and is_image_file(p))
     if not files:
         raise DatalistError(str(image_dir), [f"no image files ({', '.join(SUPPORTED_SUFFIXES)}, DICOM) found"])
     return [{"image": str(p), "_id": f"{root.name}/{p.relative_to(root)}"} for p in files]

@@ -22,7 +22,11 @@ class MultiTaskPrepareBatch:
     target_keys = ("label", "mask", "has_mask")
 
     def __call__(
-        self, batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = torch.as_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking, **kwargs)
         targets = {

@@ -9,7 +9,6 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 from ignite.engine import Engine, Events
 from monai.metrics import compute_dice
 
@@ -44,7 +43,7 @@ class EvaluationReport:
         output_dir: str,
         class_names: Sequence[str],
         multi_label: bool = False,
-        extra_metrics: Sequence[Callable[["EvaluationReport"], dict]] = (),
+        extra_metrics: Sequence[Callable[[EvaluationReport], dict]] = (),
         filename: str = "metrics.json",
     ) -> None:
         self.output_dir, self.class_names, self.multi_label = output_dir, list(class_names), multi_label
@@ -85,8 +84,13 @@ class EvaluationReport:
             report.update(extra(self))
         os.makedirs(self.output_dir, exist_ok=True)
         report["plots"] = {
-            "roc": plot_roc(prob, onehot, self.class_names, [report["per_class"][c]["auc"] for c in self.class_names],
-                            os.path.join(self.output_dir, "roc.png")),
+            "roc": plot_roc(
+                prob,
+                onehot,
+                self.class_names,
+                [report["per_class"][c]["auc"] for c in self.class_names],
+                os.path.join(self.output_dir, "roc.png"),
+            ),
         }
         if not self.multi_label:
             report["plots"]["confusion_matrix"] = plot_confusion(
@@ -99,6 +103,11 @@ class EvaluationReport:
             json.dump(self.metrics, f, indent=2)
         logger.info(
             "test: %d images, auc_macro %.4f, accuracy %.4f, hm %.4f, dice_lung %.4f (%d images with masks) -> %s",
-            report["num_images"], report["auc_macro"], report["accuracy"], report["hm"], report["dice_lung"],
-            report["dice_images"], path,
+            report["num_images"],
+            report["auc_macro"],
+            report["accuracy"],
+            report["hm"],
+            report["dice_lung"],
+            report["dice_images"],
+            path,
         )

@@ -58,8 +58,14 @@ def classification_report(
         accuracy = float((pred == truth).all(1).mean()) if n else float("nan")
         confusion = [
             [
-                [int(((pred[:, k] == 0) & (truth[:, k] == 0)).sum()), int(((pred[:, k] == 1) & (truth[:, k] == 0)).sum())],
-                [int(((pred[:, k] == 0) & (truth[:, k] == 1)).sum()), int(((pred[:, k] == 1) & (truth[:, k] == 1)).sum())],
+                [
+                    int(((pred[:, k] == 0) & (truth[:, k] == 0)).sum()),
+                    int(((pred[:, k] == 1) & (truth[:, k] == 0)).sum()),
+                ],
+                [
+                    int(((pred[:, k] == 0) & (truth[:, k] == 1)).sum()),
+                    int(((pred[:, k] == 1) & (truth[:, k] == 1)).sum()),
+                ],
             ]
             for k in range(c)
         ]

@@ -16,7 +16,9 @@ from .metrics import roc_curve  # noqa: E402
 __all__ = ["plot_roc", "plot_confusion"]
 
 
-def plot_roc(prob: np.ndarray, truth_onehot: np.ndarray, class_names: Sequence[str], aucs: Sequence[float], path: str) -> str:
+def plot_roc(
+    prob: np.ndarray, truth_onehot: np.ndarray, class_names: Sequence[str], aucs: Sequence[float], path: str
+) -> str:
     """One-vs-rest ROC curve per class, AUC in the legend; returns ``path``."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     for k, name in enumerate(class_names):

@@ -65,7 +65,11 @@ class SSLPrepareBatch:
         self.keys = keys
 
     def __call__(
-        self, batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
     ) -> tuple[dict[str, Any], None]:
         keys = self.keys or [k for k, v in batchdata.items() if isinstance(v, torch.Tensor)]
         batch = {k: torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking, **kwargs) for k in keys}
@@ -110,8 +114,12 @@ def encode_pooled(encoder: nn.Module, loader: Any, device: torch.device | str) -
 
 
 def knn_accuracy(
-    train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor, val_labels: torch.Tensor,
-    k: int = 20, temperature: float = 0.1,
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_feats: torch.Tensor,
+    val_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.1,
 ) -> float:
     """Weighted cosine kNN accuracy (the usual health check of self-supervised features, as in DINO/InstDisc)."""
     keep_t, keep_v = train_labels >= 0, val_labels >= 0
@@ -186,7 +194,10 @@ class PretrainMonitor:
             if row["embedding_std"] < floor:
                 logger.warning(
                     "epoch %d: embeddings are collapsing (std %.4f < %.4f): check the learning rate, augmentations and "
-                    "batch size", epoch, row["embedding_std"], floor,
+                    "batch size",
+                    epoch,
+                    row["embedding_std"],
+                    floor,
                 )
         if self.probe_loaders and self.probe_interval and epoch % self.probe_interval == 0:
             device = next(self.method.parameters()).device

@@ -78,5 +78,3 @@ def select_keys(keys: Sequence[str] = TARGET_KEYS) -> Transform:
     from monai.transforms import SelectItemsd
 
     return SelectItemsd(keys=list(keys), allow_missing_keys=True)
-
-

@@ -68,7 +68,8 @@ def main() -> None:
         "training": chosen,
     }
     (out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
-    print(f"{len(chosen)} images, {sum('mask' in e for e in chosen)} masks, {len({e['patient'] for e in chosen})} patients")
+    n_masks, n_patients = sum("mask" in e for e in chosen), len({e["patient"] for e in chosen})
+    print(f"{len(chosen)} images, {n_masks} masks, {n_patients} patients")
 
 
 if __name__ == "__main__":

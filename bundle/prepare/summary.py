@@ -16,10 +16,11 @@ SECTIONS = ("training", "validation", "test")
 
 def train_command(out: str, class_names: Sequence[str], multi_label: bool) -> str:
     """The bundle training command for a prepared folder."""
-    names = "[" + ",".join(repr(str(c)) for c in class_names) + "]"
+    # Class names are class keys ([0-9a-z_]), so double quotes suffice for the shell.
+    names = "[" + ",".join(f"'{c}'" for c in class_names) + "]"
     cmd = (
         f"python -m monai.bundle run --config_file configs/train.json --dataset_dir {shlex.quote(str(out))} "
-        f"--class_names {shlex.quote(names)}"
+        f'--class_names "{names}"'
     )
     return cmd + (" --multi_label True" if multi_label else "")
 

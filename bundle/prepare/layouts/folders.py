@@ -90,10 +90,10 @@ def scan(args: argparse.Namespace) -> Scan:
         else:
             non_images[f.suffix.lower()] += 1
     mask_index = _mask_index(masks)
-    entries, skipped, used_masks = [], [], set()
+    entries, skipped, used_masks, mask_dirs_of = [], [], set(), {}
     for f in images:
         class_dir = f.parent.parent if f.parent.name.lower() == "images" else f.parent
-        if class_dir == src or src not in class_dir.parents or class_dir.name.lower() in NOT_CLASSES:
+        if class_dir == src or class_dir.name.lower() in NOT_CLASSES:
             skipped.append(Skip(str(f), f"not inside a class folder (found in '{rel(f.parent, src) or '.'}')",
                                 "no_class"))
             continue
@@ -102,8 +102,9 @@ def scan(args: argparse.Namespace) -> Scan:
         patient = _patient(f.name, patterns)
         if patient:
             entry["patient"] = patient
-        mask_dirs = [class_dir / d.name for d in (f.parent.parent if f.parent != class_dir else class_dir).iterdir()
-                     if d.is_dir() and d.name.lower() in mask_names]
+        if class_dir not in mask_dirs_of:  # masks sit beside "images", or inside the class folder
+            mask_dirs_of[class_dir] = [d for d in class_dir.iterdir() if d.is_dir() and d.name.lower() in mask_names]
+        mask_dirs = mask_dirs_of[class_dir]
         stem = f.name[: -len(".nii.gz")] if f.name.lower().endswith(".nii.gz") else f.stem
         mask = next((mask_index[(d, stem.lower())] for d in mask_dirs if (d, stem.lower()) in mask_index), None)
         if mask is not None:
