@@ -37,20 +37,25 @@ def parse_mapping(pairs: Sequence[str] | None, option: str) -> dict[str, str]:
 
 
 def assign_classes(
-    entries: list[dict], classes: Sequence[str] | None = None, class_map: dict[str, str] | None = None
+    entries: list[dict],
+    classes: Sequence[str] | None = None,
+    class_map: dict[str, str] | None = None,
+    preferred: Sequence[str] = (),
 ) -> tuple[list[dict], list[str], list[Skip]]:
     """Turn each entry's raw ``_class`` text into an int ``label`` and ``label_name``.
 
     ``class_map`` renames or merges classes (keys and values are class keys); ``classes`` keeps only those
-    classes, in that order (the rest are reported as left out); without it every class found is kept, in
-    ``order_classes`` order. Returns the kept entries, the class names and the skipped entries.
+    classes, in that order (the rest are reported as left out); without it every class found is kept, those in
+    ``preferred`` (the source's own order) first, then in ``order_classes`` order. Returns the kept entries,
+    the class names and the skipped entries.
     """
     class_map = class_map or {}
     for e in entries:
         key = class_key(e.pop("_class"))
         e["label_name"] = class_map.get(key, key)
     found = {e["label_name"] for e in entries}
-    names = [class_key(c) for c in classes] if classes else order_classes(found)
+    first = [p for p in preferred if p in found]
+    names = [class_key(c) for c in classes] if classes else first + order_classes(found - set(first))
     if len(set(names)) != len(names):
         raise PrepareError(f"--classes names a class twice: {names}")
     missing = [c for c in names if c not in found]

@@ -71,7 +71,7 @@ def scan(args: argparse.Namespace) -> Scan:
     columns = ("Image Index", "Finding Labels", "Patient ID", "View Position")
     rows = list(read_csv(csv_path, columns))
     seen = {f for _, r in rows for f in r["Finding Labels"].split("|") if f and f != NO_FINDING}
-    available = [f for f in FINDINGS if f in seen or f in FINDINGS] + sorted(seen - set(FINDINGS))
+    available = list(FINDINGS) + sorted(seen - set(FINDINGS))  # canonical order, then any others
     findings = select_findings(available, args.findings)
     test_list = src / args.test_list
     official = set(test_list.read_text().split()) if test_list.is_file() else set()

@@ -24,6 +24,7 @@ SINGLE_LABEL = True
 OFFICIAL_TEST = None
 
 TARGET_CLASSES = ("no_pneumonia", "pneumonia")
+DETAILED_CLASSES = ("normal", "no_lung_opacity_not_normal", "lung_opacity")
 BOX_COLUMNS = ("x", "y", "width", "height")
 
 
@@ -109,5 +110,6 @@ def scan(args: argparse.Namespace) -> Scan:
     for e, h in zip(entries, headers):
         if isinstance(h, dict) and h["ViewPosition"]:
             e["view"] = h["ViewPosition"]
-    entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"))
+    entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"),
+                                                    DETAILED_CLASSES + TARGET_CLASSES)
     return Scan(args.name or "rsna-pneumonia", class_names, False, entries, skipped + filtered)

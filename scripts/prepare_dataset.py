@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Turn a public chest X-ray dataset or a hospital DICOM folder into the bundle's datalist.
+
+    python scripts/prepare_dataset.py <layout> --src <dataset folder> --out <output folder> [options]
+
+Layouts: folders, covidx, rsna-pneumonia, nih, chexpert, siim-covid, dicom (``--help`` on each). Writes
+``datalist.json`` and ``summary.json`` into the output folder. See docs/prepare_dataset.md.
+"""
+
+import os
+import sys
+
+# Run as a file from the repository root: make the bundle package importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bundle.prepare.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Shared fixtures: small synthetic radiographs, tiny datalists, and the real CXR collection when present."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CXR = ROOT.parent / "shared" / "data" / "cxr-real"
+SHARED_SCHEMA = ROOT.parent / "shared" / "reference" / "monai" / "meta_schema_20240725.json"
+CLASS_NAMES = ["normal", "bacterial_pneumonia", "viral_pneumonia", "covid19"]
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def synthetic_cxr(height: int = 40, width: int = 56, seed: int = 0, label: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A radiograph-like uint8 picture (bright body, two dark lungs, class-dependent texture) and its lung mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    body = 170 + 40 * np.exp(-(((xx - width / 2) / (width / 2.2)) ** 2))
+    mask = np.zeros((height, width), np.uint8)
+    for cx in (0.3 * width, 0.7 * width):
+        inside = ((xx - cx) / (0.16 * width)) ** 2 + ((yy - 0.5 * height) / (0.33 * height)) ** 2 < 1
+        mask[inside] = 1
+    image = body - 110 * mask + 25 * label * mask * (rng.random((height, width)) > 0.7) + rng.normal(0, 6, mask.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def write_dataset(root: Path, n_per_class: int = 4, size: tuple[int, int] = (40, 56), masks_every: int = 2) -> Path:
+    """Write PNG images/masks and a datalist (two images per patient) under ``root``; returns the datalist path."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for label in range(len(CLASS_NAMES)):
+        for i in range(n_per_class):
+            image, mask = synthetic_cxr(*size, seed=label * 100 + i, label=label)
+            name = f"c{label}_{i}.png"
+            Image.fromarray(image).save(root / "images" / name)
+            entry = {"image": f"images/{name}", "label": label, "patient": f"p{label}_{i // 2}"}
+            if i % masks_every == 0:
+                Image.fromarray(mask).save(root / "masks" / name)
+                entry["mask"] = f"masks/{name}"
+            entries.append(entry)
+    path = root / "datalist.json"
+    path.write_text(json.dumps({"training": entries}))
+    return path
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A 4-class dataset of 8 synthetic images per class in a temporary folder; returns the folder."""
+    write_dataset(tmp_path / "data", n_per_class=8)
+    return tmp_path / "data"
+
+
+def run_bundle(*args: str, cwd: Path = ROOT, timeout: int = 600, check: bool = True):
+    """Run ``python -m monai.bundle`` in a subprocess from the bundle root; returns the CompletedProcess."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bundle run failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+requires_shared = pytest.mark.skipif(
+    not SHARED_CXR.is_dir(), reason=f"real CXR collection not found at {SHARED_CXR} (../shared is absent)"
+)

@@ -1,0 +1,43 @@
+"""The multi-task network, its tensor views and its encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter, build_encoder, encoder_channels
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet-b0"])
+def test_outputs_and_views_share_weights(backbone):
+    torch.manual_seed(0)
+    net = MultiTaskNet(num_classes=4, backbone=backbone).eval()
+    x = torch.rand(2, 1, 64, 64)
+    out = net(x)
+    assert out["class"].shape == (2, 4) and out["seg"].shape == (2, 2, 64, 64)
+    cls, seg = MultiTaskClassifier(4, backbone=backbone).eval(), MultiTaskSegmenter(4, backbone=backbone).eval()
+    cls.load_state_dict(net.state_dict())
+    seg.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(cls(x), out["class"].detach())
+        torch.testing.assert_close(seg(x), out["seg"].detach())
+
+
+def test_encoder_is_reachable_with_matching_keys():
+    net = MultiTaskNet(num_classes=3)
+    enc = build_encoder("resnet18")
+    assert set(enc.state_dict()) == {k.removeprefix("encoder.") for k in net.state_dict() if k.startswith("encoder.")}
+    feats = net.encode(torch.rand(1, 1, 64, 64))
+    assert [f.shape[1] for f in feats] == list(encoder_channels("resnet18"))
+
+
+def test_unknown_backbone_is_named():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet7'"):
+        MultiTaskNet(2, backbone="resnet7")
+
+
+def test_traced_classifier_matches():
+    net = MultiTaskClassifier(4).eval()
+    x = torch.rand(1, 1, 64, 64)
+    traced = torch.jit.trace(net, x)
+    torch.testing.assert_close(traced(torch.rand(1, 1, 64, 64) * 0 + x), net(x))
