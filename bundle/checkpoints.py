@@ -130,6 +130,8 @@ class TrainingCheckpointer:
         last_filename: str = "checkpoint.pt",
         model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
+        if not isinstance(resume, bool):  # the CLI parses only True/False as booleans; 'false' would be truthy
+            raise ValueError(f"resume must be True or False, got {resume!r}")
         self.ckpt_dir, self.save_dict, self.network = ckpt_dir, dict(save_dict), network
         self.validator, self.key_metric, self.resume = validator, key_metric, resume
         self.best_path = os.path.join(ckpt_dir, best_filename)

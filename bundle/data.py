@@ -198,17 +198,32 @@ def split_by_patient(
         raise ValueError(
             f"need 0 <= val_fraction, test_fraction and their sum < 1, got {val_fraction}, {test_fraction}"
         )
+    buckets = sorted(_groups_by_stratum(entries, seed).items())
+    sizes = [len(groups) for _, groups in buckets]
+    n_test = _quotas(sizes, test_fraction, seed)
+    n_val = _quotas([n - t for n, t in zip(sizes, n_test)], val_fraction / (1 - test_fraction), seed + 1)
     train, val, test = [], [], []
-    for _, groups in sorted(_groups_by_stratum(entries, seed).items()):
-        n = len(groups)
-        n_test = round(n * test_fraction) if test_fraction else 0
-        n_val = round(n * val_fraction) if val_fraction else 0
-        if n >= 3:  # every class present in every requested split when it has enough patients
-            n_test = max(n_test, 1 if test_fraction else 0)
-            n_val = max(n_val, 1 if val_fraction else 0)
+    for (_, groups), t, v in zip(buckets, n_test, n_val):
         for i, members in enumerate(groups):
-            (test if i < n_test else val if i < n_test + n_val else train).extend(members)
+            (test if i < t else val if i < t + v else train).extend(members)
     return train, val, test
+
+
+def _quotas(sizes: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """Patients per stratum for a split: largest-remainder rounding so that the total is round(N * fraction).
+
+    Plain per-stratum rounding loses small strata (e.g. rare multi-label patterns) and can leave a split empty.
+    Strata with at least 3 patients give at least one to every requested split.
+    """
+    if not fraction:
+        return [0] * len(sizes)
+    exact = [n * fraction for n in sizes]
+    quotas = [int(x) for x in exact]
+    rng = random.Random(seed)
+    order = sorted(range(len(sizes)), key=lambda i: (exact[i] - quotas[i], rng.random()), reverse=True)
+    for i in order[: max(0, round(sum(sizes) * fraction) - sum(quotas))]:
+        quotas[i] += 1
+    return [max(q, 1) if n >= 3 else min(q, n - 1) if n > 1 else q for q, n in zip(quotas, sizes)]
 
 
 def label_subset(entries: Sequence[dict], fraction: float, seed: int) -> list[dict]:
@@ -252,6 +267,8 @@ def prepare_splits(
     training images. Every problem is reported at once; with ``exit_on_error`` the process stops with that
     message alone (a ``SystemExit``), instead of a traceback from inside the config parser.
     """
+    if not isinstance(multi_label, bool):  # the CLI parses only True/False as booleans; 'false' would be truthy
+        raise SystemExit(f"multi_label must be True or False, got {multi_label!r}")
     try:
         sections = load_datalist(datalist, dataset_dir)
         everything = [e for s in SECTIONS for e in sections.get(s, [])]
@@ -271,6 +288,15 @@ def prepare_splits(
         )
         val = val if val is not None else split_val
         test = test if test is not None else split_test
+    empty = [name for name, part, f in (("validation", val, val_fraction), ("test", test, test_fraction)) if f and not part]
+    if empty or not train:
+        message = (
+            f"{datalist}: the {', '.join(empty or ['training'])} split is empty ({len(everything)} images in "
+            f"{len(_groups(everything))} patients); add images or give the sections in the datalist"
+        )
+        if exit_on_error:
+            raise SystemExit(message)
+        raise DatalistError(str(datalist), [message])
     labelled = [e for e in train if e.get("label") is not None]
     if label_fraction < 1:
         train = label_subset(labelled, label_fraction, seed) + [e for e in train if e.get("label") is None]

@@ -28,6 +28,9 @@ __all__ = [
     "MethodHooks",
     "PretrainMonitor",
     "knn_accuracy",
+    "encode_pooled",
+    "trainable_parameters",
+    "save_pretrained",
     "EXPORT_PREFIXES",
 ]
 
@@ -56,6 +59,11 @@ class PretrainingMethod(nn.Module):
     def export_state(self) -> dict[str, torch.Tensor]:
         """The transferable weights, as a plain state_dict."""
         return {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(EXPORT_PREFIXES)}
+
+
+def trainable_parameters(method: nn.Module) -> list[nn.Parameter]:
+    """Parameters that receive gradients, for the optimiser (momentum encoders and EMA targets are left out)."""
+    return [p for p in method.parameters() if p.requires_grad]
 
 
 class SSLPrepareBatch:
@@ -110,28 +118,40 @@ def encode_pooled(encoder: nn.Module, loader: Any, device: torch.device | str) -
         feats.append(F.normalize(f.float(), dim=1).cpu())
         labels.append(torch.as_tensor(batch["label"]).cpu())
     encoder.train(was_training)
+    if not feats:  # an empty split: no features, and knn_accuracy answers NaN
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
     return torch.cat(feats), torch.cat(labels)
 
 
 def knn_accuracy(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    val_feats: torch.Tensor,
-    val_labels: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.1,
+    train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor, val_labels: torch.Tensor,
+    k: int = 20, temperature: float = 0.1,
 ) -> float:
-    """Weighted cosine kNN accuracy (the usual health check of self-supervised features, as in DINO/InstDisc)."""
-    keep_t, keep_v = train_labels >= 0, val_labels >= 0
-    train_feats, train_labels = train_feats[keep_t], train_labels[keep_t].long()
-    val_feats, val_labels = val_feats[keep_v], val_labels[keep_v].long()
+    """Weighted cosine kNN accuracy (the usual health check of self-supervised features, as in DINO/InstDisc).
+
+    Labels are class indices (B,) with -1 for unlabelled images, or multi-label 0/1 vectors (B, C) with -1 for
+    unknown: then each class is voted on separately (weighted share of positive neighbours > 0.5) and the
+    accuracy is over the known (image, class) pairs. NaN when either side has no labelled image.
+    """
+    if train_labels.ndim == 2:
+        keep_t, keep_v = (train_labels >= 0).all(1), (val_labels >= 0).any(1)
+    else:
+        keep_t, keep_v = train_labels >= 0, val_labels >= 0
+    train_feats, train_labels = train_feats[keep_t], train_labels[keep_t]
+    val_feats, val_labels = val_feats[keep_v], val_labels[keep_v]
     if len(train_labels) == 0 or len(val_labels) == 0:
         return float("nan")
     k = min(k, len(train_labels))
     sim = val_feats @ train_feats.T
     top, idx = sim.topk(k, dim=1)
-    votes = torch.zeros(len(val_labels), int(train_labels.max()) + 1)
-    votes.scatter_add_(1, train_labels[idx], (top / temperature).exp())
+    weights = (top / temperature).exp()
+    if train_labels.ndim == 2:
+        score = (weights[..., None] * train_labels[idx].float()).sum(1) / weights.sum(1, keepdim=True)
+        known = val_labels >= 0
+        return float(((score > 0.5).float() == val_labels.float())[known].float().mean())
+    train_labels, val_labels = train_labels.long(), val_labels.long()
+    votes = torch.zeros(len(val_labels), int(max(train_labels.max(), val_labels.max())) + 1)
+    votes.scatter_add_(1, train_labels[idx], weights)
     return float((votes.argmax(1) == val_labels).float().mean())
 
 
@@ -145,7 +165,7 @@ class PretrainMonitor:
         method: the pretraining method (its ``encoder`` is probed).
         optimizer: to log the learning rate.
         probe_loaders: ``(train_loader, val_loader)`` of labelled images for the kNN probe, or None.
-        probe_interval: epochs between probes (0 = never).
+        probe_interval: epochs between probes, and after the last epoch (0 = never).
         log_dir: TensorBoard folder (None = console only).
         collapse_ratio: warn when spread < ``collapse_ratio / sqrt(D)``.
     """
@@ -177,7 +197,8 @@ class PretrainMonitor:
 
     def _collect(self, engine: Engine) -> None:
         out = engine.state.output
-        self._loss_sum += float(out["loss"])
+        loss = out["loss"]
+        self._loss_sum += float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         self._count += 1
         emb = out.get("pred", {}).get("embedding") if isinstance(out.get("pred"), Mapping) else None
         if emb is not None and len(self._embeddings) < 64:  # a few batches suffice for the spread estimate
@@ -199,7 +220,8 @@ class PretrainMonitor:
                     row["embedding_std"],
                     floor,
                 )
-        if self.probe_loaders and self.probe_interval and epoch % self.probe_interval == 0:
+        last = epoch == engine.state.max_epochs  # the final weights are always probed
+        if self.probe_loaders and self.probe_interval and (epoch % self.probe_interval == 0 or last):
             device = next(self.method.parameters()).device
             tr = encode_pooled(self.method.encoder, self.probe_loaders[0], device)
             va = encode_pooled(self.method.encoder, self.probe_loaders[1], device)

@@ -11,16 +11,17 @@ the lungs, low when it relies on text markers, borders or devices outside them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.visualize import GradCAM, GradCAMpp, OcclusionSensitivity
 from monai.visualize.class_activation_maps import ModelWithHooks
 from monai.visualize.visualizer import default_upsampler
 from torch import nn
-from torch.nn import functional as F
 
 __all__ = [
     "SALIENCY_METHODS",
@@ -73,7 +74,8 @@ def lung_attention(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = (mask > 0).float().flatten(1)
     total = s.sum(1)
     inside = (s * m).sum(1)
-    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(s.dtype).tiny), torch.full_like(total, float("nan")))
+    nan = torch.full_like(total, float("nan"))
+    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(s.dtype).tiny), nan)
 
 
 def _class_logits(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -148,7 +150,10 @@ class _ClassifierView(nn.Module):
 
 
 class SaliencyInferer(Inferer):
-    """Inferer returning ``{"class": logits, "seg": logits, "saliency": (B, 1, H, W) in [0, 1], "saliency_class": (B,)}``.
+    """Inferer returning ``{"class", "seg", "saliency", "saliency_class"}`` for a batch.
+
+    ``class`` (B, K) and ``seg`` (B, 2, H, W) are logits, ``saliency`` (B, 1, H, W) is in [0, 1] (1 = the most
+    important pixel of that image) and ``saliency_class`` (B,) is the class each map explains.
 
     Works with ``MultiTaskNet`` and its tensor views (anything with ``encode`` / ``classify`` / ``segment``);
     ``seg`` is left out for a network without ``segment``. With ``method="none"`` it is a plain forward pass.
@@ -215,7 +220,10 @@ class SaliencyInferer(Inferer):
         prob = activate(logits.float())
         maps = []
         for i in range(x.shape[0]):  # OcclusionSensitivity takes one image at a time
-            occ_map, _ = occ(x[i : i + 1])
+            with warnings.catch_warnings():  # MONAI's occlusion code trips a torch indexing deprecation warning
+                warnings.simplefilter("ignore", UserWarning)
+                occ_map, _ = occ(x[i : i + 1])
+            occ_map = occ_map.as_tensor() if isinstance(occ_map, MetaTensor) else occ_map
             k = int(class_idx[i])
             # importance = how much the class probability drops when the region is hidden
             maps.append((prob[i, k] - occ_map[0, k].float()).clamp(min=0)[None, None])
@@ -234,7 +242,9 @@ class SaliencyInferer(Inferer):
             with torch.no_grad():
                 logits, features = _class_logits(network, inputs)
             if self.method == "occlusion":
-                idx = logits.argmax(1) if self.class_idx is None else torch.full_like(logits[:, 0], self.class_idx).long()
+                idx = logits.argmax(1)
+                if self.class_idx is not None:
+                    idx = torch.full_like(idx, int(self.class_idx))
                 with torch.no_grad():
                     out["saliency"] = self._occlusion(network, inputs, logits, idx)
                 out["saliency_class"] = idx

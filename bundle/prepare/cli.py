@@ -34,8 +34,10 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
     p.add_argument("--src", required=True, help="the dataset folder, as downloaded and unpacked")
     p.add_argument("--out", required=True, help="output folder for datalist.json and summary.json")
     p.add_argument("--name", help="datalist name (default: layout and source folder name)")
-    p.add_argument("--val-fraction", type=_fraction, default=0.15, help="of patients per class (default: %(default)s)")
-    p.add_argument("--test-fraction", type=_fraction, default=0.15, help="of patients per class (default: %(default)s)")
+    p.add_argument("--val-fraction", type=_fraction, default=0.15,
+                   help="share of each class's patients for validation (default: %(default)s)")
+    p.add_argument("--test-fraction", type=_fraction, default=0.15,
+                   help="share of each class's patients for test (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="processes that read files (default: %(default)s)")
@@ -84,7 +86,7 @@ def _options(args: argparse.Namespace) -> Options:
                               args.cache_bits)
         except ValueError as e:
             raise PrepareError(str(e)) from None
-    record = {k: v for k, v in sorted(vars(args).items()) if k not in ("src", "out")}
+    record = {k: v for k, v in sorted(vars(args).items()) if k not in ("src", "out", "exclude")}
     return Options(
         src=args.src, out=args.out, layout=args.layout, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, official_test=getattr(args, "official_test", False),
@@ -96,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (0 done, 2 the source cannot be prepared)."""
     args = build_parser().parse_args(argv)
     args.src = str(Path(args.src).absolute())
+    args.exclude = [os.path.abspath(p) for p in (args.out, args.cache_dir) if p]  # never scan our own output
     try:
         if not os.path.isdir(args.src):
             raise PrepareError(f"--src {args.src} is not a folder")

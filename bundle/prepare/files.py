@@ -13,6 +13,7 @@ from .records import PrepareError
 
 __all__ = [
     "find_file",
+    "image_files",
     "index_by_name",
     "is_dicom_file",
     "iter_files",
@@ -22,12 +23,17 @@ __all__ = [
 ]
 
 
-def iter_files(root: str | os.PathLike) -> list[Path]:
-    """Every regular file under ``root``, sorted, without hidden files or folders (``.DS_Store``, ``__MACOSX``)."""
+def iter_files(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Every regular file under ``root``, sorted, without hidden files or folders (``.DS_Store``, ``__MACOSX``)
+    and without the folders in ``exclude`` (an output or cache folder placed inside the dataset)."""
     root = Path(root)
+    skip = {os.path.abspath(e) for e in exclude}
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and d != "__MACOSX" and os.path.abspath(os.path.join(dirpath, d)) not in skip
+        )
         out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
     return sorted(out)
 
@@ -51,6 +57,11 @@ def find_file(name: str, candidates: Sequence[Path], index: dict[str, list[Path]
             return c
     found = index.get(os.path.basename(name), [])
     return sorted(found)[0] if found else None
+
+
+def image_files(files: Sequence[Path]) -> list[Path]:
+    """The files that are images by their suffix or DICOM by their content (not CSVs, PDFs, notes)."""
+    return [f for f in files if (f.suffix and is_image_file(f)) or is_dicom_file(f)]
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:

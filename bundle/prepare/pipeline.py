@@ -47,7 +47,8 @@ def _write_json(path: str, content: dict) -> None:
 
 def _file_tasks(entries: list[dict], cache_paths: dict[str, str]) -> list[FileTask]:
     images = list(dict.fromkeys(e["image"] for e in entries))
-    masks = [m for m in dict.fromkeys(e["mask"] for e in entries if "mask" in e) if m not in set(images)]
+    image_set = set(images)
+    masks = [m for m in dict.fromkeys(e["mask"] for e in entries if "mask" in e) if m not in image_set]
     return [FileTask(p, "image", cache_paths.get(p)) for p in images] + [
         FileTask(p, "mask", cache_paths.get(p)) for p in masks
     ]

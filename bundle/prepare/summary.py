@@ -12,6 +12,9 @@ from .records import Skip
 __all__ = ["build_summary", "format_summary", "train_command"]
 
 SECTIONS = ("training", "validation", "test")
+# Printed in this order: problems with the data first, choices made by options last.
+KIND_ORDER = ("missing_file", "unreadable", "bad_row", "no_label", "bad_mask", "duplicate_conflict", "unpaired_mask",
+              "no_class", "not_dicom", "not_image", "uncertain", "duplicate", "filtered")
 
 
 def train_command(out: str, class_names: Sequence[str], multi_label: bool) -> str:
@@ -97,11 +100,12 @@ def build_summary(
     }
 
 
-def format_summary(summary: dict, max_skipped: int = 20) -> str:
-    """The summary as text for the terminal; the full list of skipped items is in ``summary.json``."""
+def format_summary(summary: dict, per_kind: int = 5) -> str:
+    """The summary as text for the terminal: ``per_kind`` examples of each kind of skipped item (all of them
+    are in ``summary.json``)."""
     lines = [f"{summary['name']} ({summary['layout']}): {summary['images']} images, {summary['patients']} patients, "
              f"{summary['images_with_masks']} with masks", ""]
-    width = max([len(c) for c in summary["per_class"]] + [5])
+    width = max([len(c) for c in summary["per_class"]] + [len("images_with_masks")])
     lines.append(f"{'class':<{width}} " + " ".join(f"{s:>10}" for s in (*SECTIONS, "total")))
     for c, counts in summary["per_class"].items():
         lines.append(f"{c:<{width}} " + " ".join(f"{counts[s]:>10}" for s in (*SECTIONS, "total")))
@@ -115,14 +119,15 @@ def format_summary(summary: dict, max_skipped: int = 20) -> str:
         c = summary["cache"]
         lines.append(f"cache: {c['dir']} ({c['written']} written, {c['reused']} reused)")
     skipped = summary["skipped"]
-    if skipped:
-        kinds = ", ".join(f"{k} {n}" for k, n in summary["skipped_by_kind"].items())
-        lines += ["", f"left out: {len(skipped)} ({kinds})"]
-        lines += [f"  - {s['item']}: {s['reason']}" for s in skipped[:max_skipped]]
-        if len(skipped) > max_skipped:
-            lines.append(f"  ... {len(skipped) - max_skipped} more in summary.json")
-    else:
-        lines += ["", "left out: nothing"]
+    lines += ["", f"left out: {len(skipped) or 'nothing'}"]
+    rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    kinds = sorted(summary["skipped_by_kind"], key=lambda k: rank.get(k, len(rank)))
+    for kind in kinds:
+        items = [s for s in skipped if s["kind"] == kind]
+        lines.append(f"  {kind}: {len(items)}")
+        lines += [f"    - {s['item']}: {s['reason']}" for s in items[:per_kind]]
+        if len(items) > per_kind:
+            lines.append(f"    ... {len(items) - per_kind} more in summary.json")
     lines += [f"note: {n}" for n in summary["notes"]]
     if summary["train_command"]:
         lines += ["", "train with:", "  " + summary["train_command"]]

@@ -13,7 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ..files import read_csv, row_ref
+from ..files import image_files, iter_files, read_csv, row_ref
 from ..labels import class_key, select_findings
 from ..records import PrepareError, Scan, Skip
 
@@ -75,10 +75,12 @@ def scan(args: argparse.Namespace) -> Scan:
         raise PrepareError(f"no train.csv or valid.csv in {src}; name the label files with --csv")
     findings = select_findings(OBSERVATIONS, args.findings)
     views = {v.lower() for v in args.views}
-    entries, skipped, no_patient = [], [], 0
+    entries, skipped, no_patient, listed = [], [], 0, set()
     for csv_path in csvs:
         for line, row in read_csv(csv_path, ("Path", "Frontal/Lateral", *findings)):
             where = row_ref(csv_path, line)
+            parts = Path(row["Path"]).parts
+            listed.update((parts, parts[1:]))  # Path starts with the dataset folder, which --src may or may not be
             if row["Frontal/Lateral"].lower() not in views:
                 skipped.append(Skip(where, f"'{row['Frontal/Lateral']}' view not in --views {sorted(views)}",
                                     "filtered"))
@@ -107,5 +109,7 @@ def scan(args: argparse.Namespace) -> Scan:
             if csv_path.name == "valid.csv":
                 entry["_official"] = "test"
             entries.append(entry)
+    skipped += [Skip(str(f), f"not listed in {', '.join(c.name for c in csvs)}", "no_label")
+                for f in image_files(iter_files(src, args.exclude)) if f.relative_to(src).parts not in listed]
     notes = [f"{no_patient} image(s) without patientNNNNN in their path: one patient per image"] if no_patient else []
     return Scan(args.name or "chexpert", [class_key(f) for f in findings], True, entries, skipped, notes)

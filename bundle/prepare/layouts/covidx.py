@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..files import find_file, index_by_name, iter_files, row_ref
+from ..files import find_file, image_files, index_by_name, iter_files, row_ref
 from ..labels import assign_classes, parse_mapping
 from ..records import PrepareError, Scan, Skip
 
@@ -47,9 +47,11 @@ def _label_files(src: Path, given: list[str] | None) -> list[Path]:
 def scan(args: argparse.Namespace) -> Scan:
     """Entries for every line of the label files whose image exists."""
     src = Path(args.src)
-    index = index_by_name(iter_files(src))
-    entries, skipped = [], []
-    for label_file in _label_files(src, args.label_files):
+    files = iter_files(src, args.exclude)
+    index = index_by_name(files)
+    label_files = _label_files(src, args.label_files)
+    entries, skipped, listed = [], [], set()
+    for label_file in label_files:
         split = _split_of(label_file)
         with open(label_file, encoding="utf-8-sig") as f:
             for line_no, line in enumerate(f, start=1):
@@ -64,6 +66,7 @@ def scan(args: argparse.Namespace) -> Scan:
                 # File names may contain spaces: everything between the patient id and the last two fields.
                 patient, filename, label, source = tokens[0], " ".join(tokens[1:-2]), tokens[-2], tokens[-1]
                 image = find_file(filename, [src / split / filename, src / filename], index)
+                listed.add(image)
                 if image is None:
                     skipped.append(Skip(where, f"image '{filename}' not found in {split}/ or elsewhere under --src",
                                         "missing_file"))
@@ -72,5 +75,7 @@ def scan(args: argparse.Namespace) -> Scan:
                 if split == "test":
                     entry["_official"] = "test"
                 entries.append(entry)
+    names = ", ".join(f.name for f in label_files)
+    skipped += [Skip(str(f), f"not listed in {names}", "no_label") for f in image_files(files) if f not in listed]
     entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"))
     return Scan(args.name or f"covidx-{src.name}", class_names, False, entries, skipped + filtered)

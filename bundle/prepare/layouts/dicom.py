@@ -95,7 +95,7 @@ def scan(args: argparse.Namespace) -> Scan:
         labels_path = labels_path.absolute()
     labels, skipped = _read_labels(args, labels_path) if labels_path else ({}, [])
     files, others = [], []
-    for f in iter_files(src):
+    for f in iter_files(src, args.exclude):
         if labels_path is not None and f.resolve() == labels_path.resolve():
             continue
         (files if is_dicom_file(f) else others).append(f)

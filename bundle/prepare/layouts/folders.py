@@ -79,7 +79,7 @@ def scan(args: argparse.Namespace) -> Scan:
     patterns = [re.compile(args.patient_regex)] if args.patient_regex else [re.compile(p) for p in KERMANY_PATIENT]
     name_rules = _name_rules(args.name_class)
     images, masks, other_masks, non_images = [], [], 0, Counter()
-    for f in iter_files(src):
+    for f in iter_files(src, args.exclude):
         dirs = [d.lower() for d in f.relative_to(src).parts[:-1]]
         if any(d in mask_names for d in dirs):
             masks.append(f)
@@ -120,8 +120,8 @@ def scan(args: argparse.Namespace) -> Scan:
     if other_masks:
         notes.append(f"{other_masks} file(s) in infection-mask folders not used (they are not lung masks)")
     if non_images:
-        notes.append("files that are not images ignored: " + ", ".join(f"{n} {s or '(no suffix)'}"
-                                                                         for s, n in sorted(non_images.items())))
+        counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(non_images.items()))
+        notes.append(f"files that are not images ignored: {counts}")
     without_patient = sum("patient" not in e for e in entries)
     if without_patient:
         notes.append(f"{without_patient} image(s) without a patient id in the file name: one patient per image")

@@ -13,7 +13,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from ..files import find_file, index_by_name, iter_files, read_csv, row_ref
+from ..files import find_file, image_files, index_by_name, iter_files, read_csv, row_ref
 from ..labels import class_key, select_findings
 from ..records import PrepareError, Scan, Skip
 
@@ -78,7 +78,8 @@ def scan(args: argparse.Namespace) -> Scan:
     if getattr(args, "official_test", False) and not official:
         raise PrepareError(f"--official-test: {test_list} not found or empty")
     boxes = _boxes(src / args.bbox_csv)
-    index = index_by_name(iter_files(src))
+    files = iter_files(src, args.exclude)
+    index = index_by_name(files)
     views = {v.upper() for v in args.views}
     entries, skipped = [], []
     for line, row in rows:
@@ -103,4 +104,7 @@ def scan(args: argparse.Namespace) -> Scan:
         if name in official:
             entry["_official"] = "test"
         entries.append(entry)
+    listed = {row["Image Index"] for _, row in rows}
+    skipped += [Skip(str(f), f"not listed in {csv_path.name}", "no_label") for f in image_files(files)
+                if f.name not in listed]
     return Scan(args.name or "nih-chestxray14", [class_key(f) for f in findings], True, entries, skipped)

@@ -10,7 +10,6 @@ The challenge's ``patientId`` names one image; it is the patient id here, as in 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 
 from ..files import is_dicom_file, iter_files, read_csv, row_ref
@@ -80,9 +79,14 @@ def scan(args: argparse.Namespace) -> Scan:
     labels_csv, info_csv, image_dir = src / args.labels_csv, src / args.class_info_csv, src / args.images
     if not image_dir.is_dir():
         raise PrepareError(f"DICOM folder not found: {image_dir} (set --images)")
+    if args.classes_from == "detailed" and not info_csv.is_file():
+        raise PrepareError(f"{info_csv} not found: set --class-info-csv, or use --classes-from target")
     boxes, skipped = _boxes(labels_csv)
     classes, conflicts = _class_info(info_csv) if args.classes_from == "detailed" else ({}, {})
-    dicoms = {f.stem: f for f in iter_files(image_dir) if is_dicom_file(f)}
+    files = iter_files(image_dir, args.exclude)
+    is_dicom = {f: is_dicom_file(f) for f in files}
+    dicoms = {f.stem: f for f in files if is_dicom[f]}
+    skipped += [Skip(str(f), "not a DICOM file", "not_dicom") for f in files if not is_dicom[f]]
     entries = []
     for pid, item in boxes.items():
         where = row_ref(labels_csv, item["line"])

@@ -14,8 +14,7 @@ import ast
 import math
 from pathlib import Path
 
-from ...readers import is_image_file
-from ..files import is_dicom_file, iter_files, read_csv, rel, row_ref
+from ..files import image_files, is_dicom_file, iter_files, read_csv, rel, row_ref
 from ..headers import read_headers
 from ..labels import assign_classes, parse_mapping
 from ..records import PrepareError, Scan, Skip
@@ -91,7 +90,9 @@ def scan(args: argparse.Namespace) -> Scan:
     studies, skipped = _study_labels(study_csv)
     table, bad_boxes = _image_table(image_csv)
     skipped += bad_boxes
-    files = [f for f in iter_files(image_dir) if is_dicom_file(f) or (f.suffix and is_image_file(f))]
+    everything = iter_files(image_dir, args.exclude)
+    files = image_files(everything)
+    skipped += [Skip(str(f), "not an image or DICOM file", "not_image") for f in sorted(set(everything) - set(files))]
     entries, found_studies, found_images = [], set(), set()
     for f in files:
         image_id = f.name.split(".")[0]
