@@ -117,6 +117,9 @@ class ContrastiveMethod(PretrainingMethod):
         in_channels: image channels.
     """
 
+    # (copy, original) module pairs: momentum / target networks that start as copies of the online ones
+    twins: tuple[tuple[str, str], ...] = ()
+
     def __init__(self, backbone: str = "resnet18", in_channels: int = 1) -> None:
         super().__init__()
         self.backbone = backbone
@@ -152,6 +155,19 @@ class ContrastiveMethod(PretrainingMethod):
     def on_step_end(self, engine: Any = None) -> None:
         """Count the step; subclasses update their momentum networks / queues here."""
         self._steps_done += 1
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """As ``nn.Module.load_state_dict``; a momentum / target network the state lacks becomes a copy again.
+
+        Starting weights (``pretrained_ckpt``: ``encoder.*`` only) must reach the key encoder or EMA target too,
+        or MoCo / BYOL would start against a random network; a resume state holds both and is loaded as is.
+        """
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        keys = list(state_dict)
+        for twin, original in self.twins:
+            if any(k.startswith(original + ".") for k in keys) and not any(k.startswith(twin + ".") for k in keys):
+                getattr(self, twin).load_state_dict(getattr(self, original).state_dict())
+        return result
 
 
 class SimCLR(ContrastiveMethod):
@@ -205,6 +221,8 @@ class MoCoV2(ContrastiveMethod):
         momentum: key encoder momentum (0.999 for ImageNet-size data; 0.99 suits thousands of images).
         proj_dim, hidden_dim: projection output / hidden size (hidden default: encoder width).
     """
+
+    twins = (("momentum_encoder", "encoder"), ("momentum_projector", "projector"))
 
     def __init__(
         self,
@@ -282,6 +300,8 @@ class BYOL(ContrastiveMethod):
         proj_dim, hidden_dim: projector output / hidden size.
         pred_hidden_dim: predictor hidden size (default ``hidden_dim``).
     """
+
+    twins = (("target_encoder", "encoder"), ("target_projector", "projector"))
 
     def __init__(
         self,

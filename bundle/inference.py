@@ -94,6 +94,7 @@ def list_inputs(
     datalist: str | os.PathLike | None = None,
     recursive: bool = True,
     max_images: int | None = None,
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> list[dict]:
     """Entries ``{"image", "name"[, "mask"]}`` to run inference on.
 
@@ -104,6 +105,8 @@ def list_inputs(
             ``mask`` is its ground-truth lung mask, used for lung attention.
         recursive: list sub-folders too (DICOM exports are often nested).
         max_images: keep only the first ``max_images`` entries (demos, smoke tests).
+        exclude: folders never listed, e.g. the run's own output folder when it lies inside ``dataset_dir``
+            (a second run would otherwise take the first run's masks and overlays for radiographs).
 
     Raises:
         SystemExit: nothing to process (missing folder, empty folder or datalist), with the reason.
@@ -132,9 +135,11 @@ def list_inputs(
         entries, root = [{"image": dataset_dir}], os.path.dirname(dataset_dir)
     elif os.path.isdir(dataset_dir):
         pattern = "**/*" if recursive else "*"
+        skip = [Path(e).resolve() for e in exclude if e]
         files = sorted(
             str(p) for p in Path(dataset_dir).glob(pattern)
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(dataset_dir).parts)
+            and not any(p.resolve().is_relative_to(e) for e in skip)
         )
         entries, root = [{"image": f} for f in files], dataset_dir
     else:
@@ -456,7 +461,8 @@ class PredictionWriter:
         """
         failed = self.failures
         summary = {"images": len(self.rows), "ok": len(self.rows) - len(failed), "failed": len(failed)}
-        print(f"inference: {summary['images']} images, {summary['ok']} ok, {summary['failed']} failed")
+        method = f", saliency {self.saliency_method}" if self.saliency_method else ""
+        print(f"inference: {summary['images']} images, {summary['ok']} ok, {summary['failed']} failed{method}")
         print(f"predictions: {os.path.abspath(self.csv_path)}")
         if self.write_overlays and summary["ok"]:
             print(f"overlays: {os.path.abspath(os.path.join(self.output_dir, 'overlays'))}")

@@ -162,15 +162,15 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         height, width = int(image.shape[-2]), int(image.shape[-1])
         if self.mode == "group":
             mask = group_mask(height, width, self.R, self.mask_ratio, self.hole_size)
-            out = image.clone()
-            lo, hi = float(image.min()), float(image.max())
-            noise = torch.from_numpy(self.R.uniform(lo, hi, size=(image.shape[0], int(mask.sum()))).astype(np.float32))
-            out[:, torch.from_numpy(mask)] = noise.to(out.dtype)
-            return out, torch.from_numpy(mask.astype(np.float32))[None]
+            # NumPy, like MONAI's coarse transforms: small tensor ops in torch cost more than the work here
+            out = image.detach().cpu().numpy().copy()
+            noise = self.R.uniform(out.min(), out.max(), size=(out.shape[0], int(mask.sum())))
+            out[:, mask] = noise.astype(out.dtype)
+            return torch.from_numpy(out), torch.from_numpy(mask.astype(np.float32))[None]
         sides = [(max(1, round(f * height)), max(1, round(f * width))) for f in self.hole_size]
         self._dropout.spatial_size, self._dropout.max_spatial_size = sides
         # MONAI fills in place on a NumPy view: give it a copy so the cached image stays intact
-        out = torch.as_tensor(self._dropout(image.clone()))
+        out = torch.as_tensor(self._dropout(image.detach().cpu().numpy().copy()))
         holes = np.zeros((height, width), dtype=bool)
         for coords in self._dropout.hole_coords:
             holes[coords[1:]] = True
@@ -296,7 +296,9 @@ class Inpainting(PretrainingMethod):
                     "set num_views 2 in ReconstructionMaskd"
                 )
             loss_2, embedding_2 = self._view(batch, "_2")
-            contrast = self.contrastive(self.projector(embedding.float()), self.projector(embedding_2.float()))
+            # float32 similarities: exp(sim / T) overflows half precision for small temperatures
+            z1, z2 = self.projector(embedding.float()).float(), self.projector(embedding_2.float()).float()
+            contrast = self.contrastive(z1, z2)
             loss = 0.5 * (loss + loss_2) + self.contrastive_weight * contrast
             out["contrastive_loss"] = contrast.detach()
         out["loss"] = loss

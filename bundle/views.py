@@ -22,9 +22,23 @@ from monai.utils import MAX_SEED, get_seed
 
 from .data import list_images, prepare_splits
 
-__all__ = ["TwoViewDataset", "pretraining_splits", "patient_groups"]
+__all__ = ["TwoViewDataset", "pretraining_splits", "patient_groups", "as_bool"]
 
 logger = logging.getLogger(__name__)
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A config switch as a bool: ``True/False``, ``1/0`` or the strings true/false/yes/no/1/0.
+
+    ``python -m monai.bundle run --multi_instance false`` passes the STRING "false", which Python reads as true.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def pretraining_splits(
@@ -107,7 +121,7 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
             raise ValueError("no images to pretrain on: the training split is empty")
         load = load_transform if callable(load_transform) else Compose(list(load_transform))
         self.view_transform = view_transform if callable(view_transform) else Compose(list(view_transform))
-        self.multi_instance = bool(multi_instance)
+        self.multi_instance = as_bool(multi_instance, "multi_instance")
         self.track_meta = track_meta
         self.partners = patient_groups(self.data, patient_key) if self.multi_instance else [[] for _ in self.data]
         # copy_cache=False: the view transforms make new tensors and never write into the cached image

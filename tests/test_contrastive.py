@@ -217,3 +217,23 @@ def test_ema_update_and_mlp_shapes() -> None:
     assert head(torch.randn(5, 8)).shape == (5, 4)
     with pytest.raises(ValueError):
         mlp(8, 16, 4, num_layers=0)
+
+
+@pytest.mark.parametrize("cls, twin", [(MoCoV2, "momentum_encoder"), (BYOL, "target_encoder")])
+def test_starting_weights_reach_the_momentum_network(cls, twin, tmp_path) -> None:
+    """pretrained_ckpt (encoder.* only) must start the key encoder / EMA target too; a resume state keeps its own."""
+    donor = MultiTaskNet(num_classes=1, backbone="resnet10")
+    torch.save({k: v for k, v in donor.state_dict().items() if k.startswith("encoder.")}, tmp_path / "start.pt")
+    method = cls(**SMALL)
+    load_pretrained(method, tmp_path / "start.pt")
+    for a, b in zip(getattr(method, twin).parameters(), donor.encoder.parameters()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        for p in getattr(method, twin).parameters():
+            p.add_(1.0)
+    full = {k: v.clone() for k, v in method.state_dict().items()}
+    fresh = cls(**SMALL)
+    fresh.load_state_dict(full)
+    for a, b in zip(getattr(fresh, twin).parameters(), getattr(method, twin).parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(next(getattr(fresh, twin).parameters()), next(fresh.encoder.parameters()))

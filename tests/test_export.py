@@ -41,9 +41,15 @@ def test_exportable_keeps_weights_and_outputs(backbone):
         torch.testing.assert_close(fixed(x), net(x), rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")  # the decoder's padding check
 @pytest.mark.parametrize(
-    "net_id,view,use_trace", [("network_def", MultiTaskClassifier, True), ("network_def_seg", MultiTaskSegmenter, True),
-                              ("network_def", MultiTaskClassifier, False)]
+    "net_id,view,use_trace",
+    [
+        ("network_def", MultiTaskClassifier, True),
+        ("network_def_seg", MultiTaskSegmenter, True),
+        ("network_def", MultiTaskClassifier, False),  # torch.jit.script works too once exportable() is applied
+        ("network_def_seg", MultiTaskSegmenter, False),
+    ],
 )
 def test_ckpt_export_matches_checkpoint(checkpoint, tmp_path, net_id, view, use_trace):
     ts = tmp_path / f"{net_id}.ts"
@@ -56,6 +62,9 @@ def test_ckpt_export_matches_checkpoint(checkpoint, tmp_path, net_id, view, use_
     x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(5))  # not the trace input, other batch size
     with torch.no_grad():
         torch.testing.assert_close(exported(x), reference(x), atol=1e-5, rtol=1e-5)
+        if not use_trace:  # a scripted model is not tied to one input size
+            y = torch.rand(1, 1, 96, 128)
+            torch.testing.assert_close(exported(y), reference(y), atol=1e-5, rtol=1e-5)
     extra = {"metadata.json": "", "inference.json": ""}
     torch.jit.load(str(ts), _extra_files=extra)  # the bundle's metadata and config travel inside the file
     assert b"network_data_format" in extra["metadata.json"] and b"network_def_seg" in extra["inference.json"]

@@ -84,6 +84,7 @@ def test_list_inputs_folder_file_datalist(mixed_folder, tmp_path):
         str(mixed_folder / "a.dcm"), str(mixed_folder / "a.nii.gz")
     ]
     assert list_inputs(mixed_folder / "b.png")[0]["name"] == "b"
+    assert not any("sub" in e["image"] for e in list_inputs(mixed_folder, exclude=[mixed_folder / "sub"]))
     datalist = tmp_path / "list.json"
     datalist.write_text(json.dumps({"training": [{"image": "b.png", "mask": "m.png", "label": 0}],
                                     "test": ["a.png", {"image": "b.png"}]}))
@@ -101,7 +102,8 @@ def test_safe_loader_never_raises(mixed_folder):
     good = load({"image": str(mixed_folder / "a.png"), "mask": str(mixed_folder / "b.png")})  # mask of wrong size
     assert good["status"] == "ok" and good["orig_shape"].tolist() == [60, 44] and good["image"].shape == (1, 60, 44)
     assert float(good["has_mask"]) == 0  # the mis-sized mask is dropped, not fatal
-    for name, reason in (("broken.png", "cannot decode"), ("notes.txt", "unsupported file type"), ("nope", "not found")):
+    cases = (("broken.png", "cannot decode"), ("notes.txt", "unsupported file type"), ("nope", "not found"))
+    for name, reason in cases:
         bad = load({"image": str(mixed_folder / name)})
         assert reason in bad["status"] and bad["image"].shape == (1, 2, 2) and bad["orig_shape"].tolist() == [0, 0]
 

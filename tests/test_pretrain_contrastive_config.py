@@ -40,7 +40,9 @@ def small_datalist(tmp_path_factory) -> Path:
 
 
 def overrides(datalist: Path, out: Path, **extra) -> dict:
+    """Small and quick: 32 px, one epoch, resnet10 (both configs take the backbone id, so it still matches)."""
     return {
+        "backbone": "resnet10",
         "datalist": str(datalist),
         "dataset_dir": str(SAMPLE),
         "image_size": 32,
@@ -72,7 +74,7 @@ def encoder_keys_matched(log: str) -> tuple[int, int]:
 def test_pretrain_then_finetune_loads_encoder(method, multi_instance, small_datalist, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(ROOT)
     args = overrides(small_datalist, tmp_path, ssl_method=method, multi_instance=multi_instance, probe_interval=1,
-                     queue_size=64)
+                     queue_size=64, hidden_dim=256)
     with caplog.at_level(logging.INFO):
         wf = workflow(PRETRAIN, **args)
         assert not wf.check_properties()
@@ -119,6 +121,7 @@ def test_pretraining_resumes(small_datalist, tmp_path, monkeypatch, caplog):
 
 def test_cli_pretrain_micle_then_train(small_datalist, tmp_path):
     """The documented commands: pretrain (MICLe) with monai.bundle run, then train.json with --pretrained_ckpt."""
+    # the default backbone here, as a user runs it
     common = ["--datalist", str(small_datalist), "--dataset_dir", str(SAMPLE), "--image_size", "32",
               "--max_epochs", "1", "--batch_size", "8", "--ckpt_dir", str(tmp_path / "m"),
               "--output_dir", str(tmp_path / "e")]

@@ -151,7 +151,8 @@ def test_combined_objective_needs_and_uses_two_views():
 
 def test_reconstruction_channels_must_match_images():
     method = Inpainting(MultiTaskNet(num_classes=1, seg_channels=2, decoder_channels=(32, 16, 16, 8, 8)))
-    batch = {"image": torch.rand(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32), "recon_mask": torch.ones(2, 1, 32, 32)}
+    x = torch.rand(2, 1, 32, 32)
+    batch = {"image": x, "target": x, "recon_mask": torch.ones_like(x)}
     with pytest.raises(ValueError, match="seg_channels=1"):
         method(batch)
 

@@ -1,0 +1,272 @@
+"""Label efficiency: fine-tune with a fraction of the labels from scratch and from self-supervised pretraining.
+
+    python scripts/label_efficiency.py --data ../shared/data/cxr-real --out runs/label_efficiency \\
+        --image_size 224 --pretrain_epochs 100 --finetune_epochs 30 --batch_size 64 --seeds 0 1 2
+
+1. One patient-grouped split of the datalist (``--split_seed``), written to ``<out>/split_datalist.json`` with
+   explicit training / validation / test sections, so that every method and seed sees the same test patients
+   and pretraining never sees a validation or test image.
+2. Each method of ``METHODS`` except ``scratch`` pretrains once on ALL training images (labels unused).
+3. For each method and seed: configs/train.json with ``--label_fraction`` (default 0.1) and ``--seed``, from the
+   method's ``pretrained.pt`` (``--pretrained_ckpt``), then configs/evaluate.json on the test split.
+4. A markdown table of macro AUC and lung Dice on the test split (mean +- std over seeds) and the exact commands.
+
+Every step is a ``python -m monai.bundle run ...`` subprocess (logs under ``<out>/logs``); a step whose output
+already exists is skipped, so an interrupted study continues where it stopped (``--force`` redoes everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLASS_NAMES = ["normal", "bacterial_pneumonia", "viral_pneumonia", "covid19"]
+
+# name -> how it pretrains: a bundle config (or list of configs) and the ids it overrides; None = from scratch.
+# Adding a method is one entry here, e.g.
+#   "inpainting": {"config": "configs/pretrain_inpainting.json", "overrides": {"mask_mode": "blocks"}},
+# Ids every pretraining config shares (datalist, dataset_dir, image_size, batch_size, max_epochs, ckpt_dir,
+# output_dir, pretrained_out, seed) are set by this script; a config without max_epochs (a curriculum, say)
+# can set "epochs_id": None and put its lengths in "overrides".
+METHODS: dict[str, dict[str, Any] | None] = {
+    "scratch": None,
+    "simclr": {"config": "configs/pretrain_contrastive.json", "overrides": {"ssl_method": "simclr"}},
+    "micle": {
+        "config": "configs/pretrain_contrastive.json",
+        "overrides": {"ssl_method": "simclr", "multi_instance": True},
+    },
+    "inpainting": {"config": "configs/pretrain_inpainting.json", "overrides": {"mask_mode": "blocks"}},
+    "group_masked": {"config": "configs/pretrain_inpainting.json", "overrides": {"mask_mode": "group"}},
+    "rotation": {"config": "configs/pretrain_pretext.json", "overrides": {"pretext": "rotation"}},
+    "jigsaw": {"config": "configs/pretrain_pretext.json", "overrides": {"pretext": "jigsaw"}},
+    # the shipped curriculum (inpainting, then SimCLR); max_epochs = --pretrain_epochs for EACH stage
+    "inpainting_then_simclr": {"config": "configs/pretrain_curriculum.json", "overrides": {}},
+}
+
+
+def cli_value(value: Any) -> str:
+    """A value as ``monai.bundle run`` (python-fire) parses it back: True/False, numbers, lists, strings."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def bundle_command(config: str | list[str], overrides: dict[str, Any]) -> list[str]:
+    """``python -m monai.bundle run --config_file ... --id value ...``."""
+    config_arg = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", cli_value(value)]
+    return cmd
+
+
+def write_split(data: Path, out: Path, split_seed: int, val_fraction: float, test_fraction: float) -> Path:
+    """The fixed patient-grouped split, as a datalist with absolute paths and all three sections."""
+    from bundle.data import prepare_splits
+
+    splits = prepare_splits(
+        data / "datalist.json", data, CLASS_NAMES, val_fraction=val_fraction, test_fraction=test_fraction,
+        seed=split_seed, require_label=True,
+    )
+    keep = ("image", "mask", "label", "patient")
+    content = {
+        "description": f"fixed split of {data / 'datalist.json'} (split_seed {split_seed}) for label efficiency",
+        **{s: [{k: e[k] for k in keep if e.get(k) is not None} for e in splits[s]] for s in splits},
+    }
+    path = out / "split_datalist.json"
+    text = json.dumps(content, indent=1)
+    if not path.is_file() or path.read_text() != text:  # several studies may share one output folder
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    print(f"split written to {path}: {counts} images", flush=True)
+    return path
+
+
+def shell_quote(arg: str) -> str:
+    """Quote for a POSIX shell, readably: the config list goes in double quotes as the docs write it."""
+    if shlex.quote(arg) == arg:
+        return arg
+    if not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+class Runner:
+    """Runs bundle commands, logs them, remembers every command for the report."""
+
+    def __init__(self, out: Path, dry_run: bool = False) -> None:
+        self.out, self.dry_run = out, dry_run
+        self.commands: list[str] = []
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str, cmd: list[str], done: Path, force: bool) -> None:
+        shown = " ".join(shell_quote(c) for c in ["python"] + cmd[1:])
+        self.commands.append(shown)
+        if done.exists() and not force:
+            print(f"[skip] {name}: {done} exists", flush=True)
+            return
+        print(f"[run ] {name}: {shown}", flush=True)
+        if self.dry_run:
+            return
+        log = self.out / "logs" / f"{name}.log"
+        start = time.time()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(log, "w") as f:
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if proc.returncode != 0 or not done.exists():
+            tail = log.read_text()[-3000:]
+            raise SystemExit(f"{name} failed (exit {proc.returncode}, {done} missing); log {log}:\n{tail}")
+        print(f"       done in {time.time() - start:.0f} s", flush=True)
+
+
+def pretrain(runner: Runner, name: str, spec: dict, common: dict, args: argparse.Namespace) -> Path:
+    """Pretrain ``name`` once on all training images; returns its pretrained weights."""
+    folder = args.out / "pretrain" / name
+    weights = folder / "pretrained.pt"
+    overrides = {
+        **common,
+        "batch_size": args.pretrain_batch_size or args.batch_size,
+        "ckpt_dir": str(folder),
+        "output_dir": str(folder / "eval"),
+        "pretrained_out": str(weights),
+        "seed": args.pretrain_seed,
+    }
+    epochs_id = spec.get("epochs_id", "max_epochs")
+    if epochs_id:
+        overrides[epochs_id] = args.pretrain_epochs
+    overrides.update(spec.get("overrides", {}))
+    runner(f"pretrain_{name}", bundle_command(spec["config"], overrides), weights, args.force)
+    return weights
+
+
+def finetune_and_test(runner: Runner, name: str, seed: int, weights: Path | None, common: dict,
+                      args: argparse.Namespace) -> Path:
+    """Train with ``label_fraction`` of the labels and ``seed``; evaluate on the test split; returns metrics.json."""
+    folder = args.out / "finetune" / name / f"seed{seed}"
+    overrides = {
+        **common,
+        "batch_size": args.batch_size,
+        "max_epochs": args.finetune_epochs,
+        "label_fraction": args.label_fraction,
+        "seed": seed,
+        "ckpt_dir": str(folder / "models"),
+        "output_dir": str(folder / "train"),
+    }
+    if weights is not None:
+        overrides["pretrained_ckpt"] = str(weights)
+    runner(f"finetune_{name}_seed{seed}", bundle_command("configs/train.json", overrides),
+           folder / "models" / "model.pt", args.force)
+    test = {**overrides, "output_dir": str(folder / "test")}
+    test.pop("pretrained_ckpt", None)  # evaluation loads the fine-tuned model.pt
+    runner(f"test_{name}_seed{seed}", bundle_command(["configs/train.json", "configs/evaluate.json"], test),
+           folder / "test" / "metrics.json", args.force)
+    return folder / "test" / "metrics.json"
+
+
+def summarise(values: list[float]) -> str:
+    """``mean +- std`` (sample std; a single value has none), NaNs left out and counted."""
+    good = [v for v in values if v is not None and not math.isnan(v)]
+    if not good:
+        return "n/a"
+    text = f"{statistics.mean(good):.3f}" + (f" ± {statistics.stdev(good):.3f}" if len(good) > 1 else "")
+    return text + (f" ({len(values) - len(good)} n/a)" if len(good) < len(values) else "")
+
+
+def table(results: dict[str, dict[int, dict]], args: argparse.Namespace) -> str:
+    """The markdown table of test-split metrics per method."""
+    lines = [
+        f"Test split of {args.data} (patient-grouped, split_seed {args.split_seed}); fine-tuning with "
+        f"{args.label_fraction:.0%} of the training labels, {args.image_size} px, {args.pretrain_epochs} pretraining / "
+        f"{args.finetune_epochs} fine-tuning epochs; mean ± std over seeds {', '.join(map(str, args.seeds))}.",
+        "",
+        "| initialisation | macro AUC | lung Dice | seeds |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, per_seed in results.items():
+        aucs = [m.get("auc_macro") for m in per_seed.values()]
+        dice = [m.get("dice_lung") for m in per_seed.values()]
+        lines.append(f"| {name} | {summarise(aucs)} | {summarise(dice)} | {len(per_seed)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the study and print the table and the commands."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cxr-real",
+                        help="folder with datalist.json (labels, patients, masks)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "label_efficiency")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--label_fraction", type=float, default=0.1)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--pretrain_epochs", type=int, default=100)
+    parser.add_argument("--finetune_epochs", type=int, default=30)
+    parser.add_argument("--batch_size", type=int, default=32, help="fine-tuning batch size")
+    parser.add_argument("--pretrain_batch_size", type=int, default=None, help="default: --batch_size")
+    parser.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: the configs')")
+    parser.add_argument("--split_seed", type=int, default=0)
+    parser.add_argument("--pretrain_seed", type=int, default=0)
+    parser.add_argument("--val_fraction", type=float, default=0.15)
+    parser.add_argument("--test_fraction", type=float, default=0.15)
+    parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands only")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    if not (args.data / "datalist.json").is_file():
+        parser.error(f"no datalist.json in {args.data}")
+    args.out = args.out.resolve()
+    args.data = args.data.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.chdir(ROOT)
+
+    split = write_split(args.data, args.out, args.split_seed, args.val_fraction, args.test_fraction)
+    common: dict[str, Any] = {"datalist": str(split), "dataset_dir": str(args.data), "image_size": args.image_size}
+    if args.num_workers is not None:
+        common["num_workers"] = args.num_workers
+    runner = Runner(args.out, args.dry_run)
+    weights = {
+        name: pretrain(runner, name, METHODS[name], common, args) if METHODS[name] is not None else None
+        for name in args.methods
+    }
+    results: dict[str, dict[int, dict]] = {}
+    for name in args.methods:
+        for seed in args.seeds:
+            metrics_file = finetune_and_test(runner, name, seed, weights[name], common, args)
+            if not args.dry_run:
+                results.setdefault(name, {})[seed] = json.loads(metrics_file.read_text())
+    report = table(results, args) if results else "(dry run: no results)"
+    commands = "\n".join(runner.commands)
+    print("\n" + report + "\n\nCommands (from the bundle root):\n" + commands, flush=True)
+    markdown = report + "\n\n## Commands (from the bundle root)\n\n```\n" + commands + "\n```\n"
+    (args.out / "results.md").write_text(markdown)
+    summary = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "results": {n: {str(s): {k: m.get(k) for k in ("auc_macro", "dice_lung", "accuracy")} for s, m in r.items()}
+                    for n, r in results.items()},
+        "commands": runner.commands,
+    }
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
