@@ -14,7 +14,6 @@ This module adds what is specific to this bundle:
 from __future__ import annotations
 
 import csv
-import functools
 import heapq
 import json
 import logging
@@ -28,7 +27,6 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.transforms import MapTransform, Transform
-from torch import nn
 
 from .overlays import resize_2d, save_overlay
 from .readers import NIFTI_SUFFIXES, CXRReadError, read_cxr, read_mask
@@ -36,8 +34,6 @@ from .saliency import lung_attention
 
 __all__ = [
     "list_inputs",
-    "ZeroPadShortcut",
-    "exportable",
     "check_weights",
     "SafeLoadCXRd",
     "InferenceOutputs",
@@ -151,44 +147,6 @@ def list_inputs(
     for entry, name in zip(entries, _output_names([e["image"] for e in entries], root)):
         entry["name"] = name
     return entries
-
-
-class ZeroPadShortcut(nn.Module):
-    """The parameter-free "type A" ResNet shortcut (stride by 1x1 average pooling, zero channels appended).
-
-    Same output as MONAI's ``ResNet._downsample_basic_block``, which resnet18/34 store as a ``functools.partial``
-    attribute and which reads ``out.data``: ``torch.jit.script`` rejects the partial, and ``torch.jit.trace``
-    records ``.data`` as a constant, so a traced model would reuse the trace input's shortcut for every image.
-    ``detach()`` keeps the original's (no gradient through the shortcut) and traces correctly.
-    """
-
-    def __init__(self, planes: int, stride: int, spatial_dims: int = 2) -> None:
-        super().__init__()
-        self.planes, self.stride, self.spatial_dims = planes, stride, spatial_dims
-        pool = nn.AvgPool2d if spatial_dims == 2 else nn.AvgPool3d if spatial_dims == 3 else nn.AvgPool1d
-        self.pool = pool(kernel_size=1, stride=stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pool(x).detach()
-        shape = list(out.shape)
-        shape[1] = self.planes - shape[1]
-        zeros = torch.zeros(shape, dtype=out.dtype, device=out.device)
-        return torch.cat([out, zeros], dim=1)
-
-
-def exportable(network: nn.Module) -> nn.Module:
-    """Replace MONAI's partial-function ResNet shortcuts by ``ZeroPadShortcut`` (in place); returns ``network``.
-
-    The state_dict and the outputs are unchanged (the shortcut has no parameters); afterwards
-    ``torch.jit.trace`` gives a model that is correct for any input and ``torch.jit.script`` works. A no-op for
-    EfficientNet backbones and for ResNets with "type B" (convolution) shortcuts.
-    """
-    for module in network.modules():
-        down = getattr(module, "downsample", None)
-        if isinstance(down, functools.partial) and getattr(down.func, "__name__", "") == "_downsample_basic_block":
-            kw = down.keywords
-            module.downsample = ZeroPadShortcut(kw["planes"], kw["stride"], kw.get("spatial_dims", 2))
-    return network
 
 
 def check_weights(path: str | os.PathLike) -> str:

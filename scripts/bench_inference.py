@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from bundle.checkpoints import load_weights
-    from bundle.inference import exportable
     from bundle.networks import MultiTaskClassifier
     from bundle.saliency import SaliencyInferer
     from scripts.bench_common import peak_memory_mb, reset_peak, sync
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    net = exportable(MultiTaskClassifier(num_classes=args.num_classes, backbone=args.backbone))
+    net = MultiTaskClassifier(num_classes=args.num_classes, backbone=args.backbone)
     if args.ckpt:
         net.load_state_dict(load_weights(args.ckpt))
     net = net.to(device).eval()

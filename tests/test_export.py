@@ -7,8 +7,7 @@ import torch
 from monai.bundle import ckpt_export, verify_net_in_out
 
 from bundle.checkpoints import atomic_save, load_weights
-from bundle.inference import exportable
-from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter
+from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter, exportable
 from tests.conftest import ROOT
 
 CONFIG = str(ROOT / "configs/inference.json")
