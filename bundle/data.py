@@ -288,7 +288,9 @@ def prepare_splits(
         )
         val = val if val is not None else split_val
         test = test if test is not None else split_test
-    empty = [name for name, part, f in (("validation", val, val_fraction), ("test", test, test_fraction)) if f and not part]
+    empty = [
+        name for name, part, f in (("validation", val, val_fraction), ("test", test, test_fraction)) if f and not part
+    ]
     if empty or not train:
         message = (
             f"{datalist}: the {', '.join(empty or ['training'])} split is empty ({len(everything)} images in "

@@ -19,15 +19,33 @@ def sync(device: torch.device) -> None:
 
 
 def reset_peak(device: torch.device) -> None:
+    """Start a new peak: CUDA's allocator statistics, or on Linux the process's peak RSS (VmHWM)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux: the peak then covers the whole process
+        pass
+
+
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated (CUDA) or the process's peak resident set size (CPU), in MiB."""
+    """Peak GPU memory allocated (CUDA) or peak resident set size since ``reset_peak`` (CPU), in MiB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    return _vm_hwm_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class EpochTimer:

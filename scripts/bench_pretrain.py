@@ -47,39 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
 
 
-def _rss_reset() -> bool:
-    """Reset the process's peak RSS (VmHWM) on Linux, so that each phase reports its own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_peak_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset(device: torch.device) -> None:
-    reset_peak(device)
-    if device.type == "cpu":
-        _rss_reset()
-
-
-def _peak(device: torch.device) -> float:
-    if device.type == "cpu":
-        return _rss_peak_mb() or peak_memory_mb(device)
-    return peak_memory_mb(device)
-
-
 def write_datalist(dataset_dir: str, n_images: int, out: str) -> str:
     """A datalist of at least ``n_images`` entries (the dataset's images, repeated), all for pretraining."""
     source = json.loads((Path(dataset_dir) / "datalist.json").read_text())
@@ -205,12 +172,12 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("need --iters >= 1 (>= 2 without warm-up)")
     with tempfile.TemporaryDirectory() as out:
         datalist = write_datalist(args.dataset_dir, args.batch_size * (args.warmup + args.iters + 1), out)
-        _reset(device)
+        reset_peak(device)
         plain_before = plain_loop(args, device, out, datalist)
-        plain_peak = _peak(device)
-        _reset(device)
+        plain_peak = peak_memory_mb(device)
+        reset_peak(device)
         bundle_vps, workers = bundle_workflow(args, device, out, datalist)
-        bundle_peak = _peak(device)
+        bundle_peak = peak_memory_mb(device)
         plain_after = plain_loop(args, device, out, datalist)
     plain_vps = (plain_before + plain_after) / 2
     return report(

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     modules = {name: importlib.import_module(path) for name, path in SUITES.items() if _exists(path)}
     for name, module in modules.items():
         module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
-    every = sub.add_parser("all", help="every suite with its defaults")
+    sub.add_parser("all", help="every suite with its defaults")
     for p in sub.choices.values():
         if "--json" not in p._option_string_actions:  # a suite may define its own
             p.add_argument("--json", default=None, help="also write the results to this JSON file")

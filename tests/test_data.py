@@ -36,7 +36,11 @@ def test_split_groups_patients_and_stratifies():
     entries = entries_for(20)
     train, val, test = split_by_patient(entries, 0.2, 0.2, seed=1)
     assert len(train) + len(val) + len(test) == len(entries)
-    assert not patients(train) & patients(val) and not patients(train) & patients(test) and not patients(val) & patients(test)
+    assert (
+        not patients(train) & patients(val)
+        and not patients(train) & patients(test)
+        and not patients(val) & patients(test)
+    )
     for part in (val, test):
         assert Counter(e["label"] for e in part) == {c: 8 for c in range(4)}  # 4 patients x 2 images per class
     again = split_by_patient(entries, 0.2, 0.2, seed=1)
@@ -99,7 +103,9 @@ def test_prepare_splits_stops_with_one_message(tiny_dataset):
     with pytest.raises(SystemExit) as err:
         prepare_splits(path, tiny_dataset, CLASS_NAMES)
     message = str(err.value)
-    assert "2 problem(s)" in message and "training[3]" in message and "missing.png" in message and "training[5]" in message
+    assert (
+        "2 problem(s)" in message and "training[3]" in message and "missing.png" in message and "training[5]" in message
+    )
 
 
 def test_prepare_splits_uses_given_sections(tmp_path):

@@ -20,7 +20,14 @@ SMALL = ["--image_size", "32", "--batch_size", "4", "--num_workers", "0"]
 
 
 def out_args(tmp_path, dataset_dir) -> list[str]:
-    return ["--dataset_dir", str(dataset_dir), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval")]
+    return [
+        "--dataset_dir",
+        str(dataset_dir),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    ]
 
 
 def test_properties_and_ids_follow_model_zoo(tiny_dataset, tmp_path):
@@ -63,8 +70,15 @@ def test_pretrained_ckpt_is_loaded_and_reported(tiny_dataset, tmp_path):
     encoder = {k: v for k, v in MultiTaskNet(4).state_dict().items() if k.startswith("encoder.")}
     atomic_save(encoder, tmp_path / "p.pt")
     proc = run_bundle(
-        "run", "--config_file", TRAIN, "--max_epochs", "1", "--pretrained_ckpt", str(tmp_path / "p.pt"),
-        *out_args(tmp_path, tiny_dataset), *SMALL,
+        "run",
+        "--config_file",
+        TRAIN,
+        "--max_epochs",
+        "1",
+        "--pretrained_ckpt",
+        str(tmp_path / "p.pt"),
+        *out_args(tmp_path, tiny_dataset),
+        *SMALL,
     )
     assert "keys matched (classifier 0/2, decoder 0/" in proc.stdout
     assert f"encoder {len(encoder)}/{len(encoder)}, segmentation_head 0/2)" in proc.stdout
@@ -94,7 +108,9 @@ def test_interrupted_training_resumes_from_last_checkpoint(tiny_dataset, tmp_pat
     last = tmp_path / "models" / "checkpoint.pt"
     proc = subprocess.Popen(
         [sys.executable, "-m", "monai.bundle", *args, "--max_epochs", "200"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 240
