@@ -24,12 +24,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .checkpoints import atomic_save, load_pretrained, load_weights
+from .checkpoints import atomic_save, atomic_write, load_pretrained, load_weights
 
 __all__ = ["CurriculumError", "run_curriculum", "load_state", "STATE_FILE", "stage_dirs"]
 
@@ -45,18 +44,8 @@ class CurriculumError(ValueError):
 
 
 def _write_json_atomic(obj: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
 
 
 def load_state(output_root: str) -> dict[str, Any]:
@@ -205,7 +194,9 @@ def run_curriculum(
         if ran_before and earlier_records.get(sid) and os.path.isdir(ckpt_dir):
             logger.warning(
                 "curriculum: stage %s ran before from other weights; it continues from its resume checkpoint in %s "
-                "if one is there (delete that folder to retrain it from the new weights)", sid, ckpt_dir,
+                "if one is there (delete that folder to retrain it from the new weights)",
+                sid,
+                ckpt_dir,
             )
         ran_before = True
         # this stage and every later one are unfinished until they run again

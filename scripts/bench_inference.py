@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
                 if i >= args.warmup:
                     times[mode].append(time.perf_counter() - t0)
                 del out
-                if i == 0:  # per-mode peak on CUDA; on CPU the process's peak RSS (the larger mode)
+                if i == 0:  # per-mode peak (reset between modes)
                     peak[mode] = peak_memory_mb(device)
                     reset_peak(device)
     median = {m: statistics.median(t) for m, t in times.items()}

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         plain_ips,
         {
             "peak_memory_mb": f"bundle {bundle_peak:.0f}, plain {plain_peak:.0f}"
-            + (" (process RSS: the later phase includes the earlier one)" if device.type == "cpu" else ""),
+            + (" (process RSS per phase; DataLoader workers not included)" if device.type == "cpu" else ""),
             "timed_iterations": f"{args.iterations} after {args.warmup} warm-up",
             "num_workers": args.num_workers,
         },

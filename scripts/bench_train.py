@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
         plain_ips,
         {
             "peak_memory_mb": f"bundle {bundle_peak:.0f}, plain {plain_peak:.0f}"
-            + (" (peak RSS of each phase)" if device.type == "cpu" else " (CUDA allocated)"),
+            + (" (process RSS per phase; DataLoader workers not included)" if device.type == "cpu" else ""),
             "images_per_epoch": n_batches * args.batch_size,
             "num_workers": args.num_workers,
         },
