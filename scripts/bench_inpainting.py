@@ -88,13 +88,13 @@ def bundle_workflow(args: argparse.Namespace, device: torch.device, out: str) ->
         ckpt_dir=f"{out}/models",
         output_dir=f"{out}/eval",
         resume=False,
-        **{"train#trainer#epoch_length": args.warmup + args.iterations},
     )
     wf.initialize()
     data = wf.parser.get_parsed_content("train#dataset").data
     if len(data) < needed:
         raise SystemExit(f"{args.dataset_dir}: {len(data)} training images, {needed} needed for the timed iterations")
     trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.state.epoch_length = args.warmup + args.iterations  # one short epoch: only the timed iterations
     timer = IterationTimer(device, args.warmup)
     timer.attach(trainer)
     wf.run()
