@@ -55,7 +55,6 @@ class EvaluationReport:
         self.probs: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.dice: list[np.ndarray] = []
-        self.paths: list[str] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -69,8 +68,6 @@ class EvaluationReport:
         if "seg_onehot" in out and "mask_onehot" in out:
             d = compute_dice(out["seg_onehot"], out["mask_onehot"], include_background=False, ignore_empty=True)
             self.dice.append(d.detach().cpu().numpy().reshape(-1))
-        paths = (engine.state.batch or {}).get("image_path") if isinstance(engine.state.batch, dict) else None
-        self.paths.extend(list(paths) if paths is not None else [])
 
     def _write(self, engine: Engine) -> None:
         prob, onehot = np.concatenate(self.probs), np.concatenate(self.labels)

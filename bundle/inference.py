@@ -357,6 +357,23 @@ class PredictionWriter:
             writer = csv.DictWriter(f, self.fields)
             writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
 
+    def _save_map(self, array: np.ndarray, folder: str, stem: str, source: str, nifti: bool) -> str:
+        """Write a per-image map into ``output_dir/folder``: NIfTI beside NIfTI input (its affine), else PNG for
+        uint8 masks and .npy for float maps; returns the file path."""
+        os.makedirs(os.path.join(self.output_dir, folder), exist_ok=True)
+        if nifti:
+            f = os.path.join(self.output_dir, folder, f"{stem}.nii.gz")
+            _save_nifti_like(array if array.dtype != np.uint8 else (array > 0).astype(np.uint8), source, f)
+        elif array.dtype == np.uint8:
+            from PIL import Image
+
+            f = os.path.join(self.output_dir, folder, f"{stem}.png")
+            Image.fromarray(array).save(f)
+        else:
+            f = os.path.join(self.output_dir, folder, f"{stem}.npy")
+            np.save(f, array)
+        return f
+
     def _write_files(
         self,
         row: dict,
@@ -373,28 +390,12 @@ class PredictionWriter:
             # probabilities are resized, then thresholded: a smoother border than resizing a binary mask
             mask = (resize_2d(lung_prob, shape) > 0.5).astype(np.uint8)
             if self.write_masks:
-                os.makedirs(os.path.join(self.output_dir, "masks"), exist_ok=True)
-                if nifti:
-                    f = os.path.join(self.output_dir, "masks", f"{name}_lung.nii.gz")
-                    _save_nifti_like(mask, path, f)
-                else:
-                    from PIL import Image
-
-                    f = os.path.join(self.output_dir, "masks", f"{name}_lung.png")
-                    Image.fromarray(mask * 255).save(f)
-                row["lung_mask_file"] = f
+                row["lung_mask_file"] = self._save_map(mask * 255, "masks", f"{name}_lung", path, nifti)
         sal = None
         if saliency is not None:
             sal = np.clip(resize_2d(saliency, shape), 0, 1).astype(np.float32)
             if self.write_saliency:
-                os.makedirs(os.path.join(self.output_dir, "saliency"), exist_ok=True)
-                if nifti:
-                    f = os.path.join(self.output_dir, "saliency", f"{name}_saliency.nii.gz")
-                    _save_nifti_like(sal, path, f)
-                else:
-                    f = os.path.join(self.output_dir, "saliency", f"{name}_saliency.npy")
-                    np.save(f, sal)
-                row["saliency_file"] = f
+                row["saliency_file"] = self._save_map(sal, "saliency", f"{name}_saliency", path, nifti)
         if self.write_overlays:
             k = int(prob.argmax())
             text = f"{self.class_names[k]} {prob[k]:.2f}"
