@@ -7,11 +7,13 @@ DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test lint bench clean
 
-# The stamp is rebuilt whenever a requirements file changes, so a pin bump reinstalls.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
+# The bundle package is installed editable: scripts and tests import it from any folder.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 install: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe loads, pretrained-weight transfer, and resumable training.
+"""Checkpoints: safe loads, pretrained-weight transfer, and resumable training with atomic writes.
 
 MONAI's CheckpointSaver writes non-atomically (its DiskSaver uses ``atomic=False``) and names interval files
 by epoch, so a killed run can leave a torn file and a resume has to guess a name. ``TrainingCheckpointer``
@@ -10,47 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from torch import nn
 
-__all__ = ["atomic_write", "atomic_save", "load_weights", "load_pretrained", "TrainingCheckpointer"]
+from .atomic import atomic_save
+from .settings import as_bool
+
+__all__ = ["load_weights", "load_pretrained", "check_weights", "TrainingCheckpointer"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success it is flushed, synced and renamed onto ``path``.
-
-    Readers never see a partial file, and a failure leaves the previous file and no temporary behind.
-    """
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through ``atomic_write``."""
-    with atomic_write(path) as f:
-        torch.save(obj, f)
 
 
 def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -107,6 +81,13 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike | None) -> dict[
     return {"matched": matched, "missing": missing, "unexpected": unexpected, "mismatched": mismatched}
 
 
+def check_weights(path: str | os.PathLike) -> str:
+    """Stop with a clear message (no traceback) when the model file is missing; returns ``path``."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"model weights not found: {path} (train first, or pass --ckpt_dir <folder with model.pt>)")
+    return os.fspath(path)
+
+
 class TrainingCheckpointer:
     """Resume state after every epoch and the best model by the validator's key metric, both written atomically.
 
@@ -141,8 +122,7 @@ class TrainingCheckpointer:
         last_filename: str = "checkpoint.pt",
         model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
-        if not isinstance(resume, bool):  # the CLI parses only True/False as booleans; 'false' would be truthy
-            raise ValueError(f"resume must be True or False, got {resume!r}")
+        resume = as_bool(resume, "resume")
         self.ckpt_dir, self.save_dict, self.network = ckpt_dir, dict(save_dict), network
         self.validator, self.key_metric, self.resume = validator, key_metric, resume
         self.best_path = os.path.join(ckpt_dir, best_filename)

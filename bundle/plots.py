@@ -1,4 +1,9 @@
-"""PNG plots of an evaluation: ROC curves and the confusion matrix."""
+"""Every picture the bundle writes: overlays, ROC curves, the confusion matrix and reconstruction grids.
+
+Overlays are drawn with matplotlib rather than MONAI's ``blend_images``: the picture also needs a contour and a
+text label, and a heat map whose opacity follows the saliency, so that unimportant regions show the plain
+radiograph. This is the only module that imports matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,65 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from .metrics import roc_curve  # noqa: E402
+from .data.transforms import resize_2d  # noqa: E402
+from .evaluation.metrics import roc_curve  # noqa: E402
 
-__all__ = ["plot_roc", "plot_confusion"]
+__all__ = ["save_overlay", "plot_roc", "plot_confusion", "plot_reconstructions"]
+
+
+def save_overlay(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    saliency: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    text: str = "",
+    max_size: int = 1024,
+    cmap: str = "jet",
+    alpha: float = 0.6,
+) -> str:
+    """Write a PNG of ``image`` (rows, cols) in [0, 1] with ``saliency`` and the ``mask`` contour on top.
+
+    Args:
+        path: output PNG.
+        image: the radiograph, any size; shown in grey.
+        saliency: map in [0, 1], any size (resized to the picture); opacity rises with the value.
+        mask: lung mask (non-zero = lung), any size; drawn as a contour.
+        text: label for the top-left corner (e.g. ``"covid19 0.93"``).
+        max_size: longest side of the picture in pixels; larger images are scaled down.
+        cmap: matplotlib colour map of the heat map.
+        alpha: opacity of the heat map where the saliency is 1.
+    Returns:
+        ``path`` as a string.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    rows, cols = image.shape
+    scale = min(1.0, max_size / max(rows, cols))
+    shape = (max(2, round(rows * scale)), max(2, round(cols * scale)))
+    image = resize_2d(image, shape, mode="area") if shape != (rows, cols) else image
+    dpi = 100
+    fig = plt.figure(figsize=(shape[1] / dpi, shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+    if saliency is not None:
+        heat = np.clip(resize_2d(saliency, shape), 0, 1)
+        ax.imshow(heat, cmap=cmap, vmin=0, vmax=1, alpha=alpha * heat, interpolation="bilinear")
+    if mask is not None and np.any(mask):
+        m = resize_2d((np.asarray(mask) > 0).astype(np.float32), shape, mode="bilinear")
+        ax.contour(m, levels=[0.5], colors=["#39ff14"], linewidths=max(1.0, shape[0] / 400))
+    if text:
+        ax.text(
+            0.015 * shape[1], 0.015 * shape[0], text, color="white", fontsize=max(7, shape[0] / 40), va="top",
+            ha="left", family="monospace", bbox={"facecolor": "black", "alpha": 0.65, "pad": 3, "edgecolor": "none"},
+        )
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(shape[0] - 0.5, -0.5)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return str(path)
 
 
 def plot_roc(
@@ -48,6 +108,30 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_reconstructions(
+    masked: torch.Tensor, recon: torch.Tensor, original: torch.Tensor, path: str, title: str = ""
+) -> str:
+    """PNG grid, one row per image: masked input | reconstruction | original (first channel, [0, 1] scale)."""
+    rows = masked.shape[0]
+    fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), dpi=100, squeeze=False)
+    for i in range(rows):
+        columns = (("masked input", masked), ("reconstruction", recon), ("original", original))
+        for j, (name, images) in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(images[i, 0].detach().float().cpu().numpy(), cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)

@@ -12,7 +12,7 @@ the lungs, low when it relies on text markers, borders or devices outside them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,11 +23,15 @@ from monai.visualize.class_activation_maps import ModelWithHooks
 from monai.visualize.visualizer import default_upsampler
 from torch import nn
 
+from .networks.multitask import class_probabilities
+from .settings import as_bool
+
 __all__ = [
     "SALIENCY_METHODS",
     "default_target_layer",
     "normalize_maps",
     "lung_attention",
+    "attention_and_masks",
     "BatchClassScoreHooks",
     "SaliencyInferer",
 ]
@@ -76,6 +80,34 @@ def lung_attention(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     inside = (s * m).sum(1)
     nan = torch.full_like(total, float("nan"))
     return torch.where(total > 0, inside / total.clamp(min=torch.finfo(s.dtype).tiny), nan)
+
+
+def attention_and_masks(pred: Mapping[str, torch.Tensor], targets: Any = None) -> dict[str, torch.Tensor]:
+    """Lung probability and mask from ``pred["seg"]``, and lung attention of ``pred["saliency"]``.
+
+    The attention uses the ground-truth mask where ``targets`` has one (``has_mask`` = 1), else the predicted
+    mask. Returns the keys it could compute among ``lung_prob``, ``lung_mask`` (B, 1, H, W),
+    ``lung_attention`` (B,) and ``attention_gt`` (B,) bool.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seg = pred.get("seg")
+    if seg is not None:
+        seg = seg.float()
+        out["lung_prob"] = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)[:, 1:2]
+        out["lung_mask"] = (out["lung_prob"] > 0.5).float()
+    saliency = pred.get("saliency")
+    if saliency is None:
+        return out
+    mask = out.get("lung_mask")
+    gt = torch.zeros(saliency.shape[0], dtype=torch.bool, device=saliency.device)
+    if isinstance(targets, Mapping) and "mask" in targets and "has_mask" in targets:
+        gt = targets["has_mask"].reshape(-1).to(saliency.device) > 0
+        true_mask = targets["mask"].to(saliency.device).float()
+        mask = true_mask if mask is None else torch.where(gt.view(-1, 1, 1, 1), true_mask, mask)
+    if mask is not None:
+        out["lung_attention"] = lung_attention(saliency, mask)
+        out["attention_gt"] = gt
+    return out
 
 
 def _class_logits(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -192,7 +224,7 @@ class SaliencyInferer(Inferer):
         if class_idx is not None and class_names is not None and not 0 <= int(class_idx) < len(class_names):
             raise ValueError(f"saliency_class {class_idx} out of range [0, {len(class_names) - 1}]")
         self.method, self.target_layer, self.class_idx = method, target_layer, class_idx
-        self.multi_label = multi_label
+        self.multi_label = as_bool(multi_label, "multi_label")
         self.occlusion_mask_size, self.occlusion_overlap = occlusion_mask_size, occlusion_overlap
         self.occlusion_n_batch = occlusion_n_batch
         self._cams: dict[int, tuple[nn.Module, Callable]] = {}
@@ -210,14 +242,16 @@ class SaliencyInferer(Inferer):
 
     def _occlusion(self, network: nn.Module, x: torch.Tensor, logits: torch.Tensor, class_idx: torch.Tensor):
         view = _ClassifierView(network)
-        activate = torch.sigmoid if self.multi_label else (lambda t: t.softmax(1))
         # MONAI's activate=True picks sigmoid vs softmax from the *input* channels (1 for CXRs): pass it explicitly
+        def activate(logits: torch.Tensor) -> torch.Tensor:
+            return class_probabilities(logits, self.multi_label)
+
         mask_size = self.occlusion_mask_size or max(2, min(x.shape[2:]) // 8)
         occ = OcclusionSensitivity(
             view, mask_size=mask_size, n_batch=self.occlusion_n_batch, verbose=False,
             overlap=self.occlusion_overlap, activate=activate,
         )
-        prob = activate(logits.float())
+        prob = activate(logits)
         maps = []
         for i in range(x.shape[0]):  # OcclusionSensitivity takes one image at a time
             with warnings.catch_warnings():  # MONAI's occlusion code trips a torch indexing deprecation warning

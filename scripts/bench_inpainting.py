@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:  # also runnable as a file from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bundle.networks import MultiTaskNet  # noqa: E402
-from bundle.reconstruction import Inpainting, ReconstructionMaskd  # noqa: E402
+from bundle.ssl.inpainting import Inpainting  # noqa: E402
+from bundle.ssl.masking import ReconstructionMaskd  # noqa: E402
 from scripts.bench_common import peak_memory_mb, report, reset_peak, sync  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def bundle_workflow(args: argparse.Namespace, device: torch.device, out: str) ->
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         backbone=args.backbone,
-        mask_mode=args.mask_mode,
+        mask_mode=args.mask_mode,  # the mask of ssl_method inpainting / outpainting / group_masked
         max_epochs=1,
         probe_interval=0,
         sample_interval=0,

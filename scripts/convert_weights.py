@@ -16,14 +16,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 
-# Run as a file from the repository root: make the bundle package importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bundle.checkpoints import atomic_save, load_pretrained, load_weights  # noqa: E402
-from bundle.networks import MultiTaskNet  # noqa: E402
-from bundle.weights import convert_torchvision_resnet, format_report  # noqa: E402
+from bundle.atomic import atomic_save
+from bundle.checkpoints import load_pretrained, load_weights
+from bundle.networks import MultiTaskNet
+from bundle.networks.conversion import convert_torchvision_resnet, format_report
 
 
 def main(argv: list[str] | None = None) -> dict:

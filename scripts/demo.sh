@@ -15,7 +15,7 @@ run --config_file configs/pretrain_contrastive.json --ssl_method simclr --image_
 
 echo "== 2/4 multi-task fine-tuning (classification + lung segmentation) from the pretrained encoder"
 run --config_file configs/train.json --image_size "$SIZE" --max_epochs 12 --resume False \
-    --pretrained_ckpt "$OUT/pretrain/pretrained.pt" --output_dir "$OUT/train"
+    --pretrained_ckpt "$OUT/pretrain/pretrained_simclr.pt" --output_dir "$OUT/train"
 
 echo "== 3/4 evaluation of models/model.pt on the test patients"
 run --config_file "['configs/train.json','configs/evaluate.json']" --image_size "$SIZE" --output_dir "$OUT/eval"

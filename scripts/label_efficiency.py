@@ -8,7 +8,7 @@
    and pretraining never sees a validation or test image.
 2. Each method of ``METHODS`` except ``scratch`` pretrains once on ALL training images (labels unused).
 3. For each method and seed: configs/train.json with ``--label_fraction`` (default 0.1) and ``--seed``, from the
-   method's ``pretrained.pt`` (``--pretrained_ckpt``), then configs/evaluate.json on the test split.
+   method's pretrained weights (``--pretrained_ckpt``), then configs/evaluate.json on the test split.
 4. A markdown table of macro AUC and lung Dice on the test split (mean +- std over seeds) and the exact commands.
 
 Every step is a ``python -m monai.bundle run ...`` subprocess (logs under ``<out>/logs``); a step whose output
@@ -29,15 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bundle.atomic import atomic_write
+from bundle.data.datalist import prepare_splits
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CLASS_NAMES = ["normal", "bacterial_pneumonia", "viral_pneumonia", "covid19"]
 
 # name -> how it pretrains: a bundle config (or list of configs) and the ids it overrides; None = from scratch.
 # Adding a method is one entry here, e.g.
-#   "inpainting": {"config": "configs/pretrain_inpainting.json", "overrides": {"mask_mode": "blocks"}},
+#   "outpainting": {"config": "configs/pretrain_inpainting.json", "overrides": {"ssl_method": "outpainting"}},
 # Ids every pretraining config shares (datalist, dataset_dir, image_size, batch_size, max_epochs, ckpt_dir,
 # output_dir, pretrained_out, seed) are set by this script; a config without max_epochs (a curriculum, say)
 # can set "epochs_id": None and put its lengths in "overrides".
@@ -48,10 +49,10 @@ METHODS: dict[str, dict[str, Any] | None] = {
         "config": "configs/pretrain_contrastive.json",
         "overrides": {"ssl_method": "simclr", "multi_instance": True},
     },
-    "inpainting": {"config": "configs/pretrain_inpainting.json", "overrides": {"mask_mode": "blocks"}},
-    "group_masked": {"config": "configs/pretrain_inpainting.json", "overrides": {"mask_mode": "group"}},
-    "rotation": {"config": "configs/pretrain_pretext.json", "overrides": {"pretext": "rotation"}},
-    "jigsaw": {"config": "configs/pretrain_pretext.json", "overrides": {"pretext": "jigsaw"}},
+    "inpainting": {"config": "configs/pretrain_inpainting.json", "overrides": {"ssl_method": "inpainting"}},
+    "group_masked": {"config": "configs/pretrain_inpainting.json", "overrides": {"ssl_method": "group_masked"}},
+    "rotation": {"config": "configs/pretrain_pretext.json", "overrides": {"ssl_method": "rotation"}},
+    "jigsaw": {"config": "configs/pretrain_pretext.json", "overrides": {"ssl_method": "jigsaw"}},
     # the shipped curriculum (inpainting, then SimCLR); max_epochs = --pretrain_epochs for EACH stage
     "inpainting_then_simclr": {"config": "configs/pretrain_curriculum.json", "overrides": {}},
 }
@@ -77,8 +78,6 @@ def bundle_command(config: str | list[str], overrides: dict[str, Any]) -> list[s
 
 def write_split(data: Path, out: Path, split_seed: int, val_fraction: float, test_fraction: float) -> Path:
     """The fixed patient-grouped split, as a datalist with absolute paths and all three sections."""
-    from bundle.data import prepare_splits
-
     splits = prepare_splits(
         data / "datalist.json", data, CLASS_NAMES, val_fraction=val_fraction, test_fraction=test_fraction,
         seed=split_seed, require_label=True,
@@ -91,9 +90,8 @@ def write_split(data: Path, out: Path, split_seed: int, val_fraction: float, tes
     path = out / "split_datalist.json"
     text = json.dumps(content, indent=1)
     if not path.is_file() or path.read_text() != text:  # several studies may share one output folder
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_write(path, "w") as f:
+            f.write(text)
     counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
     print(f"split written to {path}: {counts} images", flush=True)
     return path
@@ -139,7 +137,7 @@ class Runner:
 def pretrain(runner: Runner, name: str, spec: dict, common: dict, args: argparse.Namespace) -> Path:
     """Pretrain ``name`` once on all training images; returns its pretrained weights."""
     folder = args.out / "pretrain" / name
-    weights = folder / "pretrained.pt"
+    weights = folder / f"pretrained_{name}.pt"
     overrides = {
         **common,
         "batch_size": args.pretrain_batch_size or args.batch_size,

@@ -7,13 +7,9 @@ Layouts: folders, covidx, rsna-pneumonia, nih, chexpert, siim-covid, dicom (``--
 ``datalist.json`` and ``summary.json`` into the output folder. See docs/prepare_dataset.md.
 """
 
-import os
 import sys
 
-# Run as a file from the repository root: make the bundle package importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bundle.prepare.cli import main  # noqa: E402
+from bundle.prepare.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,9 +16,6 @@ SHARED_CXR = ROOT.parent / "shared" / "data" / "cxr-real"
 SHARED_SCHEMA = ROOT.parent / "shared" / "reference" / "monai" / "meta_schema_20240725.json"
 CLASS_NAMES = ["normal", "bacterial_pneumonia", "viral_pneumonia", "covid19"]
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 
 def synthetic_cxr(height: int = 40, width: int = 56, seed: int = 0, label: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A radiograph-like uint8 picture (bright body, two dark lungs, class-dependent texture) and its lung mask."""

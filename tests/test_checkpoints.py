@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from bundle.checkpoints import atomic_save, load_pretrained, load_weights
+from bundle.atomic import atomic_save
+from bundle.checkpoints import load_pretrained, load_weights
 from bundle.networks import MultiTaskNet
 
 

@@ -6,7 +6,10 @@ duplicates, splits by patient and writes ``datalist.json`` and ``summary.json``.
 ``scripts/prepare_dataset.py`` (``bundle.prepare.cli``).
 """
 
+from .. import lazy_submodules
 from .pipeline import Options, prepare
 from .records import PrepareError, Scan, Skip
 
 __all__ = ["Options", "PrepareError", "Scan", "Skip", "prepare"]
+
+__getattr__ = lazy_submodules(__name__)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
+
 __all__ = ["CacheSpec", "cached_info", "plan_cache_paths", "target_size", "write_png"]
 
 _NIFTI_GZ = ".nii.gz"
@@ -119,11 +121,5 @@ def write_png(arr: np.ndarray, path: str, spec: CacheSpec, sha256: str, is_mask:
     info.add_text("source_sha256", sha256)
     info.add_text("orig_shape", f"{arr.shape[0]},{arr.shape[1]}")
     info.add_text("cache", spec.tag)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        out.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        out.save(f, format="PNG", pnginfo=info)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..readers import DICOM_SUFFIXES, is_image_file
+from ..data.readers import DICOM_SUFFIXES, is_image_file
 from .records import PrepareError
 
 __all__ = [

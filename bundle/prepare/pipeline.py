@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO
 
+from ..atomic import atomic_write
 from .cache import CacheSpec, plan_cache_paths, target_size
 from .dedup import patient_key, resolve_duplicates
 from .files import rel
@@ -38,11 +39,9 @@ class Options:
 
 
 def _write_json(path: str, content: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(content, f, indent=1)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _file_tasks(entries: list[dict], cache_paths: dict[str, str]) -> list[FileTask]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..data import split_by_patient
+from ..data.splits import split_by_patient
 
 __all__ = ["assign_splits"]
 

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..readers import CXRReadError, read_cxr, read_mask
+from ..data.readers import CXRReadError, read_cxr, read_mask
 from .cache import CacheSpec, cached_info, write_png
 from .parallel import parallel_map
 

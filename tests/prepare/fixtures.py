@@ -11,7 +11,7 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from bundle.data import SECTIONS, check_entries, load_datalist
+from bundle.data.datalist import SECTIONS, check_entries, load_datalist
 from bundle.prepare.cli import main
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation

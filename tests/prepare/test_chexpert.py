@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bundle.data import SECTIONS
+from bundle.data.datalist import SECTIONS
 
 from .fixtures import check_datalist, run, skipped_items, write_garbage, write_image
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bundle.data import SECTIONS
+from bundle.data.datalist import SECTIONS
 from bundle.prepare.cli import main
 
 from .fixtures import check_datalist, run, skipped_items, write_garbage, write_image, write_mask

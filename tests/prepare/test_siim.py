@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bundle.data import SECTIONS
+from bundle.data.datalist import SECTIONS
 
 from .fixtures import check_datalist, run, skipped_items, write_dicom, write_truncated
 

@@ -29,7 +29,6 @@ SMALL = ["--max_epochs", "1", "--image_size", "32", "--batch_size", "4", "--num_
 # every dataset parses the printed command exactly as the shell would, without paying MONAI's import 7 times.
 DRIVER = """
 import json, sys
-sys.path.insert(0, {root!r})  # python -m puts the working folder first
 import fire
 import monai.bundle.__main__ as cli
 for argv in json.loads(sys.argv[1]):
@@ -66,7 +65,7 @@ def test_every_layout_trains_one_epoch(tmp_path):
         assert argv[:4] == ["python", "-m", "monai.bundle", "run"], command
         commands.append(argv[3:] + SMALL + ["--ckpt_dir", str(out / "models"), "--output_dir", str(out / "eval")])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-c", DRIVER.format(root=str(ROOT)), json.dumps(commands)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert proc.stdout.count("trained:") == len(commands)

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ...readers import is_image_file
+from ...data.readers import is_image_file
 from ..files import iter_files, rel
 from ..labels import assign_classes, class_key, parse_mapping
 from ..records import PrepareError, Scan, Skip

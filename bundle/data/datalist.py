@@ -1,0 +1,270 @@
+"""Datalists: loading, checking every entry before training, and the splits each workflow trains on.
+
+A datalist is MONAI's decathlon-style JSON: sections ``training`` / ``validation`` / ``test``, each a list of
+entries ``{"image", "label" (int, or a list of 0/1 for multi-label), "mask" (optional), "patient" (optional)}``
+whose paths are relative to ``dataset_dir``. When ``validation`` or ``test`` is missing, it is split from
+``training`` by patient (no patient in two splits), stratified by class and seeded, so that training and
+evaluation rebuild the same split from the same arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..settings import as_bool
+from .readers import SUPPORTED_SUFFIXES, CXRReadError, is_image_file, read_raw
+from .splits import group_by_patient, label_subset, split_by_patient
+
+__all__ = [
+    "DatalistError",
+    "SECTIONS",
+    "load_datalist",
+    "check_entries",
+    "prepare_splits",
+    "pretraining_splits",
+    "list_images",
+]
+
+SECTIONS = ("training", "validation", "test")
+logger = logging.getLogger(__name__)
+
+
+class DatalistError(ValueError):
+    """One or more datalist entries are unusable; ``problems`` lists them, one line per entry."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s) found, nothing was trained:\n{lines}")
+
+
+def _abs(path: str, base: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def load_datalist(datalist: str | os.PathLike, dataset_dir: str | os.PathLike) -> dict[str, list[dict]]:
+    """Read a datalist and make ``image``/``mask`` paths absolute (relative ones are under ``dataset_dir``).
+
+    Returns the sections present (at least ``training``), each a list of new entry dicts.
+    """
+    datalist = str(datalist)
+    if not os.path.isfile(datalist):
+        raise DatalistError(datalist, ["datalist file not found"])
+    try:
+        with open(datalist) as f:
+            content = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatalistError(datalist, [f"not valid JSON ({e})"]) from None
+    if isinstance(content, list):  # a bare list of entries is taken as the training section
+        content = {"training": content}
+    if not isinstance(content, dict) or not any(isinstance(content.get(s), list) for s in SECTIONS):
+        raise DatalistError(datalist, [f"no section among {SECTIONS} holds a list of entries"])
+    out: dict[str, list[dict]] = {}
+    for section in SECTIONS:
+        if section not in content:
+            continue
+        entries = []
+        for i, item in enumerate(content[section]):
+            if isinstance(item, str):
+                item = {"image": item}
+            entry = dict(item) if isinstance(item, dict) else {"image": None, "_bad": f"entry is {type(item).__name__}"}
+            entry["_id"] = f"{section}[{i}]"
+            for key in ("image", "mask"):
+                if isinstance(entry.get(key), str):
+                    entry[key] = _abs(entry[key], str(dataset_dir))
+            entries.append(entry)
+        out[section] = entries
+    return out
+
+
+def _label_problem(label, num_classes: int, multi_label: bool) -> str | None:
+    if multi_label:
+        if not isinstance(label, (list, tuple)) or len(label) != num_classes:
+            return f"multi-label 'label' must be a list of {num_classes} values 0/1, got {label!r}"
+        if any(v not in (0, 1) or isinstance(v, float) and not float(v).is_integer() for v in label):
+            return f"multi-label 'label' values must be 0 or 1, got {label!r}"
+        return None
+    if isinstance(label, bool) or not isinstance(label, int):
+        return f"'label' must be an integer class index, got {label!r}"
+    if not 0 <= label < num_classes:
+        return f"label {label} out of range [0, {num_classes - 1}]"
+    return None
+
+
+def _entry_problems(entry: dict, num_classes: int, multi_label: bool, require_label: bool, read: bool) -> list[str]:
+    if "_bad" in entry:
+        return [entry["_bad"]]
+    image = entry.get("image")
+    if not isinstance(image, str) or not image:
+        return ["no 'image' path"]
+    problems = []
+    if "label" in entry and entry["label"] is not None:
+        problem = _label_problem(entry["label"], num_classes, multi_label)
+        if problem:
+            problems.append(problem)
+    elif require_label:
+        problems.append("no 'label'")
+    shape = None
+    try:
+        shape = read_raw(image).shape if read else None
+        if not read and not os.path.isfile(image):
+            raise CXRReadError(image, "file not found")
+    except CXRReadError as e:
+        problems.append(f"image {e.reason}")
+    mask = entry.get("mask")
+    if mask is not None:
+        try:
+            if not isinstance(mask, str):
+                raise CXRReadError(str(mask), "'mask' must be a path")
+            mask_shape = read_raw(mask).shape if read else None
+            if not read and not os.path.isfile(mask):
+                raise CXRReadError(mask, "file not found")
+            if shape is not None and mask_shape is not None and mask_shape != shape:
+                problems.append(f"mask shape {mask_shape} differs from image shape {shape}")
+        except CXRReadError as e:
+            problems.append(f"mask {e.path}: {e.reason}")
+    return problems
+
+
+def check_entries(
+    entries: Sequence[dict],
+    num_classes: int,
+    multi_label: bool = False,
+    require_label: bool = True,
+    read_images: bool = True,
+    num_threads: int = 4,
+) -> list[str]:
+    """Return one line per unusable entry: ``"<section>[i] (<image>): <reason>; <reason>"``.
+
+    With ``read_images`` every image and mask is decoded once, so that corrupt files are found here and not
+    in the middle of an epoch.
+    """
+    if not entries:
+        return ["datalist has no entries"]
+    with ThreadPoolExecutor(max(1, num_threads)) as pool:
+        results = list(
+            pool.map(lambda e: _entry_problems(e, num_classes, multi_label, require_label, read_images), entries)
+        )
+    lines = []
+    for entry, problems in zip(entries, results):
+        if problems:
+            name = entry.get("image") if isinstance(entry.get("image"), str) else "?"
+            lines.append(f"{entry.get('_id', '?')} ({name}): {'; '.join(problems)}")
+    return lines
+
+
+def prepare_splits(
+    datalist: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    multi_label: bool = False,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    label_fraction: float = 1.0,
+    require_label: bool = True,
+    check: bool = True,
+    exit_on_error: bool = True,
+) -> dict[str, list[dict]]:
+    """Load, check and split a datalist for a bundle workflow.
+
+    Returns ``{"training", "validation", "test"}``; ``training`` holds ``label_fraction`` of the labelled
+    training images. Every problem is reported at once; with ``exit_on_error`` the process stops with that
+    message alone (a ``SystemExit``), instead of a traceback from inside the config parser.
+    """
+    multi_label = as_bool(multi_label, "multi_label")
+    try:
+        sections = load_datalist(datalist, dataset_dir)
+        everything = [e for s in SECTIONS for e in sections.get(s, [])]
+        problems = check_entries(everything, len(class_names), multi_label, require_label, read_images=check)
+        if problems:
+            raise DatalistError(str(datalist), problems)
+    except DatalistError as e:
+        if exit_on_error:
+            logger.error(str(e))
+            raise SystemExit(str(e)) from None
+        raise
+    train = sections["training"] if "training" in sections else []
+    val, test = sections.get("validation"), sections.get("test")
+    if val is None or test is None:
+        train, split_val, split_test = split_by_patient(
+            train, 0.0 if val is not None else val_fraction, 0.0 if test is not None else test_fraction, seed
+        )
+        val = val if val is not None else split_val
+        test = test if test is not None else split_test
+    empty = [
+        name for name, part, f in (("validation", val, val_fraction), ("test", test, test_fraction)) if f and not part
+    ]
+    if empty or not train:
+        message = (
+            f"{datalist}: the {', '.join(empty or ['training'])} split is empty ({len(everything)} images in "
+            f"{len(group_by_patient(everything))} patients); add images or give the sections in the datalist"
+        )
+        if exit_on_error:
+            raise SystemExit(message)
+        raise DatalistError(str(datalist), [message])
+    labelled = [e for e in train if e.get("label") is not None]
+    if label_fraction < 1:
+        train = label_subset(labelled, label_fraction, seed) + [e for e in train if e.get("label") is None]
+    out = {"training": train, "validation": val, "test": test}
+    logger.info(
+        "datalist %s: %s (label_fraction=%s, seed=%s)",
+        datalist,
+        ", ".join(f"{k} {len(v)} images / {len(group_by_patient(v))} patients" for k, v in out.items()),
+        label_fraction,
+        seed,
+    )
+    return out
+
+
+def list_images(image_dir: str | os.PathLike) -> list[dict]:
+    """Entries ``{"image": path}`` for every readable-looking file under ``image_dir`` (recursive, sorted)."""
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise DatalistError(str(image_dir), ["image folder not found"])
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and is_image_file(p))
+    if not files:
+        raise DatalistError(str(image_dir), [f"no image files ({', '.join(SUPPORTED_SUFFIXES)}, DICOM) found"])
+    return [{"image": str(p), "_id": f"{root.name}/{p.relative_to(root)}"} for p in files]
+
+
+def pretraining_splits(
+    datalist: str | os.PathLike | None,
+    dataset_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    image_dir: str | os.PathLike | None = None,
+    multi_label: bool = False,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """The images to pretrain on: the ``training`` split of a datalist, or every image of ``image_dir``.
+
+    A datalist is split exactly as ``configs/train.json`` splits it (same function, arguments and seed), so
+    pretraining never sees the images that fine-tuning keeps for validation or test. Labels are not needed and
+    never used for training; all training images count (no ``label_fraction``). The labelled ``validation``
+    entries feed the kNN probe. A plain folder (``image_dir``) has no labels, so no probe.
+    """
+    if image_dir:
+        entries = list_images(image_dir)
+        logger.info("pretraining on %d images found under %s (no labels: no kNN probe)", len(entries), image_dir)
+        return {"training": entries, "validation": [], "test": []}
+    if not datalist:
+        raise ValueError("pretraining needs a datalist (datalist id) or a folder of images (image_dir id)")
+    return prepare_splits(
+        datalist,
+        dataset_dir,
+        class_names,
+        multi_label=multi_label,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        label_fraction=1.0,
+        require_label=False,
+    )

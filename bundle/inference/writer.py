@@ -1,0 +1,210 @@
+"""What an inference run writes: ``predictions.csv`` / ``.json`` and per-image lung masks, saliency maps, overlays."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from ..data.readers import NIFTI_SUFFIXES, read_cxr
+from ..data.transforms import STATUS_OK, resize_2d
+from ..plots import save_overlay
+from ..settings import as_bool
+
+__all__ = ["PredictionWriter"]
+
+
+def _float(v: Any) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _save_nifti_like(array: np.ndarray, reference: str, path: str) -> None:
+    """Write ``array`` (rows, cols) to NIfTI on the grid and affine of the NIfTI image ``reference``.
+
+    ``bundle.readers`` reads NIfTI as data.T (x = column, y = row); writing array.T in the reference's own
+    shape and affine puts the output on top of the input in any NIfTI viewer.
+    """
+    import nibabel as nib
+
+    ref = nib.load(reference)
+    data = np.ascontiguousarray(array.T).reshape(ref.shape)
+    img = nib.Nifti1Image(data, ref.affine)
+    img.set_qform(ref.affine, code=1)
+    img.set_sform(ref.affine, code=1)
+    nib.save(img, path)
+
+
+class PredictionWriter:
+    """Ignite handler writing everything ``configs/inference.json`` promises into ``output_dir``.
+
+    * ``predictions.csv`` (appended batch by batch, so a partial run keeps its rows) and ``predictions.json``:
+      one row per input with ``image``, ``status``, ``predicted``, ``prob_<class>``, ``lung_attention``,
+      ``attention_mask`` (``predicted`` or ``ground_truth``), ``saliency_class`` and the written files;
+    * ``masks/<name>_lung.png`` (0/255) or ``.nii.gz`` for NIfTI input, at the input's own size;
+    * ``saliency/<name>_saliency.npy`` (float32 in [0, 1]) or ``.nii.gz``, at the input's own size;
+    * ``overlays/<name>_overlay.png``: radiograph, heat map, lung contour, prediction (longest side <= 1024).
+
+    Rows whose status is not ``ok`` get no files. Call ``finish()`` after the run (the config's ``finalize``).
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        class_names: Sequence[str],
+        multi_label: bool = False,
+        write_masks: bool = True,
+        write_saliency: bool = True,
+        write_overlays: bool = True,
+        overlay_size: int = 1024,
+        saliency_method: str = "",
+    ) -> None:
+        self.output_dir, self.class_names = output_dir, list(class_names)
+        self.multi_label = as_bool(multi_label, "multi_label")
+        self.write_masks = as_bool(write_masks, "write_masks")
+        self.write_saliency = as_bool(write_saliency, "write_saliency")
+        self.write_overlays = as_bool(write_overlays, "write_overlays")
+        self.overlay_size, self.saliency_method = overlay_size, saliency_method
+        self.csv_path = os.path.join(output_dir, "predictions.csv")
+        self.json_path = os.path.join(output_dir, "predictions.json")
+        self.fields = (
+            ["image", "status", "predicted"]
+            + [f"prob_{c}" for c in self.class_names]
+            + ["lung_attention", "attention_mask", "saliency_class", "lung_mask_file", "saliency_file", "overlay_file"]
+        )
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write_batch)
+        engine.add_event_handler(Events.COMPLETED, self._write_json)
+
+    def _start(self, engine: Engine) -> None:
+        self.rows = []
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(self.csv_path, "w", newline="") as f:
+            csv.DictWriter(f, self.fields).writeheader()
+
+    def _predicted(self, prob: np.ndarray) -> str:
+        if self.multi_label:
+            return ";".join(c for c, p in zip(self.class_names, prob) if p > 0.5)
+        return self.class_names[int(prob.argmax())]
+
+    def _write_batch(self, engine: Engine) -> None:
+        batch, out = engine.state.batch, engine.state.output
+        prob = out["prob"].detach().float().cpu().numpy()
+        lung_prob = out["lung_prob"].detach().float().cpu().numpy() if "lung_prob" in out else None
+        pred = out["pred"]
+        saliency = pred["saliency"].detach().float().cpu().numpy() if "saliency" in pred else None
+        sal_class = pred["saliency_class"].detach().cpu().numpy() if "saliency_class" in pred else None
+        attention = out["lung_attention"].detach().cpu().numpy() if "lung_attention" in out else None
+        attention_gt = out["attention_gt"].detach().cpu().numpy() if "attention_gt" in out else None
+        rows = []
+        for i, path in enumerate(batch["image_path"]):
+            row: dict[str, Any] = dict.fromkeys(self.fields, None)
+            row.update(image=path, status=batch["status"][i])
+            if row["status"] == STATUS_OK:
+                row["predicted"] = self._predicted(prob[i])
+                row.update({f"prob_{c}": float(p) for c, p in zip(self.class_names, prob[i])})
+                if attention is not None:
+                    row["lung_attention"] = _float(attention[i])
+                    row["attention_mask"] = "ground_truth" if attention_gt[i] else "predicted"
+                if sal_class is not None:
+                    row["saliency_class"] = self.class_names[int(sal_class[i])]
+                try:
+                    self._write_files(
+                        row, batch["name"][i], tuple(int(s) for s in batch["orig_shape"][i]),
+                        None if lung_prob is None else lung_prob[i, 0],
+                        None if saliency is None else saliency[i, 0], prob[i],
+                    )
+                except Exception as e:  # e.g. disk full or an unwritable folder: report it for this image
+                    row["status"] = f"cannot write outputs ({type(e).__name__}: {e})"
+            rows.append(row)
+        self.rows.extend(rows)
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+
+    def _save_map(self, array: np.ndarray, folder: str, stem: str, source: str, nifti: bool) -> str:
+        """Write a per-image map into ``output_dir/folder``: NIfTI beside NIfTI input (its affine), else PNG for
+        uint8 masks and .npy for float maps; returns the file path."""
+        os.makedirs(os.path.join(self.output_dir, folder), exist_ok=True)
+        if nifti:
+            f = os.path.join(self.output_dir, folder, f"{stem}.nii.gz")
+            _save_nifti_like(array if array.dtype != np.uint8 else (array > 0).astype(np.uint8), source, f)
+        elif array.dtype == np.uint8:
+            from PIL import Image
+
+            f = os.path.join(self.output_dir, folder, f"{stem}.png")
+            Image.fromarray(array).save(f)
+        else:
+            f = os.path.join(self.output_dir, folder, f"{stem}.npy")
+            np.save(f, array)
+        return f
+
+    def _write_files(
+        self,
+        row: dict,
+        name: str,
+        shape: tuple[int, int],
+        lung_prob: np.ndarray | None,
+        saliency: np.ndarray | None,
+        prob: np.ndarray,
+    ) -> None:
+        path = row["image"]
+        nifti = path.lower().endswith(NIFTI_SUFFIXES)
+        mask = None
+        if lung_prob is not None:
+            # probabilities are resized, then thresholded: a smoother border than resizing a binary mask
+            mask = (resize_2d(lung_prob, shape) > 0.5).astype(np.uint8)
+            if self.write_masks:
+                row["lung_mask_file"] = self._save_map(mask * 255, "masks", f"{name}_lung", path, nifti)
+        sal = None
+        if saliency is not None:
+            sal = np.clip(resize_2d(saliency, shape), 0, 1).astype(np.float32)
+            if self.write_saliency:
+                row["saliency_file"] = self._save_map(sal, "saliency", f"{name}_saliency", path, nifti)
+        if self.write_overlays:
+            k = int(prob.argmax())
+            text = f"{self.class_names[k]} {prob[k]:.2f}"
+            if row.get("lung_attention") is not None:
+                text += f"\nlung attention {row['lung_attention']:.2f}"
+            f = os.path.join(self.output_dir, "overlays", f"{name}_overlay.png")
+            row["overlay_file"] = save_overlay(f, read_cxr(path), sal, mask, text, max_size=self.overlay_size)
+
+    def _write_json(self, engine: Engine) -> None:
+        with open(self.json_path, "w") as f:
+            json.dump(self.rows, f, indent=1)
+
+    @property
+    def failures(self) -> list[dict]:
+        """Rows whose status is not ``ok``."""
+        return [r for r in self.rows if r["status"] != STATUS_OK]
+
+    def finish(self) -> dict[str, int]:
+        """Print a summary; stop with exit status 1 (``SystemExit``) when any input failed.
+
+        Returns ``{"images", "ok", "failed"}`` when nothing failed.
+        """
+        failed = self.failures
+        summary = {"images": len(self.rows), "ok": len(self.rows) - len(failed), "failed": len(failed)}
+        method = f", saliency {self.saliency_method}" if self.saliency_method else ""
+        print(f"inference: {summary['images']} images, {summary['ok']} ok, {summary['failed']} failed{method}")
+        print(f"predictions: {os.path.abspath(self.csv_path)}")
+        if self.write_overlays and summary["ok"]:
+            print(f"overlays: {os.path.abspath(os.path.join(self.output_dir, 'overlays'))}")
+        if failed:
+            for r in failed[:10]:
+                print(f"  failed: {r['image']}: {r['status']}")
+            if len(failed) > 10:
+                print(f"  ... and {len(failed) - 10} more")
+            raise SystemExit(
+                f"{len(failed)} of {len(self.rows)} images failed; see the status column of {self.csv_path}"
+            )
+        return summary

@@ -1,0 +1,22 @@
+"""Networks: the multi-task encoder-decoder and its tensor views, export-safe shortcuts, weight conversion."""
+
+from .. import lazy_submodules
+from .multitask import (
+    MultiTaskClassifier,
+    MultiTaskNet,
+    MultiTaskSegmenter,
+    build_encoder,
+    class_probabilities,
+    encoder_channels,
+)
+
+__all__ = [
+    "MultiTaskNet",
+    "MultiTaskClassifier",
+    "MultiTaskSegmenter",
+    "build_encoder",
+    "class_probabilities",
+    "encoder_channels",
+]
+
+__getattr__ = lazy_submodules(__name__)

@@ -1,0 +1,232 @@
+"""Curricula of pretraining stages: pretraining configs run one after another, each from the previous weights.
+
+A curriculum (``configs/pretrain_curriculum.json``) is an ordered list of stages, each
+``{"name": ..., "config": <pretraining config>, "overrides": {<id>: <value>, ...}}``. ``run_curriculum`` runs
+every stage in this process as a MONAI ``ConfigWorkflow`` with its own ``ckpt_dir`` and ``output_dir``
+(``<output_root>/<NN>_<name>/`` and ``.../eval``), and starts stage i from the weights stage i-1 produced.
+
+Resuming: ``<output_root>/curriculum_state.json`` (written atomically) marks the finished stages, so a rerun
+skips them; the unfinished stage resumes at its last completed epoch from its own resume checkpoint
+(``TrainingCheckpointer``). A finished stage whose settings have changed since is an error, not a silent
+retrain: its successors were trained from it.
+
+Carrying weights forward: a stage exports only what it trains (a contrastive stage: ``encoder.*``; inpainting
+also ``decoder.*``). With ``carry_forward`` the weights handed on are the previous ones updated with the
+stage's export, so an inpainting decoder survives a later contrastive stage and fine-tuning gets both. That
+decoder was trained against the encoder as it was at the end of its stage; fine-tuning adapts the two.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..atomic import atomic_save, atomic_write_json
+from ..checkpoints import load_pretrained, load_weights
+from ..settings import as_bool
+
+__all__ = ["CurriculumError", "run_curriculum", "load_state", "STATE_FILE", "stage_dirs"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "curriculum_state.json"
+STAGE_KEYS = ("name", "config", "overrides")
+MANAGED_IDS = ("ckpt_dir", "output_dir")  # set by the curriculum for every stage
+
+
+class CurriculumError(ValueError):
+    """A curriculum that cannot run as declared; the message names the stage."""
+
+
+def load_state(output_root: str) -> dict[str, Any]:
+    """The curriculum's state file (``{"stages": {stage_id: {...}}}``), empty when there is none yet."""
+    path = os.path.join(output_root, STATE_FILE)
+    if not os.path.isfile(path):
+        return {"stages": {}}
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CurriculumError(
+            f"{path}: unreadable state file ({e}); move it away to start the curriculum over"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        raise CurriculumError(f"{path}: not a curriculum state file")
+    return state
+
+
+def _check_stages(stages: Sequence[Mapping[str, Any]], bundle_root: str) -> list[dict[str, Any]]:
+    if not isinstance(stages, Sequence) or isinstance(stages, str) or not stages:
+        raise CurriculumError("stages must be a non-empty list of {'name', 'config', 'overrides'} entries")
+    checked, names = [], set()
+    for i, stage in enumerate(stages):
+        where = f"stages[{i}]"
+        if not isinstance(stage, Mapping):
+            raise CurriculumError(f"{where}: expected a mapping with 'config', got {type(stage).__name__}")
+        unknown = sorted(set(stage) - set(STAGE_KEYS))
+        if unknown:
+            raise CurriculumError(f"{where}: unknown keys {unknown} (allowed: {list(STAGE_KEYS)})")
+        config = stage.get("config")
+        if not isinstance(config, str) or not config:
+            raise CurriculumError(f"{where}: 'config' must be the path of a pretraining config")
+        path = config if os.path.isabs(config) else os.path.join(bundle_root, config)
+        if not os.path.isfile(path):
+            raise CurriculumError(f"{where}: config file not found: {path}")
+        overrides = stage.get("overrides") or {}
+        if not isinstance(overrides, Mapping):
+            raise CurriculumError(f"{where}: 'overrides' must be a mapping of config ids to values")
+        managed = sorted(set(overrides) & set(MANAGED_IDS))
+        if managed:
+            raise CurriculumError(f"{where}: {managed} are set by the curriculum (<output_root>/<stage>/); remove them")
+        name = stage.get("name") or os.path.splitext(os.path.basename(config))[0]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+        if name in names:
+            raise CurriculumError(f"{where}: stage name {name!r} is used twice; give the stages distinct names")
+        names.add(name)
+        checked.append({"id": f"{i + 1:02d}_{name}", "config": path, "overrides": dict(overrides)})
+    return checked
+
+
+def stage_dirs(output_root: str, stage_id: str) -> tuple[str, str]:
+    """``(ckpt_dir, output_dir)`` of a stage."""
+    ckpt_dir = os.path.join(output_root, stage_id)
+    return ckpt_dir, os.path.join(ckpt_dir, "eval")
+
+
+def _fingerprint(config: str, overrides: Mapping[str, Any]) -> str:
+    text = json.dumps({"config": os.path.abspath(config), "overrides": overrides}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _run_stage(config: str, overrides: dict[str, Any], init: str | None, meta_file: str | None) -> str:
+    """Run one pretraining config; returns its ``pretrained_out``."""
+    from monai.bundle import ConfigParser, ConfigWorkflow
+
+    # Every pretraining config of this bundle loads ``pretrained_ckpt`` in ``initialize``; for a config
+    # without that id the weights are loaded into its ``network`` here.
+    declares_init = "pretrained_ckpt" in ConfigParser.load_config_file(config)
+    if declares_init:
+        overrides = {**overrides, "pretrained_ckpt": init}
+    workflow = ConfigWorkflow(config_file=config, meta_file=meta_file, workflow_type="train", **overrides)
+    try:
+        workflow.initialize()
+        if init and not declares_init:
+            load_pretrained(workflow.parser.get_parsed_content("network"), init)
+        workflow.run()
+        out = workflow.parser.get_parsed_content("pretrained_out")
+        workflow.finalize()
+    finally:
+        del workflow
+        gc.collect()  # data loader workers and cached datasets of the stage go before the next one starts
+    if not out or not os.path.isfile(out):
+        raise CurriculumError(f"{config}: the stage finished without writing its pretrained_out ({out})")
+    return os.path.abspath(out)
+
+
+def run_curriculum(
+    stages: Sequence[Mapping[str, Any]],
+    output_root: str,
+    defaults: Mapping[str, Any] | None = None,
+    force: Mapping[str, Any] | None = None,
+    pretrained_ckpt: str | None = None,
+    final_out: str | None = None,
+    bundle_root: str = ".",
+    meta_file: str | None = None,
+    carry_forward: bool = True,
+) -> str:
+    """Run the stages in order, skipping those already finished; returns the final weights' path.
+
+    Args:
+        stages: ``[{"name", "config", "overrides"}]``; ``config`` is relative to ``bundle_root``.
+        output_root: folder of the stage folders and of ``curriculum_state.json``.
+        defaults: ids given to every stage unless its ``overrides`` set them (None values are skipped), e.g.
+            ``dataset_dir``, ``image_size``.
+        force: ids given to every stage over its ``overrides`` (None values are skipped), e.g. ``max_epochs``
+            for a quick run.
+        pretrained_ckpt: initial weights of the first stage (e.g. converted ImageNet weights); a stage's own
+            ``pretrained_ckpt`` override wins over what the curriculum hands it.
+        final_out: where to copy the final weights (fine-tuning loads them with ``--pretrained_ckpt``).
+        bundle_root: base of relative config paths.
+        meta_file: metadata for the stage workflows (None: ``configs/metadata.json`` beside each config).
+        carry_forward: hand on the previous weights updated with each stage's export (see the module docstring).
+    """
+    carry_forward = as_bool(carry_forward, "carry_forward")
+    checked = _check_stages(stages, bundle_root)
+    output_root = os.path.abspath(output_root)
+    os.makedirs(output_root, exist_ok=True)
+    state_path = os.path.join(output_root, STATE_FILE)
+    state = load_state(output_root)
+    # None = "not set"; keys starting with "_" are config annotations such as _desc_
+    base = {k: v for k, v in (defaults or {}).items() if v is not None and not k.startswith("_")}
+    forced = {k: v for k, v in (force or {}).items() if v is not None and not k.startswith("_")}
+    earlier_records = dict(state["stages"])
+    weights = pretrained_ckpt
+    ran_before = False
+    for stage in checked:
+        sid = stage["id"]
+        ckpt_dir, output_dir = stage_dirs(output_root, sid)
+        overrides = {**base, **stage["overrides"], **forced, "ckpt_dir": ckpt_dir, "output_dir": output_dir}
+        init = stage["overrides"].get("pretrained_ckpt", weights)
+        overrides.pop("pretrained_ckpt", None)
+        fingerprint = _fingerprint(stage["config"], {**overrides, "pretrained_ckpt": init})
+        record = state["stages"].get(sid)
+        if record and record.get("status") == "done" and not ran_before:
+            if record.get("fingerprint") != fingerprint:
+                raise CurriculumError(
+                    f"stage {sid} was finished with other settings (config or overrides changed since): later "
+                    f"stages were trained from it. Use a new output_root, or delete {ckpt_dir} and its entry in "
+                    f"{state_path} to redo it and the stages after it."
+                )
+            if os.path.isfile(record.get("handed_on", "")):
+                logger.info("curriculum: stage %s already finished, skipped (weights %s)", sid, record["handed_on"])
+                weights = record["handed_on"]
+                continue
+            logger.warning("curriculum: stage %s is marked finished but its weights are gone; running it again", sid)
+        if ran_before and earlier_records.get(sid) and os.path.isdir(ckpt_dir):
+            logger.warning(
+                "curriculum: stage %s ran before from other weights; it continues from its resume checkpoint in %s "
+                "if one is there (delete that folder to retrain it from the new weights)",
+                sid,
+                ckpt_dir,
+            )
+        ran_before = True
+        # this stage and every later one are unfinished until they run again
+        state["stages"] = {k: v for k, v in state["stages"].items() if k < sid}
+        atomic_write_json(state, state_path, default=str)
+        logger.info("curriculum: stage %s (%s) from %s", sid, os.path.relpath(stage["config"]), init or "scratch")
+        started = time.time()
+        exported = _run_stage(stage["config"], overrides, init, meta_file)
+        handed_on = exported
+        if carry_forward and init:
+            merged = {**load_weights(init), **load_weights(exported)}
+            handed_on = os.path.join(ckpt_dir, "curriculum_weights.pt")
+            atomic_save(merged, handed_on)
+        state["stages"][sid] = {
+            "status": "done",
+            "config": stage["config"],
+            "fingerprint": fingerprint,
+            "initial_weights": init,
+            "exported": exported,
+            "handed_on": handed_on,
+            "seconds": round(time.time() - started, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        atomic_write_json(state, state_path, default=str)
+        weights = handed_on
+        logger.info("curriculum: stage %s finished, weights %s", sid, handed_on)
+    if weights is None:  # unreachable: at least one stage ran or was skipped with its weights
+        raise CurriculumError("no stage produced weights")
+    if final_out:
+        atomic_save(load_weights(weights), final_out)
+        weights = os.path.abspath(final_out)
+    state["final"] = weights
+    atomic_write_json(state, state_path, default=str)
+    logger.info("curriculum: done; final weights %s (fine-tune: configs/train.json --pretrained_ckpt <it>)", weights)
+    return weights
