@@ -7,6 +7,8 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn import functional as F
 
+from .settings import as_bool
+
 __all__ = ["MultiTaskLoss"]
 
 
@@ -26,7 +28,8 @@ class MultiTaskLoss(nn.Module):
 
     def __init__(self, w_cls: float = 1.0, w_seg: float = 1.0, multi_label: bool = False, label_smoothing: float = 0.0):
         super().__init__()
-        self.w_cls, self.w_seg, self.multi_label, self.label_smoothing = w_cls, w_seg, multi_label, label_smoothing
+        self.w_cls, self.w_seg, self.label_smoothing = w_cls, w_seg, label_smoothing
+        self.multi_label = as_bool(multi_label, "multi_label")
         self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def classification(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 __all__ = ["as_bool"]
 
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
@@ -19,11 +21,9 @@ def as_bool(value: Any, name: str) -> bool:
     Raises:
         ValueError: anything else, naming the id ``name``.
     """
-    if isinstance(value, bool):
-        return value
-    if type(value).__name__ == "bool_":  # numpy's bool, without importing numpy here
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE

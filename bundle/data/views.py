@@ -52,6 +52,7 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
         cache_rate, num_workers: as MONAI's ``CacheDataset`` (workers used while caching).
         track_meta: keep MONAI's MetaTensor metadata in the views; off by default because the views only feed
             the network and the metadata bookkeeping costs time on every random transform.
+        progress: show MONAI's caching progress bar.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
         cache_rate: float = 1.0,
         num_workers: int | None = 1,
         track_meta: bool = False,
+        progress: bool = False,
     ) -> None:
         self.data = list(data)
         if not self.data:
@@ -75,7 +77,12 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
         self.partners = patient_groups(self.data, patient_key) if self.multi_instance else [[] for _ in self.data]
         # copy_cache=False: the view transforms make new tensors and never write into the cached image
         self.cache = CacheDataset(
-            self.data, transform=load, cache_rate=cache_rate, num_workers=num_workers, copy_cache=False, progress=False
+            self.data,
+            transform=load,
+            cache_rate=cache_rate,
+            num_workers=num_workers,
+            copy_cache=False,
+            progress=as_bool(progress, "progress"),
         )
         self.set_random_state(seed=get_seed())
         if self.multi_instance:
