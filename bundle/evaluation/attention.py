@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from ignite.engine import Engine, Events
 
 from ..data.transforms import file_stem
@@ -26,11 +27,16 @@ logger = logging.getLogger(__name__)
 class LungAttentionReport:
     """Ignite handler for an evaluator run with ``SaliencyInferer``: the test split's lung attention.
 
-    ``summary`` (pass it to ``EvaluationReport(extra_metrics=[...])``) returns ``{"lung_attention": {...}}``:
-    mean, std, quartiles, a 10-bin histogram over [0, 1], per-class means (by predicted class) and how many
-    images used a ground-truth mask. With ``n_overlays`` > 0 it also writes overlays of the N most and N least
-    confident images to ``output_dir/overlays`` (at the model's input size).
+    At EPOCH_COMPLETED it puts the per-image values, (N, 1) with NaN for an all-zero map, into
+    ``engine.state.metric_details["lung_attention"]``, so that a ``MetricsSaver`` attached after it writes them
+    with the image paths (``lung_attention_raw.csv``, ``lung_attention_summary.csv``). ``summary`` (pass it to
+    ``EvaluationReport(extra_metrics=[...])``) returns ``{"lung_attention": {...}}``: mean, std, quartiles, a
+    10-bin histogram over [0, 1], per-class means (by predicted class) and how many images used a ground-truth
+    mask. With ``n_overlays`` > 0 it also writes overlays of the N most and N least confident images to
+    ``output_dir/overlays`` (at the model's input size).
     """
+
+    detail_name = "lung_attention"
 
     def __init__(
         self,
@@ -55,7 +61,16 @@ class LungAttentionReport:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        # MetricsSaver writes at EPOCH_COMPLETED (before COMPLETED): publish there, from a handler attached before it
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
         engine.add_event_handler(Events.COMPLETED, self._write_overlays)
+
+    def _publish(self, engine: Engine) -> None:
+        if not self.values:
+            return
+        if not hasattr(engine.state, "metric_details"):  # MONAI's engines have it; a plain ignite Engine may not
+            engine.state.metric_details = {}
+        engine.state.metric_details[self.detail_name] = torch.tensor(self.values, dtype=torch.float64).reshape(-1, 1)
 
     def _collect(self, engine: Engine) -> None:
         out = engine.state.output
@@ -81,8 +96,15 @@ class LungAttentionReport:
         for i in range(len(att)):
             k = int(prob[i].argmax())
             conf = float(prob[i, k])
-            item = (str(paths[i]), images[i, 0].astype(np.float16), saliency[i, 0].astype(np.float16),
-                    None if masks is None else masks[i, 0].astype(np.uint8), k, conf, float(att[i]))
+            item = (
+                str(paths[i]),
+                images[i, 0].astype(np.float16),
+                saliency[i, 0].astype(np.float16),
+                None if masks is None else masks[i, 0].astype(np.uint8),
+                k,
+                conf,
+                float(att[i]),
+            )
             self._order += 1
             for heap, key in ((self._most, conf), (self._least, -conf)):
                 entry = (key, -self._order, item)  # ties: the earlier image wins
@@ -101,12 +123,19 @@ class LungAttentionReport:
                 text = f"{self.class_names[k]} {conf:.2f}" + ("" if math.isnan(att) else f"\nlung attention {att:.2f}")
                 save_overlay(
                     os.path.join(folder, f"{tag}_{rank:02d}_{file_stem(path)}.png"),
-                    image.astype(np.float32), sal.astype(np.float32), mask, text,
+                    image.astype(np.float32),
+                    sal.astype(np.float32),
+                    mask,
+                    text,
                 )
         logger.info("overlays of the %d most and least confident images: %s", self.n_overlays, folder)
 
     def summary(self, report: Any = None) -> dict:
-        """``{"lung_attention": {...}}`` for metrics.json; ``{}`` when no saliency was computed."""
+        """``{"lung_attention": {...}}`` for metrics.json; ``{}`` when no saliency was computed.
+
+        Computed here rather than read back from MetricsSaver's summary CSV: that one is rounded to 4 decimals and
+        has neither the histogram nor the per-class means.
+        """
         if not self.values:
             return {}
         values = np.asarray(self.values, dtype=np.float64)
@@ -123,13 +152,18 @@ class LungAttentionReport:
             "std": float(v.std()) if v.size else float("nan"),
         }
         if v.size:
-            result.update({q: float(np.quantile(v, p)) for q, p in
-                           (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))})
+            result.update(
+                {
+                    q: float(np.quantile(v, p))
+                    for q, p in (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))
+                }
+            )
         result["histogram"] = {"bin_edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()}
         result["per_predicted_class_mean"] = {
             c: (float(v[classes == k].mean()) if (classes == k).any() else None) for k, c in enumerate(self.class_names)
         }
         if v.size:
-            logger.info("lung attention: mean %.3f, median %.3f over %d images", result["mean"], result["median"],
-                        v.size)
+            logger.info(
+                "lung attention: mean %.3f, median %.3f over %d images", result["mean"], result["median"], v.size
+            )
         return {"lung_attention": result}

@@ -1,18 +1,34 @@
-"""Classification and segmentation metrics for a test split: AUC, accuracy, sensitivity, specificity, HM, Dice.
+"""What the evaluation needs beyond MONAI's metric handlers: per-class AUC, confusion tables, HM, ROC points.
 
-AUC comes from MONAI (``compute_roc_auc``); the rest are confusion-matrix counts, written out here because
-MONAI's ConfusionMatrixMetric reports per-image segmentation confusion, not per-class classification.
+configs/evaluate.json attaches MONAI's ``ROCAUC``, ``ConfusionMatrix`` (sensitivity, specificity per class),
+``MeanDice`` and ignite's ``Accuracy`` to the evaluator; ``EvaluationReport`` reads their results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from monai.metrics import compute_roc_auc
+from monai.handlers import ROCAUC
+from monai.metrics import get_confusion_matrix
 
-__all__ = ["classification_report", "roc_curve", "harmonic_mean"]
+__all__ = ["ROCAUCPerClass", "confusion_table", "harmonic_mean", "roc_curve"]
+
+
+class ROCAUCPerClass(ROCAUC):
+    """MONAI's ``ROCAUC`` handler with ``average="none"``: ``engine.state.metrics[name]`` is the (C,) AUC per class.
+
+    MONAI's ``IgniteMetricHandler.compute`` keeps only the first item of a list result (the first class's AUC), so
+    this returns the whole list as a float64 tensor; NaN for a class with a single label value.
+    """
+
+    def __init__(self, output_transform: Callable = lambda x: x) -> None:
+        super().__init__(average="none", output_transform=output_transform)
+
+    def compute(self) -> torch.Tensor:
+        self._is_reduced = True
+        return torch.as_tensor(self.metric_fn.aggregate(), dtype=torch.float64).reshape(-1)
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -22,83 +38,26 @@ def harmonic_mean(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
-def _rate(num: float, den: float) -> float:
-    return float(num / den) if den else float("nan")
+def confusion_table(pred_onehot: torch.Tensor, label_onehot: torch.Tensor, multi_label: bool = False) -> list:
+    """Confusion counts of binarised predictions ``pred_onehot`` (N, C) against ``label_onehot`` (N, C).
 
-
-def _auc(prob: np.ndarray, truth: np.ndarray) -> float:
-    if truth.min() == truth.max():  # AUC is undefined when a class is absent or everything is that class
-        return float("nan")
-    return float(compute_roc_auc(torch.as_tensor(prob), torch.as_tensor(truth)))
+    Multi-label: per class ``[[tn, fp], [fn, tp]]`` (C, 2, 2), MONAI's ``get_confusion_matrix`` summed over images.
+    Single-label: the C x C table, rows = truth, columns = prediction, which MONAI does not compute (its confusion
+    matrix is one class against the rest).
+    """
+    if multi_label:
+        tp, fp, tn, fn = get_confusion_matrix(pred_onehot, label_onehot).sum(0).long().unbind(-1)
+        return torch.stack([tn, fp, fn, tp], -1).reshape(-1, 2, 2).tolist()
+    return (label_onehot.long().T @ pred_onehot.long()).tolist()
 
 
 def roc_curve(prob: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates of one class over all thresholds (for plotting)."""
+    """False- and true-positive rates, each (N + 1,), of one class's ``prob`` (N,) against 0/1 ``truth`` (N,).
+
+    For the ROC plot: MONAI computes the area under the curve but not its points.
+    """
     order = np.argsort(-prob, kind="stable")
     truth = truth[order].astype(bool)
     tps = np.concatenate([[0], np.cumsum(truth)])
     fps = np.concatenate([[0], np.cumsum(~truth)])
     return fps / max(fps[-1], 1), tps / max(tps[-1], 1)
-
-
-def classification_report(
-    prob: np.ndarray, label: np.ndarray, class_names: Sequence[str], multi_label: bool = False
-) -> dict:
-    """Metrics of class probabilities ``prob`` (N, C) against ``label`` (N,) indices or (N, C) 0/1 findings.
-
-    Returns ``auc_macro``, ``accuracy``, ``sensitivity_macro``, ``specificity_macro``, ``hm`` (their harmonic
-    mean), ``confusion_matrix`` (C x C rows = truth; per class [[tn, fp], [fn, tp]] for multi-label) and
-    ``per_class`` ``{name: {"auc", "sensitivity", "specificity", "support"}}``.
-    """
-    prob = np.asarray(prob, dtype=np.float64)
-    n, c = prob.shape
-    if multi_label:
-        truth = np.asarray(label).astype(int).reshape(n, c)
-        pred = (prob > 0.5).astype(int)
-        accuracy = float((pred == truth).all(1).mean()) if n else float("nan")
-        confusion = [
-            [
-                [
-                    int(((pred[:, k] == 0) & (truth[:, k] == 0)).sum()),
-                    int(((pred[:, k] == 1) & (truth[:, k] == 0)).sum()),
-                ],
-                [
-                    int(((pred[:, k] == 0) & (truth[:, k] == 1)).sum()),
-                    int(((pred[:, k] == 1) & (truth[:, k] == 1)).sum()),
-                ],
-            ]
-            for k in range(c)
-        ]
-    else:
-        index = np.asarray(label).astype(int).reshape(n)
-        truth = np.eye(c, dtype=int)[index]
-        pred = np.eye(c, dtype=int)[prob.argmax(1)]
-        accuracy = float((prob.argmax(1) == index).mean()) if n else float("nan")
-        matrix = np.zeros((c, c), dtype=int)
-        np.add.at(matrix, (index, prob.argmax(1)), 1)
-        confusion = matrix.tolist()
-    per_class = {}
-    for k, name in enumerate(class_names):
-        tp = int(((pred[:, k] == 1) & (truth[:, k] == 1)).sum())
-        fn = int(((pred[:, k] == 0) & (truth[:, k] == 1)).sum())
-        tn = int(((pred[:, k] == 0) & (truth[:, k] == 0)).sum())
-        fp = int(((pred[:, k] == 1) & (truth[:, k] == 0)).sum())
-        per_class[name] = {
-            "auc": _auc(prob[:, k], truth[:, k]),
-            "sensitivity": _rate(tp, tp + fn),
-            "specificity": _rate(tn, tn + fp),
-            "support": int(truth[:, k].sum()),
-        }
-    aucs = [v["auc"] for v in per_class.values() if not np.isnan(v["auc"])]
-    sens = float(np.nanmean([v["sensitivity"] for v in per_class.values()])) if n else float("nan")
-    spec = float(np.nanmean([v["specificity"] for v in per_class.values()])) if n else float("nan")
-    return {
-        "num_images": int(n),
-        "auc_macro": float(np.mean(aucs)) if aucs else float("nan"),
-        "accuracy": accuracy,
-        "sensitivity_macro": sens,
-        "specificity_macro": spec,
-        "hm": harmonic_mean(sens, spec),
-        "confusion_matrix": confusion,
-        "per_class": per_class,
-    }

@@ -1,23 +1,38 @@
-"""The evaluation report: metrics.json, the ROC curves and the confusion matrix of a test split."""
+"""The evaluation report: metrics.json, the ROC curves and the confusion matrix of a test split.
+
+The metrics are MONAI's and ignite's handlers' results (``engine.state.metrics`` / ``metric_details``, attached
+by configs/evaluate.json); this module only adds what they lack and writes the files.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import torch
 from ignite.engine import Engine, Events
-from monai.metrics import compute_dice
 
+from ..atomic import atomic_write_json
 from ..plots import plot_confusion, plot_roc
-from .metrics import classification_report
+from ..settings import as_bool
+from .metrics import confusion_table, harmonic_mean
 
-__all__ = ["EvaluationReport"]
+__all__ = ["EvaluationReport", "METRIC_NAMES"]
 
 logger = logging.getLogger(__name__)
+
+# engine.state.metrics names of configs/evaluate.json's handlers that the report reads
+METRIC_NAMES = {
+    "auc": "test_auc_per_class",  # ROCAUCPerClass: (C,)
+    "accuracy": "test_accuracy",  # ignite Accuracy(is_multilabel=True) on one-hot predictions: exact match rate
+    "sensitivity": "test_sensitivity",  # ConfusionMatrix, reduction "sum_batch": (C,)
+    "specificity": "test_specificity",  # ConfusionMatrix, reduction "sum_batch": (C,)
+    "dice": "test_dice",  # MeanDice with save_details: per-image Dice (N, 1) in metric_details
+}
 
 
 def _clean(value):
@@ -31,11 +46,27 @@ def _clean(value):
     return value
 
 
-class EvaluationReport:
-    """Collect an evaluator's outputs and write ``output_dir/metrics.json``, ``roc.png`` and ``confusion_matrix.png``.
+def _per_class(value: Any, num_classes: int) -> list[float]:
+    """A per-class metric result ((C,) tensor, or a float when C is 1) as C floats."""
+    values = torch.as_tensor(value, dtype=torch.float64).reshape(-1).tolist()
+    if len(values) != num_classes:
+        raise ValueError(f"expected {num_classes} per-class values, got {len(values)}")
+    return values
 
-    Reads the keys that ``MultiTaskOutputs`` adds (``prob``, ``label_onehot``, ``seg_onehot``, ``mask_onehot``).
-    ``extra_metrics`` are callables ``(report_handler) -> dict`` merged into metrics.json (e.g. saliency summaries).
+
+def _defined_mean(values: Sequence[float]) -> float:
+    """Mean of the non-NaN values, NaN when there are none (numpy's nanmean would warn)."""
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+class EvaluationReport:
+    """Write ``output_dir/metrics.json``, ``roc.png`` and ``confusion_matrix.png`` from the evaluator's metrics.
+
+    Reads ``engine.state.metrics`` / ``metric_details`` under ``metric_names`` (default ``METRIC_NAMES``) and
+    collects ``prob``, ``pred_onehot``, ``label_onehot`` (B, C) from ``MultiTaskOutputs`` for what no handler
+    gives: the confusion counts table, the ROC curve points and the image count. ``extra_metrics`` are callables
+    ``(report_handler) -> dict`` merged into metrics.json (e.g. ``LungAttentionReport.summary``).
     """
 
     def __init__(
@@ -45,16 +76,17 @@ class EvaluationReport:
         multi_label: bool = False,
         extra_metrics: Sequence[Callable[[EvaluationReport], dict]] = (),
         filename: str = "metrics.json",
+        metric_names: Mapping[str, str] | None = None,
     ) -> None:
-        self.output_dir, self.class_names, self.multi_label = output_dir, list(class_names), multi_label
+        self.output_dir, self.class_names = output_dir, list(class_names)
+        self.multi_label = as_bool(multi_label, "multi_label")
         self.extra_metrics, self.filename = list(extra_metrics), filename
+        self.metric_names = {**METRIC_NAMES, **(metric_names or {})}
         self.metrics: dict = {}
         self._reset()
 
     def _reset(self, engine: Engine | None = None) -> None:
-        self.probs: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
-        self.dice: list[np.ndarray] = []
+        self.outputs: dict[str, list[torch.Tensor]] = {"prob": [], "pred_onehot": [], "label_onehot": []}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -62,31 +94,48 @@ class EvaluationReport:
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _collect(self, engine: Engine) -> None:
-        out = engine.state.output
-        self.probs.append(out["prob"].detach().float().cpu().numpy())
-        self.labels.append(out["label_onehot"].detach().cpu().numpy())
-        if "seg_onehot" in out and "mask_onehot" in out:
-            d = compute_dice(out["seg_onehot"], out["mask_onehot"], include_background=False, ignore_empty=True)
-            self.dice.append(d.detach().cpu().numpy().reshape(-1))
+        for key, values in self.outputs.items():
+            values.append(engine.state.output[key].detach().float().cpu())
 
     def _write(self, engine: Engine) -> None:
-        prob, onehot = np.concatenate(self.probs), np.concatenate(self.labels)
-        label = onehot if self.multi_label else onehot.argmax(1)
-        report = classification_report(prob, label, self.class_names, self.multi_label)
-        dice = np.concatenate(self.dice) if self.dice else np.zeros(0)
-        dice = dice[~np.isnan(dice)]
-        report["dice_lung"] = float(dice.mean()) if dice.size else float("nan")
-        report["dice_images"] = int(dice.size)
+        prob, pred, onehot = (torch.cat(v) for v in self.outputs.values())
+        results, names, c = engine.state.metrics, self.metric_names, len(self.class_names)
+        auc = _per_class(results[names["auc"]], c)
+        sensitivity = _per_class(results[names["sensitivity"]], c)
+        specificity = _per_class(results[names["specificity"]], c)
+        support = onehot.sum(0).long().tolist()
+        sens_macro, spec_macro = _defined_mean(sensitivity), _defined_mean(specificity)
+        dice = getattr(engine.state, "metric_details", {}).get(names["dice"])
+        dice_images = 0 if dice is None else int((~torch.isnan(torch.as_tensor(dice))).sum())
+        report = {
+            "num_images": int(prob.shape[0]),
+            # MONAI's "macro" AUC is NaN as soon as one class has a single label value: average the defined ones
+            "auc_macro": _defined_mean(auc),
+            "accuracy": float(results[names["accuracy"]]),
+            # ConfusionMatrix's "mean" reduction pools the counts over classes (micro): average the class rates
+            "sensitivity_macro": sens_macro,
+            "specificity_macro": spec_macro,
+            "hm": harmonic_mean(sens_macro, spec_macro),  # no MONAI metric combines two rates
+            "confusion_matrix": confusion_table(pred, onehot, self.multi_label),
+            "per_class": {
+                name: {
+                    "auc": auc[k],
+                    "sensitivity": sensitivity[k],
+                    "specificity": specificity[k],
+                    "support": support[k],
+                }
+                for k, name in enumerate(self.class_names)
+            },
+            # MeanDice reduces an all-NaN buffer (no image with a mask) to 0: report it as undefined
+            "dice_lung": float(results[names["dice"]]) if dice_images else float("nan"),
+            "dice_images": dice_images,
+        }
         for extra in self.extra_metrics:
             report.update(extra(self))
         os.makedirs(self.output_dir, exist_ok=True)
         report["plots"] = {
             "roc": plot_roc(
-                prob,
-                onehot,
-                self.class_names,
-                [report["per_class"][c]["auc"] for c in self.class_names],
-                os.path.join(self.output_dir, "roc.png"),
+                prob.double().numpy(), onehot.numpy(), self.class_names, auc, os.path.join(self.output_dir, "roc.png")
             ),
         }
         if not self.multi_label:
@@ -96,8 +145,7 @@ class EvaluationReport:
         report["class_names"] = self.class_names
         self.metrics = _clean(report)
         path = os.path.join(self.output_dir, self.filename)
-        with open(path, "w") as f:
-            json.dump(self.metrics, f, indent=2)
+        atomic_write_json(self.metrics, path)
         logger.info(
             "test: %d images, auc_macro %.4f, accuracy %.4f, hm %.4f, dice_lung %.4f (%d images with masks) -> %s",
             report["num_images"],
