@@ -1,65 +1,26 @@
-"""Benchmarks of the bundle's workflows against plain PyTorch loops of the same model, measured in one run.
+"""Benchmarks of the bundle against plain PyTorch, both measured in one process on the same model and batches.
 
-    python scripts/benchmark.py train [--image_size 224 --batch_size 16 ...]
-    python scripts/benchmark.py pretrain --method simclr
-    python scripts/benchmark.py inpainting
-    python scripts/benchmark.py inference
-    python scripts/benchmark.py all --json runs/benchmark.json
+    python scripts/benchmark.py train      [--warmup 2 --iters 5 --image_size 224 --batch_size 16 --num_workers 2]
+    python scripts/benchmark.py pretrain   [--method simclr|moco|byol|simsiam --multi_instance]
+    python scripts/benchmark.py inpainting [--method inpainting|outpainting|group_masked --batch_size 8]
+    python scripts/benchmark.py inference  [--saliency gradcampp|gradcam|occlusion --warmup 1 --iters 6]
+    python scripts/benchmark.py all        [--device cpu|cuda --json runs/benchmark.json]
 
-Each suite prints both throughputs, their ratio (bundle / plain; 1.0 = no overhead) and peak memory.
+Every suite takes --warmup, --iters, --device (default cuda when available), --threads, --image_size, --batch_size,
+--backbone and --json; the workflow suites also --dataset_dir and --num_workers. Runs from any working directory.
+
+train, pretrain and inpainting run the config's MONAI workflow for --warmup + --iters iterations and a plain loop
+of the same network or method (before and after the workflow, averaged) and report ``ratio`` = bundle / plain
+throughput (higher is better, 1.0 = no overhead). inference reports ``saliency_cost_ratio``: the median batch time
+with a saliency map over that of a plain pass (lower is better). All also report peak memory per phase.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-SUITES = {
-    "train": "scripts.bench_train",
-    "pretrain": "scripts.bench_pretrain",
-    "inpainting": "scripts.bench_inpainting",
-    "inference": "scripts.bench_inference",
-}
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Parse the command line, run the chosen suite(s), print and optionally save the results."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="suite", required=True)
-    modules = {name: importlib.import_module(path) for name, path in SUITES.items() if _exists(path)}
-    for name, module in modules.items():
-        module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
-    sub.add_parser("all", help="every suite with its defaults")
-    for p in sub.choices.values():
-        if "--json" not in p._option_string_actions:  # a suite may define its own
-            p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
-    os.chdir(ROOT)  # configs refer to each other relative to the bundle root
-    if args.suite == "all":
-        results = {}
-        for name, module in modules.items():
-            sub_parser = argparse.ArgumentParser()
-            module.add_arguments(sub_parser)
-            results[name] = module.run(sub_parser.parse_args([]))
-    else:
-        results = {args.suite: modules[args.suite].run(args)}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return results
-
-
-def _exists(module_path: str) -> bool:
-    return (ROOT / (module_path.replace(".", "/") + ".py")).is_file()
-
+if __package__:  # imported as scripts.benchmark, or run with python -m scripts.benchmark
+    from .bench import main
+else:  # python scripts/benchmark.py: sys.path[0] is scripts/
+    from bench import main
 
 if __name__ == "__main__":
-    main()
+    main(description=__doc__)

@@ -105,18 +105,3 @@ def test_real_images_64px(tmp_path, monkeypatch):
                  batch_size=8, num_workers=0, max_epochs=1, probe_interval=0, ckpt_dir=str(tmp_path / "models"),
                  output_dir=str(tmp_path / "eval"))
     check_outputs(tmp_path, "group_masked")
-
-
-def test_benchmark_suite_runs_tiny(tiny_data, monkeypatch):
-    """scripts/bench_inpainting.py end to end at a toy size: both throughputs measured and reported."""
-    import argparse
-
-    from scripts import bench_inpainting
-
-    monkeypatch.chdir(ROOT)
-    parser = argparse.ArgumentParser()
-    bench_inpainting.add_arguments(parser)
-    args = parser.parse_args(["--image_size", "32", "--batch_size", "4", "--warmup", "1", "--iterations", "2",
-                              "--num_workers", "0", "--mask_mode", "group", "--dataset_dir", str(tiny_data)])
-    result = bench_inpainting.run(args)
-    assert result["bundle"] > 0 and result["plain"] > 0 and result["unit"] == "images/s"

@@ -1,0 +1,92 @@
+"""Saliency cost: ``SaliencyInferer`` with a saliency method against method ``none`` on the same network and batches.
+
+"plain" is what ``configs/inference.json`` computes with ``--saliency none`` (class logits and the lung
+segmentation from one encoder pass); "saliency" adds the map (default Grad-CAM++) exactly as the inference run does,
+through ``bundle.saliency.SaliencyInferer`` under ``torch.no_grad()`` (and autocast on CUDA) like MONAI's evaluator.
+Batches of the two modes are interleaved, in alternating order, and the median batch time is used, so that load
+from other processes on a shared machine affects both alike. The figure is ``saliency_cost_ratio``: how many plain
+passes one pass with saliency costs (lower is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from monai.utils import set_determinism
+
+from bundle.checkpoints import load_weights
+from bundle.networks import MultiTaskClassifier
+from bundle.saliency import SaliencyInferer
+
+from .harness import (
+    IterationTimer,
+    add_common_arguments,
+    choose_device,
+    make_report,
+    memory_note,
+    peak_memory_mb,
+    reset_peak,
+    settings,
+)
+
+TARGET_RATIO = 2.5  # saliency may cost at most 2.5x a plain pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This suite's flags."""
+    add_common_arguments(parser, warmup=1, iters=6, batch_size=8)
+    parser.add_argument(
+        "--saliency", default="gradcampp", choices=["gradcampp", "gradcam", "occlusion"], help="default gradcampp"
+    )
+    parser.add_argument("--num_classes", type=int, default=4, help="default 4")
+    parser.add_argument("--ckpt", default=None, help="optional model.pt (speed does not depend on the weights)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time both modes on interleaved batches; return the report."""
+    device = choose_device(args.device)
+    setup = settings(args, device, saliency=args.saliency)
+    set_determinism(seed=0)
+    net = MultiTaskClassifier(num_classes=args.num_classes, backbone=args.backbone)
+    if args.ckpt:
+        net.load_state_dict(load_weights(args.ckpt))
+    net = net.to(device).eval()
+    x = torch.rand(args.batch_size, 1, args.image_size, args.image_size, device=device)
+    modes = {"plain": SaliencyInferer("none"), "saliency": SaliencyInferer(args.saliency)}
+    timers = {m: IterationTimer(device, args.warmup, args.iters) for m in modes}
+    peak: dict[str, float] = {}
+    reset_peak(device)
+    # as SupervisedEvaluator: no_grad (the saliency inferer re-enables gradients itself), autocast when amp
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for i in range(args.warmup + args.iters):
+            # alternate which mode goes first: the second of a pair runs measurably faster on CPU (warm caches)
+            for mode, inferer in list(modes.items())[:: 1 if i % 2 == 0 else -1]:
+                timers[mode].start()
+                out = inferer(x, net)
+                timers[mode].tick(args.batch_size)
+                del out
+                if i == 0:  # the peak of each mode's first batch, reset in between
+                    peak[mode] = peak_memory_mb(device)
+                    reset_peak(device)
+    plain_s, saliency_s = timers["plain"].median_seconds(), timers["saliency"].median_seconds()
+    ratio = saliency_s / plain_s
+    return make_report(
+        "inference",
+        f"SaliencyInferer {args.saliency} vs none, same network and batches (median of interleaved batches)",
+        "images/s",
+        {"plain": args.batch_size / plain_s, "saliency": args.batch_size / saliency_s},
+        "saliency_cost_ratio",
+        ratio,
+        f"saliency costs {ratio:.2f} x a plain pass, lower is better (target <= {TARGET_RATIO})",
+        {"plain": peak["plain"], "saliency": peak["saliency"]},
+        setup,
+        {
+            "target_ratio": TARGET_RATIO,
+            "meets_target": ratio <= TARGET_RATIO,
+            "num_classes": args.num_classes,
+            "weights": args.ckpt or "random (speed does not depend on them)",
+            "memory": memory_note(device),
+        },
+    )

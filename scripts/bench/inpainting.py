@@ -1,0 +1,103 @@
+"""Inpainting pretraining throughput: configs/pretrain_inpainting.json against a plain loop of the same method.
+
+Both sides train ``Inpainting`` on ``MultiTaskNet(seg_channels=1)`` with the masks of ``--method`` (inpainting:
+blocks, outpainting, group_masked: GMML, through ``bundle.ssl.methods.mask_mode_of`` as in the config), the
+config's loss, paste share and optimiser settings, batch and precision. The bundle side runs the config's trainer
+(DataLoader workers, MONAI transforms, handlers); the plain side masks in-memory images in its own loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from typing import Any
+
+import torch
+from monai.utils import set_determinism
+
+from bundle.networks import MultiTaskNet
+from bundle.ssl.inpainting import Inpainting
+from bundle.ssl.masking import ReconstructionMaskd
+from bundle.ssl.methods import INPAINTING_METHODS, mask_mode_of
+
+from .harness import (
+    IterationTimer,
+    add_common_arguments,
+    add_data_arguments,
+    choose_device,
+    compare_training,
+    dataset_size_needed,
+    parse_ids,
+    repeat_datalist,
+    run_workflow,
+    settings,
+    time_loop,
+    training_report,
+    workflow_overrides,
+)
+
+CONFIG = "pretrain_inpainting.json"
+POOL = 4  # distinct in-memory batches the plain loop cycles through
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This suite's flags."""
+    add_common_arguments(parser, warmup=2, iters=5, batch_size=8)
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--method", default="inpainting", choices=list(INPAINTING_METHODS), help="ssl_method (default inpainting)"
+    )
+
+
+def plain_loop(args: argparse.Namespace, device: torch.device, overrides: dict[str, Any]) -> IterationTimer:
+    """A hand-written loop: mask in-memory images, forward, masked reconstruction loss, backward, step."""
+    set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
+    names = ("learning_rate", "weight_decay", "recon_loss", "replace_prob", "mask_ratio")
+    lr, wd, recon_loss, replace_prob, mask_ratio = parse_ids(CONFIG, overrides, *names)
+    net = MultiTaskNet(num_classes=1, backbone=args.backbone, seg_channels=1)
+    method = Inpainting(net, recon_loss=recon_loss, replace_prob=replace_prob).to(device).train()
+    opt = torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=wd)
+    masking = ReconstructionMaskd(mode=mask_mode_of(args.method), mask_ratio=mask_ratio)
+    masking.set_random_state(0)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    images = torch.rand(POOL, args.batch_size, 1, args.image_size, args.image_size)
+
+    def step(i: int) -> float:
+        items = [masking({"image": img}) for img in images[i % POOL]]
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("image", "target", "recon_mask")}
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp):
+            loss = method(batch)["loss"]
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return float(loss.detach())  # the workflow's StatsHandler reads the loss every step too
+
+    return time_loop(step, device, args.warmup, args.iters, args.batch_size)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the plain loop, the workflow and the plain loop again; return the report."""
+    device = choose_device(args.device)
+    mode = mask_mode_of(args.method)
+    setup = settings(args, device, num_workers=args.num_workers, method=args.method, mask_mode=mode)
+    with tempfile.TemporaryDirectory() as out:
+        datalist, _ = repeat_datalist(args.dataset_dir, dataset_size_needed(args), out)
+        overrides = workflow_overrides(args, device, out, datalist)
+        overrides.update(ssl_method=args.method, probe_interval=0, sample_interval=0)
+        measured = compare_training(
+            lambda: run_workflow(
+                CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, lambda batch: len(batch["image"]))
+            ),
+            lambda: plain_loop(args, device, overrides),
+            device,
+        )
+    return training_report(
+        "inpainting",
+        f"configs/pretrain_inpainting.json ({args.method}, {mode} masks) trainer vs a plain PyTorch loop",
+        "images/s",
+        measured,
+        setup,
+        device,
+    )

@@ -1,0 +1,97 @@
+"""Fine-tuning throughput: configs/train.json's trainer against a plain loop of MultiTaskNet + MultiTaskLoss + AdamW.
+
+The bundle side is the whole workflow (cached images, random transforms in DataLoader workers, MONAI's
+SupervisedTrainer and its handlers); the plain side trains the same network, loss, optimiser (the config's
+hyperparameters), batch and precision on random in-memory tensors, with the same share of images carrying a mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from typing import Any
+
+import torch
+from monai.utils import set_determinism
+
+from bundle.losses import MultiTaskLoss
+from bundle.networks import MultiTaskNet
+
+from .harness import (
+    IterationTimer,
+    add_common_arguments,
+    add_data_arguments,
+    choose_device,
+    compare_training,
+    dataset_size_needed,
+    parse_ids,
+    repeat_datalist,
+    run_workflow,
+    settings,
+    time_loop,
+    training_report,
+    workflow_overrides,
+)
+
+CONFIG = "train.json"
+POOL = 4  # distinct in-memory batches the plain loop cycles through
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This suite's flags."""
+    add_common_arguments(parser, warmup=2, iters=5, batch_size=16)
+    add_data_arguments(parser)
+
+
+def plain_loop(
+    args: argparse.Namespace, device: torch.device, hyper: dict[str, Any], mask_share: float
+) -> IterationTimer:
+    """A hand-written training loop of the same network, loss and optimiser on in-memory tensors."""
+    set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
+    net = MultiTaskNet(hyper["num_classes"], backbone=args.backbone).to(device).train()
+    loss_fn = MultiTaskLoss(w_cls=hyper["w_cls"], w_seg=hyper["w_seg"], multi_label=hyper["multi_label"])
+    opt = torch.optim.AdamW(net.parameters(), lr=hyper["learning_rate"], weight_decay=hyper["weight_decay"])
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    b, s = args.batch_size, args.image_size
+    images = torch.rand(POOL, b, 1, s, s, device=device)
+    targets = {
+        "label": torch.randint(0, hyper["num_classes"], (POOL, b), device=device),
+        "mask": (torch.rand(POOL, b, 1, s, s, device=device) > 0.5).float(),
+        "has_mask": (torch.rand(POOL, b, device=device) < mask_share).float(),
+    }
+
+    def step(i: int) -> float:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp):
+            loss = loss_fn(net(images[i % POOL]), {k: v[i % POOL] for k, v in targets.items()})
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return float(loss.detach())  # the workflow's StatsHandler reads the loss every step too
+
+    return time_loop(step, device, args.warmup, args.iters, b)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the plain loop, the workflow and the plain loop again; return the report."""
+    device = choose_device(args.device)
+    setup = settings(args, device, num_workers=args.num_workers)
+    with tempfile.TemporaryDirectory() as out:
+        datalist, entries = repeat_datalist(args.dataset_dir, dataset_size_needed(args), out)
+        overrides = workflow_overrides(args, device, out, datalist)
+        overrides["val_interval"] = 2  # beyond max_epochs: training throughput only, no validation
+        names = ("class_names", "learning_rate", "weight_decay", "w_cls", "w_seg", "multi_label")
+        hyper = dict(zip(names, parse_ids(CONFIG, overrides, *names)))
+        hyper["num_classes"] = len(hyper.pop("class_names"))
+        mask_share = sum(1 for e in entries if e.get("mask")) / len(entries)
+        measured = compare_training(
+            lambda: run_workflow(
+                CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, lambda batch: len(batch["image"]))
+            ),
+            lambda: plain_loop(args, device, hyper, mask_share),
+            device,
+        )
+    return training_report(
+        "train", "configs/train.json trainer vs a plain PyTorch loop", "images/s", measured, setup, device
+    )
