@@ -13,11 +13,10 @@ What mapped and what did not (with reasons) is printed and, with ``--report``, w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 
-from bundle.atomic import atomic_save
+from bundle.atomic import atomic_save, atomic_write_json
 from bundle.checkpoints import load_pretrained, load_weights
 from bundle.networks import MultiTaskNet
 from bundle.networks.conversion import convert_torchvision_resnet, format_report
@@ -44,10 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_report(report))
     print(f"written: {os.path.abspath(args.output)} (use it with --pretrained_ckpt)")
     if args.report:
-        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-        with open(args.report, "w") as f:
-            paths = {"input": os.path.abspath(args.input), "output": os.path.abspath(args.output)}
-            json.dump({**report, **paths}, f, indent=2)
+        paths = {"input": os.path.abspath(args.input), "output": os.path.abspath(args.output)}
+        atomic_write_json({**report, **paths}, args.report)
     return report
 
 

@@ -16,6 +16,8 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from bundle.atomic import atomic_write_json
+
 # (class label, source repository, whether its masks may be redistributed)
 ALLOWED = {
     0: ("waliatushar/ai-pneumonia-detection", False),
@@ -67,7 +69,7 @@ def main() -> None:
         "numTraining": len(chosen),
         "training": chosen,
     }
-    (out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
+    atomic_write_json(datalist, out / "datalist.json", indent=1)
     n_masks, n_patients = sum("mask" in e for e in chosen), len({e["patient"] for e in chosen})
     print(f"{len(chosen)} images, {n_masks} masks, {n_patients} patients")
 

@@ -448,6 +448,6 @@ def print_report(report: Mapping[str, Any], file: Any = None) -> None:
 
 def write_json(path: str | os.PathLike, results: Mapping[str, Any]) -> None:
     """Write ``{suite: report}`` to ``path`` (relative to the caller's working directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
+    from bundle.atomic import atomic_write_json
+
+    atomic_write_json(dict(results), path)
