@@ -8,9 +8,13 @@ log every iteration with MONAI's StatsHandler otherwise.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from ignite.engine import Engine
 from ignite.handlers import ProgressBar
+
+from ..settings import as_bool
 
 __all__ = ["is_terminal", "TerminalProgressBar"]
 
@@ -28,9 +32,7 @@ class TerminalProgressBar:
         output_transform: engine output -> value shown beside the bar (default: the ``loss`` entry).
     """
 
-    def __init__(self, enabled: bool = True, output_transform=None) -> None:
-        from ..settings import as_bool
-
+    def __init__(self, enabled: bool = True, output_transform: Callable[[Any], dict] | None = None) -> None:
         self.enabled = as_bool(enabled, "show_progress")
         self.output_transform = output_transform or _loss
 
@@ -39,6 +41,6 @@ class TerminalProgressBar:
             ProgressBar(persist=False).attach(engine, output_transform=self.output_transform)
 
 
-def _loss(output) -> dict[str, float]:
+def _loss(output: Any) -> dict[str, float]:
     loss = output.get("loss") if isinstance(output, dict) else None
     return {} if loss is None else {"loss": float(loss)}

@@ -46,6 +46,7 @@ __all__ = [
     "settings",
     "sync",
     "time_loop",
+    "OptimiserStep",
     "training_report",
     "workflow_overrides",
     "write_json",
@@ -200,6 +201,27 @@ class IterationTimer:
         """Seconds of the median timed iteration."""
         self.check()
         return statistics.median(t for t, _ in self.timed)
+
+
+class OptimiserStep:
+    """One step of a plain PyTorch loop as MONAI's SupervisedTrainer takes it: AMP (CUDA only), backward, step.
+
+    ``step(compute_loss)`` returns the loss as a float: the workflow's StatsHandler reads the loss every step too.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        self.optimizer, self.device = optimizer, device
+        self.amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def __call__(self, compute_loss: Callable[[], torch.Tensor]) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss = compute_loss()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
 
 
 def time_loop(

@@ -22,6 +22,7 @@ from bundle.ssl.methods import INPAINTING_METHODS, mask_mode_of
 
 from .harness import (
     IterationTimer,
+    OptimiserStep,
     add_common_arguments,
     add_data_arguments,
     choose_device,
@@ -56,23 +57,15 @@ def plain_loop(args: argparse.Namespace, device: torch.device, overrides: dict[s
     lr, wd, recon_loss, replace_prob, mask_ratio = parse_ids(CONFIG, overrides, *names)
     net = MultiTaskNet(num_classes=1, backbone=args.backbone, seg_channels=1)
     method = Inpainting(net, recon_loss=recon_loss, replace_prob=replace_prob).to(device).train()
-    opt = torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=wd)
+    optimiser_step = OptimiserStep(torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=wd), device)
     masking = ReconstructionMaskd(mode=mask_mode_of(args.method), mask_ratio=mask_ratio)
     masking.set_random_state(0)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     images = torch.rand(POOL, args.batch_size, 1, args.image_size, args.image_size)
 
     def step(i: int) -> float:
         items = [masking({"image": img}) for img in images[i % POOL]]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("image", "target", "recon_mask")}
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
-            loss = method(batch)["loss"]
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return float(loss.detach())  # the workflow's StatsHandler reads the loss every step too
+        return optimiser_step(lambda: method(batch)["loss"])
 
     return time_loop(step, device, args.warmup, args.iters, args.batch_size)
 

@@ -19,6 +19,7 @@ from bundle.ssl.base import trainable_parameters
 
 from .harness import (
     IterationTimer,
+    OptimiserStep,
     add_common_arguments,
     add_data_arguments,
     choose_device,
@@ -51,22 +52,15 @@ def plain_loop(args: argparse.Namespace, device: torch.device, overrides: dict[s
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
     method, lr, wd = parse_ids(CONFIG, overrides, "network_def", "learning_rate", "weight_decay")
     method = method.to(device).train()
-    opt = torch.optim.AdamW(trainable_parameters(method), lr=lr, weight_decay=wd)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    optimiser_step = OptimiserStep(torch.optim.AdamW(trainable_parameters(method), lr=lr, weight_decay=wd), device)
     b, s = args.batch_size, args.image_size
     views = torch.rand(POOL, 2, b, 1, s, s, device=device)
     method.on_epoch_start(0, 1)
 
     def step(i: int) -> float:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
-            loss = method({"view1": views[i % POOL, 0], "view2": views[i % POOL, 1]})["loss"]
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        loss = optimiser_step(lambda: method({"view1": views[i % POOL, 0], "view2": views[i % POOL, 1]})["loss"])
         method.on_step_end(None)
-        return float(loss.detach())  # the workflow's StatsHandler reads the loss every step too
+        return loss
 
     return time_loop(step, device, args.warmup, args.iters, 2 * b)
 

@@ -19,6 +19,7 @@ from bundle.networks import MultiTaskNet
 
 from .harness import (
     IterationTimer,
+    OptimiserStep,
     add_common_arguments,
     add_data_arguments,
     choose_device,
@@ -51,8 +52,7 @@ def plain_loop(
     net = MultiTaskNet(hyper["num_classes"], backbone=args.backbone).to(device).train()
     loss_fn = MultiTaskLoss(w_cls=hyper["w_cls"], w_seg=hyper["w_seg"], multi_label=hyper["multi_label"])
     opt = torch.optim.AdamW(net.parameters(), lr=hyper["learning_rate"], weight_decay=hyper["weight_decay"])
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    optimiser_step = OptimiserStep(opt, device)
     b, s = args.batch_size, args.image_size
     images = torch.rand(POOL, b, 1, s, s, device=device)
     targets = {
@@ -62,13 +62,7 @@ def plain_loop(
     }
 
     def step(i: int) -> float:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
-            loss = loss_fn(net(images[i % POOL]), {k: v[i % POOL] for k, v in targets.items()})
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return float(loss.detach())  # the workflow's StatsHandler reads the loss every step too
+        return optimiser_step(lambda: loss_fn(net(images[i % POOL]), {k: v[i % POOL] for k, v in targets.items()}))
 
     return time_loop(step, device, args.warmup, args.iters, b)
 
