@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint format bench weights release clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder.
@@ -24,11 +24,34 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+# The MONAI model zoo's code-format rules (setup.cfg, [tool.black] in pyproject.toml); `make format` applies them.
 lint: install
-	$(PY) -m ruff check .
+	$(PY) -m isort --check-only --diff .
+	$(PY) -m black --check .
+	$(PY) -m flake8 .
+	$(PY) .ci/format_json.py --check
+
+format: install
+	$(PY) -m isort .
+	$(PY) -m black .
+	$(PY) .ci/format_json.py --fix
+
+# The pins resolve as binary wheels for Python 3.10 (the model zoo's CI) and 3.11 (a dry run: nothing installs).
+pins: install
+	$(PY) .ci/check_pins.py
 
 bench: install
 	$(PY) scripts/benchmark.py all
 
+# Reproduce the shipped models/model.pt (and its eval_metrics in configs/metadata.json) from the CC BY images of
+# the real collection (SHARED_CXR): SimCLR pretraining, then multi-task fine-tuning, then a test-split evaluation.
+SHARED_CXR ?= ../shared/data/cxr-real
+weights: install
+	$(PY) scripts/train_release_model.py --src $(SHARED_CXR)
+
+# dist/chest_xray_ssl_multitask_v<version>.zip: what the model zoo ships (configs, bundle, user scripts, models, docs).
+release: install
+	$(PY) scripts/release.py
+
 clean:
-	rm -rf $(DEMO_DIR) eval .pytest_cache .ruff_cache
+	rm -rf $(DEMO_DIR) eval .pytest_cache

@@ -65,8 +65,15 @@ def save_overlay(
         ax.contour(m, levels=[0.5], colors=["#39ff14"], linewidths=max(1.0, shape[0] / 400))
     if text:
         ax.text(
-            0.015 * shape[1], 0.015 * shape[0], text, color="white", fontsize=max(7, shape[0] / 40), va="top",
-            ha="left", family="monospace", bbox={"facecolor": "black", "alpha": 0.65, "pad": 3, "edgecolor": "none"},
+            0.015 * shape[1],
+            0.015 * shape[0],
+            text,
+            color="white",
+            fontsize=max(7, shape[0] / 40),
+            va="top",
+            ha="left",
+            family="monospace",
+            bbox={"facecolor": "black", "alpha": 0.65, "pad": 3, "edgecolor": "none"},
         )
     ax.set_xlim(-0.5, shape[1] - 0.5)
     ax.set_ylim(shape[0] - 0.5, -0.5)

@@ -242,14 +242,19 @@ class SaliencyInferer(Inferer):
 
     def _occlusion(self, network: nn.Module, x: torch.Tensor, logits: torch.Tensor, class_idx: torch.Tensor):
         view = _ClassifierView(network)
+
         # MONAI's activate=True picks sigmoid vs softmax from the *input* channels (1 for CXRs): pass it explicitly
         def activate(logits: torch.Tensor) -> torch.Tensor:
             return class_probabilities(logits, self.multi_label)
 
         mask_size = self.occlusion_mask_size or max(2, min(x.shape[2:]) // 8)
         occ = OcclusionSensitivity(
-            view, mask_size=mask_size, n_batch=self.occlusion_n_batch, verbose=False,
-            overlap=self.occlusion_overlap, activate=activate,
+            view,
+            mask_size=mask_size,
+            n_batch=self.occlusion_n_batch,
+            verbose=False,
+            overlap=self.occlusion_overlap,
+            activate=activate,
         )
         prob = activate(logits)
         maps = []

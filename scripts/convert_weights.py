@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Convert a natural-image ResNet state_dict (torchvision / timm key layout) into initial weights for the encoder.
 
     python scripts/convert_weights.py --input resnet18_imagenet.pth --output models/resnet18_imagenet_encoder.pt \\

@@ -68,9 +68,14 @@ def cli_value(value: Any) -> str:
 
 
 def bundle_command(config: str | list[str], overrides: dict[str, Any]) -> list[str]:
-    """``python -m monai.bundle run --config_file ... --id value ...``."""
-    config_arg = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    """``python -m monai.bundle run --config_file ... --bundle_root ROOT --id value ...``.
+
+    Config paths relative to the bundle root (``configs/train.json``) become absolute and ``bundle_root`` is set,
+    so the command runs from any working directory.
+    """
+    configs = [str(ROOT / c) for c in ([config] if isinstance(config, str) else config)]
+    config_arg = configs[0] if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--bundle_root", str(ROOT)]
     for key, value in overrides.items():
         cmd += [f"--{key}", cli_value(value)]
     return cmd
@@ -79,8 +84,13 @@ def bundle_command(config: str | list[str], overrides: dict[str, Any]) -> list[s
 def write_split(data: Path, out: Path, split_seed: int, val_fraction: float, test_fraction: float) -> Path:
     """The fixed patient-grouped split, as a datalist with absolute paths and all three sections."""
     splits = prepare_splits(
-        data / "datalist.json", data, CLASS_NAMES, val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=split_seed, require_label=True,
+        data / "datalist.json",
+        data,
+        CLASS_NAMES,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=split_seed,
+        require_label=True,
     )
     keep = ("image", "mask", "label", "patient")
     content = {
@@ -127,7 +137,7 @@ class Runner:
         start = time.time()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log, "w") as f:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.run(cmd, cwd=self.out, stdout=f, stderr=subprocess.STDOUT, env=env)
         if proc.returncode != 0 or not done.exists():
             tail = log.read_text()[-3000:]
             raise SystemExit(f"{name} failed (exit {proc.returncode}, {done} missing); log {log}:\n{tail}")
@@ -154,8 +164,9 @@ def pretrain(runner: Runner, name: str, spec: dict, common: dict, args: argparse
     return weights
 
 
-def finetune_and_test(runner: Runner, name: str, seed: int, weights: Path | None, common: dict,
-                      args: argparse.Namespace) -> Path:
+def finetune_and_test(
+    runner: Runner, name: str, seed: int, weights: Path | None, common: dict, args: argparse.Namespace
+) -> Path:
     """Train with ``label_fraction`` of the labels and ``seed``; evaluate on the test split; returns metrics.json."""
     folder = args.out / "finetune" / name / f"seed{seed}"
     overrides = {
@@ -169,12 +180,20 @@ def finetune_and_test(runner: Runner, name: str, seed: int, weights: Path | None
     }
     if weights is not None:
         overrides["pretrained_ckpt"] = str(weights)
-    runner(f"finetune_{name}_seed{seed}", bundle_command("configs/train.json", overrides),
-           folder / "models" / "model.pt", args.force)
+    runner(
+        f"finetune_{name}_seed{seed}",
+        bundle_command("configs/train.json", overrides),
+        folder / "models" / "model.pt",
+        args.force,
+    )
     test = {**overrides, "output_dir": str(folder / "test")}
     test.pop("pretrained_ckpt", None)  # evaluation loads the fine-tuned model.pt
-    runner(f"test_{name}_seed{seed}", bundle_command(["configs/train.json", "configs/evaluate.json"], test),
-           folder / "test" / "metrics.json", args.force)
+    runner(
+        f"test_{name}_seed{seed}",
+        bundle_command(["configs/train.json", "configs/evaluate.json"], test),
+        folder / "test" / "metrics.json",
+        args.force,
+    )
     return folder / "test" / "metrics.json"
 
 
@@ -207,8 +226,12 @@ def table(results: dict[str, dict[int, dict]], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> dict:
     """Run the study and print the table and the commands."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cxr-real",
-                        help="folder with datalist.json (labels, patients, masks)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "cxr-real",
+        help="folder with datalist.json (labels, patients, masks)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "label_efficiency")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -234,7 +257,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.out = args.out.resolve()
     args.data = args.data.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    os.chdir(ROOT)
 
     split = write_split(args.data, args.out, args.split_seed, args.val_fraction, args.test_fraction)
     common: dict[str, Any] = {"datalist": str(split), "dataset_dir": str(args.data), "image_size": args.image_size}
@@ -253,13 +275,15 @@ def main(argv: list[str] | None = None) -> dict:
                 results.setdefault(name, {})[seed] = json.loads(metrics_file.read_text())
     report = table(results, args) if results else "(dry run: no results)"
     commands = "\n".join(runner.commands)
-    print("\n" + report + "\n\nCommands (from the bundle root):\n" + commands, flush=True)
-    markdown = report + "\n\n## Commands (from the bundle root)\n\n```\n" + commands + "\n```\n"
+    print("\n" + report + "\n\nCommands (from any working directory):\n" + commands, flush=True)
+    markdown = report + "\n\n## Commands (from any working directory)\n\n```\n" + commands + "\n```\n"
     (args.out / "results.md").write_text(markdown)
     summary = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "results": {n: {str(s): {k: m.get(k) for k in ("auc_macro", "dice_lung", "accuracy")} for s, m in r.items()}
-                    for n, r in results.items()},
+        "results": {
+            n: {str(s): {k: m.get(k) for k in ("auc_macro", "dice_lung", "accuracy")} for s, m in r.items()}
+            for n, r in results.items()
+        },
         "commands": runner.commands,
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))

@@ -1,10 +1,14 @@
 """Rebuild data/sample/ from the cxr-real collection: only images (and masks) whose licence allows redistribution.
 
     python scripts/make_sample_data.py --src ../shared/data/cxr-real --out data/sample --per-class 40
+    python scripts/make_sample_data.py --src ../shared/data/cxr-real --out runs/release/data --all
+
 
 Kept: Kermany et al. images (CC BY 4.0) for normal / bacterial / viral pneumonia, Hannover Medical School
 COVID-19 images (CC BY 3.0) with v7labs lung masks (CC BY 4.0). Viral-pneumonia masks of the COVID-19
-Radiography Database are left out: their licence is not stated. Whole patients are taken, seeded.
+Radiography Database are left out: their licence is not stated. Whole patients are taken, seeded. With
+``--all`` every patient of those sources is kept (COVID-19 images without a mask too): the training set of the
+shipped weights (scripts/train_release_model.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from bundle.atomic import atomic_write_json
+from bundle.atomic import atomic_write
 
 # (class label, source repository, whether its masks may be redistributed)
 ALLOWED = {
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--out", default="data/sample")
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all", action="store_true", help="every patient of the allowed sources, with or without mask")
     args = parser.parse_args()
     src, out = Path(args.src), Path(args.out)
     entries = json.loads((src / "datalist.json").read_text())["training"]
@@ -42,13 +47,13 @@ def main() -> None:
     for label, (source, masks_ok) in ALLOWED.items():
         patients = defaultdict(list)
         for e in entries:
-            if e["label"] == label and e["source"] == source and (not masks_ok or e.get("mask")):
+            if e["label"] == label and e["source"] == source and (args.all or not masks_ok or e.get("mask")):
                 patients[e["patient"]].append(e)
         keys = sorted(patients)
         rng.shuffle(keys)
         taken = []
         for k in keys:
-            if len(taken) >= args.per_class:
+            if not args.all and len(taken) >= args.per_class:
                 break
             taken.extend(patients[k])
         for e in taken:
@@ -69,7 +74,9 @@ def main() -> None:
         "numTraining": len(chosen),
         "training": chosen,
     }
-    atomic_write_json(datalist, out / "datalist.json", indent=1)
+    # the layout of .ci/format_json.py (the model zoo's pretty-format-json), so `make lint` passes on a regenerated sample
+    with atomic_write(out / "datalist.json", "w", encoding="UTF-8") as f:
+        f.write(json.dumps(datalist, indent=4) + "\n")
     n_masks, n_patients = sum("mask" in e for e in chosen), len({e["patient"] for e in chosen})
     print(f"{len(chosen)} images, {n_masks} masks, {n_patients} patients")
 

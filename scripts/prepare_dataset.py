@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Turn a public chest X-ray dataset or a hospital DICOM folder into the bundle's datalist.
 
     python scripts/prepare_dataset.py <layout> --src <dataset folder> --out <output folder> [options]

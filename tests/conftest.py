@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CXR = ROOT.parent / "shared" / "data" / "cxr-real"
 SHARED_SCHEMA = ROOT.parent / "shared" / "reference" / "monai" / "meta_schema_20240725.json"
 CLASS_NAMES = ["normal", "bacterial_pneumonia", "viral_pneumonia", "covid19"]
+BACKBONE = json.loads((ROOT / "configs" / "train.json").read_text())["backbone"]  # the configs' default encoder
 
 
 def synthetic_cxr(height: int = 40, width: int = 56, seed: int = 0, label: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +59,11 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 
 def run_bundle(*args: str, cwd: Path = ROOT, timeout: int = 600, check: bool = True):
-    """Run ``python -m monai.bundle`` in a subprocess from the bundle root; returns the CompletedProcess."""
+    """Run ``python -m monai.bundle`` in a subprocess (from ``cwd``, the bundle root by default); returns the result.
+
+    The configs need no particular working directory when given as absolute paths with ``--bundle_root``; the
+    default keeps the documented ``configs/...`` relative form working.
+    """
     import subprocess
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))

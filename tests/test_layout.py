@@ -53,12 +53,23 @@ def test_only_plots_imports_matplotlib():
     assert users == ["bundle/plots.py"]
 
 
+# The zoo-style unit test runs inside a model-zoo checkout, where the bundle is not installed: like the zoo's own
+# ci/verify_bundle.py it puts the bundle root first on sys.path (MONAI adds it only in ConfigWorkflow.run()).
+SYS_PATH_ALLOWED = {"tests/zoo/ci/unit_tests/test_chest_xray_ssl_multitask.py"}
+
+
+def _edits_sys_path(path) -> bool:
+    edit = re.compile(r"sys\.path(\.(insert|append|extend)\(|\s*(\+?=|\[))")
+    return any(edit.search(line.split("#", 1)[0]) for line in path.read_text().splitlines())
+
+
 def test_no_script_or_test_edits_sys_path():
-    edit = re.compile(r"sys\.path\.(insert|append)\(")
     offenders = [
         p.relative_to(ROOT).as_posix()
-        for folder in ("scripts", "tests")
+        for folder in ("bundle", "scripts", "tests")
         for p in (ROOT / folder).rglob("*.py")
-        if edit.search(p.read_text())
+        if _edits_sys_path(p) and p.relative_to(ROOT).as_posix() not in SYS_PATH_ALLOWED
     ]
     assert not offenders
+    # the one exception is real: if it stops editing sys.path, drop it from the list
+    assert all(_edits_sys_path(ROOT / f) for f in SYS_PATH_ALLOWED)

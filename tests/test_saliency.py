@@ -10,13 +10,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from torch import nn
 
 from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter
-from bundle.saliency import (
-    BatchClassScoreHooks,
-    SaliencyInferer,
-    default_target_layer,
-    lung_attention,
-    normalize_maps,
-)
+from bundle.saliency import BatchClassScoreHooks, SaliencyInferer, default_target_layer, lung_attention, normalize_maps
 
 SIZE = 64
 

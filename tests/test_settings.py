@@ -10,8 +10,18 @@ from bundle.settings import as_bool
 
 @pytest.mark.parametrize(
     "value,expected",
-    [(True, True), (False, False), ("true", True), ("False", False), (" TRUE ", True), ("1", True), ("0", False),
-     (1, True), (0, False), (np.bool_(True), True)],
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("False", False),
+        (" TRUE ", True),
+        ("1", True),
+        ("0", False),
+        (1, True),
+        (0, False),
+        (np.bool_(True), True),
+    ],
 )
 def test_accepted_spellings(value, expected):
     assert as_bool(value, "resume") is expected

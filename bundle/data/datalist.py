@@ -40,8 +40,12 @@ class DatalistError(ValueError):
     def __init__(self, source: str, problems: Sequence[str]) -> None:
         self.source = source
         self.problems = list(problems)
+        # every argument goes to the base class, so pickle and copy can rebuild the error; __str__ gives the message
+        super().__init__(source, self.problems)
+
+    def __str__(self) -> str:
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s) found, nothing was trained:\n{lines}")
+        return f"{self.source}: {len(self.problems)} problem(s) found, nothing was trained:\n{lines}"
 
 
 def _abs(path: str, base: str) -> str:

@@ -27,7 +27,11 @@ class CXRReadError(ValueError):
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        # every argument goes to the base class, so pickle and copy can rebuild the error; __str__ gives the message
+        super().__init__(self.path, reason)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 def detect_format(path: str | os.PathLike) -> str:

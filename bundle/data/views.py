@@ -90,12 +90,16 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
             patients = len({str(e.get(patient_key)) for e, p in zip(self.data, self.partners) if p})
             logger.info(
                 "multi_instance (MICLe): %d of %d images have another image of the same patient (%d patients); "
-                "the others pair two views of one image", paired, len(self.data), patients,
+                "the others pair two views of one image",
+                paired,
+                len(self.data),
+                patients,
             )
             if paired == 0:
                 logger.warning(
                     "multi_instance is on but no patient has two or more images (field %r): this is plain %s",
-                    patient_key, "two-view pretraining",
+                    patient_key,
+                    "two-view pretraining",
                 )
 
     def __len__(self) -> int:

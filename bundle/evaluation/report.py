@@ -136,7 +136,7 @@ class EvaluationReport:
         report["plots"] = {
             "roc": plot_roc(
                 prob.double().numpy(), onehot.numpy(), self.class_names, auc, os.path.join(self.output_dir, "roc.png")
-            ),
+            )
         }
         if not self.multi_label:
             report["plots"]["confusion_matrix"] = plot_confusion(

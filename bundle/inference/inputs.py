@@ -90,8 +90,10 @@ def list_inputs(
         pattern = "**/*" if recursive else "*"
         skip = [Path(e).resolve() for e in exclude if e]
         files = sorted(
-            str(p) for p in Path(dataset_dir).glob(pattern)
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(dataset_dir).parts)
+            str(p)
+            for p in Path(dataset_dir).glob(pattern)
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(dataset_dir).parts)
             and not any(p.resolve().is_relative_to(e) for e in skip)
         )
         entries, root = [{"image": f} for f in files], dataset_dir

@@ -119,9 +119,12 @@ class PredictionWriter:
                     row["saliency_class"] = self.class_names[int(sal_class[i])]
                 try:
                     self._write_files(
-                        row, batch["name"][i], tuple(int(s) for s in batch["orig_shape"][i]),
+                        row,
+                        batch["name"][i],
+                        tuple(int(s) for s in batch["orig_shape"][i]),
                         None if lung_prob is None else lung_prob[i, 0],
-                        None if saliency is None else saliency[i, 0], prob[i],
+                        None if saliency is None else saliency[i, 0],
+                        prob[i],
                     )
                 except Exception as e:  # e.g. disk full or an unwritable folder: report it for this image
                     row["status"] = f"cannot write outputs ({type(e).__name__}: {e})"

@@ -105,6 +105,8 @@ def format_report(report: Mapping[str, Any]) -> str:
                 by_reason[why].append(module)
         lines.extend(f"    {', '.join(modules)}: {why}" for why, modules in by_reason.items())
     if report["not_provided"]:
-        lines.append(f"  encoder keys left at their initialisation ({len(report['not_provided'])}): "
-                     + ", ".join(report["not_provided"]))
+        lines.append(
+            f"  encoder keys left at their initialisation ({len(report['not_provided'])}): "
+            + ", ".join(report["not_provided"])
+        )
     return "\n".join(lines)

@@ -34,41 +34,77 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
     p.add_argument("--src", required=True, help="the dataset folder, as downloaded and unpacked")
     p.add_argument("--out", required=True, help="output folder for datalist.json and summary.json")
     p.add_argument("--name", help="datalist name (default: layout and source folder name)")
-    p.add_argument("--val-fraction", type=_fraction, default=0.15,
-                   help="share of each class's patients for validation (default: %(default)s)")
-    p.add_argument("--test-fraction", type=_fraction, default=0.15,
-                   help="share of each class's patients for test (default: %(default)s)")
+    p.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=0.15,
+        help="share of each class's patients for validation (default: %(default)s)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=0.15,
+        help="share of each class's patients for test (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                   help="processes that read files (default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes that read files (default: %(default)s)",
+    )
     p.add_argument("--cache-dir", help="write resized PNG copies here and point the datalist at them (resumable)")
     p.add_argument("--cache-size", type=int, default=256, help="cached image side in pixels (default: %(default)s)")
-    p.add_argument("--cache-keep-aspect", action="store_true",
-                   help="cache with the longest side = --cache-size instead of squashing to a square")
+    p.add_argument(
+        "--cache-keep-aspect",
+        action="store_true",
+        help="cache with the longest side = --cache-size instead of squashing to a square",
+    )
     p.add_argument("--cache-bits", type=int, choices=(8, 16), default=8, help="cached PNG bit depth (default: 8)")
-    p.add_argument("--no-decode", action="store_true",
-                   help="do not decode images to check them (faster; corrupt files then fail during training)")
-    p.add_argument("--paths", choices=("auto", "relative", "absolute"), default="auto",
-                   help="image paths in the datalist: auto = relative when under --out, else absolute")
+    p.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="do not decode images to check them (faster; corrupt files then fail during training)",
+    )
+    p.add_argument(
+        "--paths",
+        choices=("auto", "relative", "absolute"),
+        default="auto",
+        help="image paths in the datalist: auto = relative when under --out, else absolute",
+    )
     if layout.SINGLE_LABEL:
-        p.add_argument("--classes", nargs="+", metavar="CLASS",
-                       help="keep only these classes, in this order (default: all, negative class first)")
-        p.add_argument("--class-map", nargs="+", metavar="OLD=NEW", default=[],
-                       help="rename or merge classes, e.g. 'lung_opacity=pneumonia'")
+        p.add_argument(
+            "--classes",
+            nargs="+",
+            metavar="CLASS",
+            help="keep only these classes, in this order (default: all, negative class first)",
+        )
+        p.add_argument(
+            "--class-map",
+            nargs="+",
+            metavar="OLD=NEW",
+            default=[],
+            help="rename or merge classes, e.g. 'lung_opacity=pneumonia'",
+        )
     if layout.OFFICIAL_TEST:
-        p.add_argument("--official-test", action="store_true",
-                       help=f"use the dataset's own test set as the test section: {layout.OFFICIAL_TEST}; "
-                       "--val-fraction then splits the rest, --test-fraction is unused")
+        p.add_argument(
+            "--official-test",
+            action="store_true",
+            help=f"use the dataset's own test set as the test section: {layout.OFFICIAL_TEST}; "
+            "--val-fraction then splits the rest, --test-fraction is unused",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per layout."""
-    parser = argparse.ArgumentParser(prog="prepare_dataset.py", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="prepare_dataset.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="layout", required=True, metavar="layout")
     for name, layout in LAYOUTS.items():
-        p = sub.add_parser(name, help=layout.HELP, description=layout.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, help=layout.HELP, description=layout.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         _add_common(p, layout)
         layout.add_arguments(p)
     return parser
@@ -82,15 +118,23 @@ def _options(args: argparse.Namespace) -> Options:
     cache = None
     if args.cache_dir:
         try:
-            cache = CacheSpec(os.path.abspath(args.cache_dir), args.cache_size, args.cache_keep_aspect,
-                              args.cache_bits)
+            cache = CacheSpec(os.path.abspath(args.cache_dir), args.cache_size, args.cache_keep_aspect, args.cache_bits)
         except ValueError as e:
             raise PrepareError(str(e)) from None
     record = {k: v for k, v in sorted(vars(args).items()) if k not in ("src", "out", "exclude")}
     return Options(
-        src=args.src, out=args.out, layout=args.layout, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, official_test=getattr(args, "official_test", False),
-        cache=cache, workers=args.workers, decode=not args.no_decode, paths=args.paths, record=record,
+        src=args.src,
+        out=args.out,
+        layout=args.layout,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        official_test=getattr(args, "official_test", False),
+        cache=cache,
+        workers=args.workers,
+        decode=not args.no_decode,
+        paths=args.paths,
+        record=record,
     )
 
 

@@ -76,16 +76,29 @@ def resolve_duplicates(
             kept = ordered[0]
             for c in ordered[1:]:
                 dropped.add(id(c))
-                skipped.append(Skip(c["image"], f"exact duplicate of {kept['image']} (same label); one copy kept",
-                                    "duplicate"))
+                skipped.append(
+                    Skip(c["image"], f"exact duplicate of {kept['image']} (same label); one copy kept", "duplicate")
+                )
             details.append({"sha256": digest, "files": files, "kept": kept["image"], "resolution": "kept one copy"})
         else:
             for c in ordered:
                 dropped.add(id(c))
-                skipped.append(Skip(c["image"], f"exact duplicates with different labels {labels}: all copies "
-                                    f"left out ({', '.join(files)})", "duplicate_conflict"))
-            details.append({"sha256": digest, "files": files, "kept": None,
-                            "resolution": f"labels differ {labels}: all copies left out"})
+                skipped.append(
+                    Skip(
+                        c["image"],
+                        f"exact duplicates with different labels {labels}: all copies "
+                        f"left out ({', '.join(files)})",
+                        "duplicate_conflict",
+                    )
+                )
+            details.append(
+                {
+                    "sha256": digest,
+                    "files": files,
+                    "kept": None,
+                    "resolution": f"labels differ {labels}: all copies left out",
+                }
+            )
     report = {
         "groups": len(details),
         "images_removed": len(skipped),

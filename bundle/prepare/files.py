@@ -11,16 +11,7 @@ from pathlib import Path
 from ..data.readers import DICOM_SUFFIXES, is_image_file
 from .records import PrepareError
 
-__all__ = [
-    "find_file",
-    "image_files",
-    "index_by_name",
-    "is_dicom_file",
-    "iter_files",
-    "read_csv",
-    "rel",
-    "row_ref",
-]
+__all__ = ["find_file", "image_files", "index_by_name", "is_dicom_file", "iter_files", "read_csv", "rel", "row_ref"]
 
 
 def iter_files(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -31,7 +22,8 @@ def iter_files(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = (
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
-            d for d in dirnames
+            d
+            for d in dirnames
             if not d.startswith(".") and d != "__MACOSX" and os.path.abspath(os.path.join(dirpath, d)) not in skip
         )
         out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))

@@ -84,8 +84,9 @@ def _to_cache(e: dict, checks: dict[str, FileCheck], cache_paths: dict[str, str]
     e["source_path"] = rel(e["image"], src)
     if e.get("boxes"):
         sx, sy = width / cols, height / rows
-        e["boxes"] = [[round(x * sx, 2), round(y * sy, 2), round(w * sx, 2), round(h * sy, 2)] for x, y, w, h in
-                      e["boxes"]]
+        e["boxes"] = [
+            [round(x * sx, 2), round(y * sy, 2), round(w * sx, 2), round(h * sy, 2)] for x, y, w, h in e["boxes"]
+        ]
     e["image"] = cache_paths[e["image"]]
     if "mask" in e:
         e["mask"] = cache_paths[e["mask"]]
@@ -136,8 +137,12 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
     sections: dict[str, list[dict]] = {s: [] for s in SECTIONS}
     if entries:
         sections, split_notes = assign_splits(
-            entries, lambda e: groups.find(patient_key(e)), options.val_fraction, options.test_fraction,
-            options.seed, options.official_test,
+            entries,
+            lambda e: groups.find(patient_key(e)),
+            options.val_fraction,
+            options.test_fraction,
+            options.seed,
+            options.official_test,
         )
         notes += split_notes
     cache_report = None
@@ -145,18 +150,37 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
         for e in entries:
             _to_cache(e, checks, cache_paths, spec, src)
         done = [c.cached for c in checks.values() if c.cached]
-        cache_report = {"dir": os.path.abspath(spec.root), "settings": spec.tag, "written": done.count("written"),
-                        "reused": done.count("reused")}
-    notes += [f"section '{s}' is empty: too few patients for the requested fractions" for s in SECTIONS
-              if entries and not sections[s] and (s != "validation" or options.val_fraction)
-              and (s != "test" or options.test_fraction or options.official_test)]
-    sections = {s: sorted((_finish(e, out, options.paths) for e in sections[s]), key=lambda e: e["image"])
-                for s in SECTIONS}
+        cache_report = {
+            "dir": os.path.abspath(spec.root),
+            "settings": spec.tag,
+            "written": done.count("written"),
+            "reused": done.count("reused"),
+        }
+    notes += [
+        f"section '{s}' is empty: too few patients for the requested fractions"
+        for s in SECTIONS
+        if entries
+        and not sections[s]
+        and (s != "validation" or options.val_fraction)
+        and (s != "test" or options.test_fraction or options.official_test)
+    ]
+    sections = {
+        s: sorted((_finish(e, out, options.paths) for e in sections[s]), key=lambda e: e["image"]) for s in SECTIONS
+    }
 
     summary = build_summary(
-        name=scan.name, layout=options.layout, src=src, out=out, class_names=scan.class_names,
-        multi_label=scan.multi_label, sections=sections, skipped=skipped, duplicates=duplicates, notes=notes,
-        options=options.record, cache=cache_report,
+        name=scan.name,
+        layout=options.layout,
+        src=src,
+        out=out,
+        class_names=scan.class_names,
+        multi_label=scan.multi_label,
+        sections=sections,
+        skipped=skipped,
+        duplicates=duplicates,
+        notes=notes,
+        options=options.record,
+        cache=cache_report,
     )
     datalist = {
         "name": scan.name,

@@ -13,8 +13,21 @@ __all__ = ["build_summary", "format_summary", "train_command"]
 
 SECTIONS = ("training", "validation", "test")
 # Printed in this order: problems with the data first, choices made by options last.
-KIND_ORDER = ("missing_file", "unreadable", "bad_row", "no_label", "bad_mask", "duplicate_conflict", "unpaired_mask",
-              "no_class", "not_dicom", "not_image", "uncertain", "duplicate", "filtered")
+KIND_ORDER = (
+    "missing_file",
+    "unreadable",
+    "bad_row",
+    "no_label",
+    "bad_mask",
+    "duplicate_conflict",
+    "unpaired_mask",
+    "no_class",
+    "not_dicom",
+    "not_image",
+    "uncertain",
+    "duplicate",
+    "filtered",
+)
 
 
 def train_command(out: str, class_names: Sequence[str], multi_label: bool) -> str:
@@ -103,8 +116,11 @@ def build_summary(
 def format_summary(summary: dict, per_kind: int = 5) -> str:
     """The summary as text for the terminal: ``per_kind`` examples of each kind of skipped item (all of them
     are in ``summary.json``)."""
-    lines = [f"{summary['name']} ({summary['layout']}): {summary['images']} images, {summary['patients']} patients, "
-             f"{summary['images_with_masks']} with masks", ""]
+    lines = [
+        f"{summary['name']} ({summary['layout']}): {summary['images']} images, {summary['patients']} patients, "
+        f"{summary['images_with_masks']} with masks",
+        "",
+    ]
     width = max([len(c) for c in summary["per_class"]] + [len("images_with_masks")])
     lines.append(f"{'class':<{width}} " + " ".join(f"{s:>10}" for s in (*SECTIONS, "total")))
     for c, counts in summary["per_class"].items():
@@ -112,9 +128,12 @@ def format_summary(summary: dict, per_kind: int = 5) -> str:
     for key in ("images", "patients", "images_with_masks"):
         lines.append(f"{key:<{width}} " + " ".join(f"{summary['per_split'][s][key]:>10}" for s in SECTIONS))
     dup = summary["duplicates"]
-    lines += ["", f"exact duplicates: {dup['groups']} group(s), {dup['images_removed']} image(s) removed, "
-              f"{dup['groups_with_conflicting_labels']} with conflicting labels, {dup['patient_merges']} patient "
-              "merge(s)"]
+    lines += [
+        "",
+        f"exact duplicates: {dup['groups']} group(s), {dup['images_removed']} image(s) removed, "
+        f"{dup['groups_with_conflicting_labels']} with conflicting labels, {dup['patient_merges']} patient "
+        "merge(s)",
+    ]
     if summary.get("cache"):
         c = summary["cache"]
         lines.append(f"cache: {c['dir']} ({c['written']} written, {c['reused']} reused)")

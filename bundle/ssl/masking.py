@@ -39,7 +39,10 @@ def _pair(value: Sequence[float] | float, name: str) -> tuple[float, float]:
 
 
 def group_mask(
-    height: int, width: int, rng: np.random.RandomState, mask_ratio: tuple[float, float] = (0.5, 0.75),
+    height: int,
+    width: int,
+    rng: np.random.RandomState,
+    mask_ratio: tuple[float, float] = (0.5, 0.75),
     side: tuple[float, float] = (0.05, 0.3),
 ) -> np.ndarray:
     """GMML group mask: a bool (H, W) array covered by random rectangles to a coverage within ``mask_ratio``.
@@ -120,8 +123,12 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         if not 0 < self.hole_size[0] <= self.hole_size[1] <= 1:
             raise ValueError(f"hole_size must be fractions of the image side in (0, 1], got {self.hole_size}")
         self._dropout = RandCoarseDropout(
-            holes=self.holes[0], max_holes=self.holes[1], spatial_size=1, dropout_holes=(mode != "outpaint"),
-            fill_value=None, prob=1.0,
+            holes=self.holes[0],
+            max_holes=self.holes[1],
+            spatial_size=1,
+            dropout_holes=(mode != "outpaint"),
+            fill_value=None,
+            prob=1.0,
         )
         self._dropout.set_random_state(state=self.R)
 
@@ -166,9 +173,7 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         return d
 
 
-def paste_from_batch(
-    image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, prob: float
-) -> torch.Tensor:
+def paste_from_batch(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, prob: float) -> torch.Tensor:
     """GMML's replacement: with probability ``prob`` per image, fill its masked pixels from another image.
 
     The donor is the uncorrupted ``target`` of a different image of the batch (never the image itself).

@@ -17,7 +17,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     Buffers (BatchNorm running statistics) are not averaged: the target runs in training mode and keeps its own,
     as in the MoCo and BYOL reference code.
     """
-    t_params = [p for p in target.parameters()]
+    t_params = list(target.parameters())
     o_params = [p.detach() for p in online.parameters()]
     if len(t_params) != len(o_params):
         raise ValueError("target and online networks differ in structure")

@@ -38,8 +38,12 @@ def encode_pooled(encoder: nn.Module, loader: Any, device: torch.device | str) -
 
 
 def knn_accuracy(
-    train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor, val_labels: torch.Tensor,
-    k: int = 20, temperature: float = 0.1,
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_feats: torch.Tensor,
+    val_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.1,
 ) -> float:
     """Weighted cosine kNN accuracy (the usual health check of self-supervised features, as in DINO/InstDisc).
 

@@ -17,8 +17,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ __all__ = [
     "IterationTimer",
     "add_common_arguments",
     "add_data_arguments",
-    "at_bundle_root",
     "choose_device",
     "compare_training",
     "dataset_size_needed",
@@ -273,23 +271,6 @@ def memory_note(device: torch.device, workers: bool = False) -> str:
     return "process peak RSS (VmHWM) per phase" + ("; DataLoader workers not included" if workers else "")
 
 
-@contextmanager
-def at_bundle_root() -> Iterator[None]:
-    """Work in the repository root for the duration of the block, then go back to the caller's directory.
-
-    The configs pull their shared ids with ``%configs/common.json::id`` macros, which MONAI resolves against the
-    current working directory; every other path the harness gives a workflow is absolute, so this is the only
-    reason to change directory, and only while a config is parsed or run. Once the configs no longer depend on
-    the working directory, this can go.
-    """
-    previous = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
 def repeat_datalist(dataset_dir: str | os.PathLike, n_images: int, out: str | os.PathLike) -> tuple[str, list[dict]]:
     """Write a datalist of at least ``n_images`` training entries (the dataset's images, repeated) under ``out``.
 
@@ -346,11 +327,10 @@ def parse_ids(config: str, overrides: Mapping[str, Any], *ids: str) -> list[Any]
     """The parsed values of ``ids`` of ``configs/<config>`` with ``overrides`` (what the plain loops share)."""
     from monai.bundle import ConfigParser
 
-    with at_bundle_root():
-        parser = ConfigParser()
-        parser.read_config(str(CONFIGS / config))
-        parser.update(dict(overrides))
-        return [parser.get_parsed_content(i) for i in ids]
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / config))
+    parser.update({"bundle_root": str(ROOT), **overrides})
+    return [parser.get_parsed_content(i) for i in ids]
 
 
 def run_workflow(config: str, overrides: Mapping[str, Any], timer: IterationTimer) -> IterationTimer:
@@ -361,18 +341,18 @@ def run_workflow(config: str, overrides: Mapping[str, Any], timer: IterationTime
     """
     from monai.bundle import ConfigWorkflow
 
-    with at_bundle_root():
-        wf = ConfigWorkflow(
-            config_file=str(CONFIGS / config),
-            workflow_type="train",
-            logging_file=str(CONFIGS / "logging.conf"),
-            **dict(overrides),
-        )
-        wf.initialize()
-        trainer = wf.parser.get_parsed_content("train#trainer")  # the same instance wf.run() runs
-        timer.attach(trainer)
-        wf.run()
-        wf.finalize()
+    wf = ConfigWorkflow(
+        config_file=str(CONFIGS / config),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train",
+        **{"bundle_root": str(ROOT), **overrides},
+    )
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")  # the same instance wf.run() runs
+    timer.attach(trainer)
+    wf.run()
+    wf.finalize()
     del wf, trainer
     gc.collect()  # the engine holds its DataLoader iterator in reference cycles: release its workers now
     timer.check()

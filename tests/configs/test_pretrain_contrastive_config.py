@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ def small_datalist(tmp_path_factory) -> Path:
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for e in entries:
         by_patient[e["patient"]].append({k: e[k] for k in ("image", "mask", "label", "patient") if k in e})
-    chosen, per_class = [], defaultdict(int)
+    chosen, per_class = [], Counter()
     for members in sorted(by_patient.values(), key=lambda m: (-len(m), m[0]["image"])):
         label = members[0]["label"]
         if per_class[label] < 8:
@@ -42,6 +42,7 @@ def small_datalist(tmp_path_factory) -> Path:
 def overrides(datalist: Path, out: Path, **extra) -> dict:
     """Small and quick: 32 px, one epoch, resnet10 (both configs take the backbone id, so it still matches)."""
     return {
+        "bundle_root": str(ROOT),
         "backbone": "resnet10",
         "datalist": str(datalist),
         "dataset_dir": str(SAMPLE),
@@ -68,13 +69,18 @@ def encoder_keys_matched(log: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize(
-    "method, multi_instance",
-    [("simclr", False), ("simclr", True), ("moco", False), ("byol", True), ("simsiam", False)],
+    "method, multi_instance", [("simclr", False), ("simclr", True), ("moco", False), ("byol", True), ("simsiam", False)]
 )
-def test_pretrain_then_finetune_loads_encoder(method, multi_instance, small_datalist, tmp_path, monkeypatch, caplog):
-    monkeypatch.chdir(ROOT)
-    args = overrides(small_datalist, tmp_path, ssl_method=method, multi_instance=multi_instance, probe_interval=1,
-                     queue_size=64, hidden_dim=256)
+def test_pretrain_then_finetune_loads_encoder(method, multi_instance, small_datalist, tmp_path, caplog):
+    args = overrides(
+        small_datalist,
+        tmp_path,
+        ssl_method=method,
+        multi_instance=multi_instance,
+        probe_interval=1,
+        queue_size=64,
+        hidden_dim=256,
+    )
     with caplog.at_level(logging.INFO):
         wf = workflow(PRETRAIN, **args)
         assert not wf.check_properties()
@@ -101,8 +107,7 @@ def test_pretrain_then_finetune_loads_encoder(method, multi_instance, small_data
     assert matched == total == len(state)
 
 
-def test_pretraining_resumes(small_datalist, tmp_path, monkeypatch, caplog):
-    monkeypatch.chdir(ROOT)
+def test_pretraining_resumes(small_datalist, tmp_path, caplog):
     args = overrides(small_datalist, tmp_path, ssl_method="moco", probe_interval=0, queue_size=64)
     first = workflow(PRETRAIN, **args)
     first.run()
@@ -120,15 +125,40 @@ def test_pretraining_resumes(small_datalist, tmp_path, monkeypatch, caplog):
 
 
 def test_cli_pretrain_micle_then_train(small_datalist, tmp_path):
-    """The documented commands: pretrain (MICLe) with monai.bundle run, then train.json with --pretrained_ckpt."""
+    """The documented commands: pretrain (MICLe) with monai.bundle run, then train.json with --pretrained_ckpt.
+
+    Run from a temporary working directory, with absolute config paths and ``--bundle_root``.
+    """
     # the default backbone here, as a user runs it
-    common = ["--datalist", str(small_datalist), "--dataset_dir", str(SAMPLE), "--image_size", "32",
-              "--max_epochs", "1", "--batch_size", "8", "--ckpt_dir", str(tmp_path / "m"),
-              "--output_dir", str(tmp_path / "e")]
-    run_bundle("run", "--config_file", "configs/pretrain_contrastive.json", "--multi_instance", "true", *common)
+    common = [
+        "--bundle_root",
+        str(ROOT),
+        "--datalist",
+        str(small_datalist),
+        "--dataset_dir",
+        str(SAMPLE),
+        "--image_size",
+        "32",
+        "--max_epochs",
+        "1",
+        "--batch_size",
+        "8",
+        "--ckpt_dir",
+        str(tmp_path / "m"),
+        "--output_dir",
+        str(tmp_path / "e"),
+    ]
+    run_bundle("run", "--config_file", PRETRAIN, "--multi_instance", "true", *common, cwd=tmp_path)
     assert (tmp_path / "m" / "pretrained_simclr_micle.pt").is_file()
-    proc = run_bundle("run", "--config_file", "configs/train.json", "--pretrained_ckpt",
-                      str(tmp_path / "m" / "pretrained_simclr_micle.pt"), *common)
+    proc = run_bundle(
+        "run",
+        "--config_file",
+        TRAIN,
+        "--pretrained_ckpt",
+        str(tmp_path / "m" / "pretrained_simclr_micle.pt"),
+        *common,
+        cwd=tmp_path,
+    )
     matched, total = encoder_keys_matched(proc.stdout + proc.stderr)
     assert matched == total > 0
     assert (tmp_path / "m" / "model.pt").is_file()

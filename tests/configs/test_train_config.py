@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle
+from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle
 
 TRAIN = "configs/train.json"
 EVALUATE = "['configs/train.json','configs/evaluate.json']"
@@ -67,7 +67,7 @@ def test_pretrained_ckpt_is_loaded_and_reported(tiny_dataset, tmp_path):
     from bundle.atomic import atomic_save
     from bundle.networks import MultiTaskNet
 
-    encoder = {k: v for k, v in MultiTaskNet(4).state_dict().items() if k.startswith("encoder.")}
+    encoder = {k: v for k, v in MultiTaskNet(4, BACKBONE).state_dict().items() if k.startswith("encoder.")}
     atomic_save(encoder, tmp_path / "p.pt")
     proc = run_bundle(
         "run",

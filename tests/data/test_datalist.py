@@ -35,7 +35,7 @@ def test_split_groups_patients_and_stratifies():
         and not patients(val) & patients(test)
     )
     for part in (val, test):
-        assert Counter(e["label"] for e in part) == {c: 8 for c in range(4)}  # 4 patients x 2 images per class
+        assert Counter(e["label"] for e in part) == dict.fromkeys(range(4), 8)  # 4 patients x 2 images per class
     again = split_by_patient(entries, 0.2, 0.2, seed=1)
     assert [e["image"] for e in again[2]] == [e["image"] for e in test]
     other = split_by_patient(entries, 0.2, 0.2, seed=2)
@@ -45,7 +45,7 @@ def test_split_groups_patients_and_stratifies():
 def test_label_subset_fraction_stratified_grouped():
     entries = entries_for(30, images_per_patient=1)
     kept = label_subset(entries, 0.1, seed=0)
-    assert Counter(e["label"] for e in kept) == {c: 3 for c in range(4)}
+    assert Counter(e["label"] for e in kept) == dict.fromkeys(range(4), 3)
     grouped = entries_for(10, images_per_patient=2)
     kept = label_subset(grouped, 0.2, seed=0)
     by_patient = Counter(e["patient"] for e in kept)

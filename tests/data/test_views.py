@@ -19,16 +19,15 @@ from tests.conftest import CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, write
 SIZE = 32
 
 
-def parse_config(monkeypatch, **override) -> ConfigParser:
-    monkeypatch.chdir(ROOT)  # the config's %configs/common.json macros are relative to the bundle root
+def parse_config(**override) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "pretrain_contrastive.json"))
-    parser.update({"image_size": SIZE, **override})
+    parser.update({"bundle_root": str(ROOT), "image_size": SIZE, **override})
     return parser
 
 
-def make_dataset(monkeypatch, data, multi_instance=False, identity_views=False, **override) -> TwoViewDataset:
-    parser = parse_config(monkeypatch, **override)
+def make_dataset(data, multi_instance=False, identity_views=False, **override) -> TwoViewDataset:
+    parser = parse_config(**override)
     views = Compose([]) if identity_views else Compose(parser.get_parsed_content("train#view_transforms"))
     return TwoViewDataset(
         data, parser.get_parsed_content("train#preprocessing"), views, multi_instance=multi_instance, num_workers=0
@@ -53,8 +52,8 @@ def test_patient_groups() -> None:
     assert patient_groups(data) == [[2, 4], [], [0, 4], [], [0, 2], []]
 
 
-def test_two_views_of_one_image_differ(monkeypatch, entries) -> None:
-    ds = make_dataset(monkeypatch, entries)
+def test_two_views_of_one_image_differ(entries) -> None:
+    ds = make_dataset(entries)
     for i in range(len(ds)):
         item = ds[i]
         assert item["partner"] == i
@@ -63,8 +62,8 @@ def test_two_views_of_one_image_differ(monkeypatch, entries) -> None:
         assert not torch.allclose(item["view1"], item["view2"]), f"entry {i}: the two views are identical"
 
 
-def test_micle_pairs_are_two_different_images_of_one_patient(monkeypatch, entries) -> None:
-    ds = make_dataset(monkeypatch, entries, multi_instance=True, identity_views=True)
+def test_micle_pairs_are_two_different_images_of_one_patient(entries) -> None:
+    ds = make_dataset(entries, multi_instance=True, identity_views=True)
     seen_partners = set()
     for i in range(len(ds)):
         item = ds[i]
@@ -80,15 +79,15 @@ def test_micle_pairs_are_two_different_images_of_one_patient(monkeypatch, entrie
     assert len(seen_partners) == 16
 
 
-def test_without_multi_instance_both_views_come_from_the_same_image(monkeypatch, entries) -> None:
-    ds = make_dataset(monkeypatch, entries, identity_views=True)
+def test_without_multi_instance_both_views_come_from_the_same_image(entries) -> None:
+    ds = make_dataset(entries, identity_views=True)
     item = ds[2]
     assert item["partner"] == 2 and torch.equal(item["view1"], item["view2"])
 
 
-def test_dataloader_workers_draw_different_augmentations(monkeypatch, entries) -> None:
+def test_dataloader_workers_draw_different_augmentations(entries) -> None:
     same = [{"image": entries[0]["image"]} for _ in range(4)]
-    ds = make_dataset(monkeypatch, same)
+    ds = make_dataset(same)
     batches = list(DataLoader(ds, batch_size=1, num_workers=2, shuffle=False))
     firsts = [b["view1"][0] for b in batches]
     for a in range(len(firsts)):
@@ -96,28 +95,34 @@ def test_dataloader_workers_draw_different_augmentations(monkeypatch, entries) -
             assert not torch.allclose(firsts[a], firsts[b]), "two workers repeated the same random augmentation"
 
 
-def test_unlabelled_entries_get_label_minus_one(monkeypatch, entries) -> None:
-    ds = make_dataset(monkeypatch, entries, identity_views=True)
+def test_unlabelled_entries_get_label_minus_one(entries) -> None:
+    ds = make_dataset(entries, identity_views=True)
     assert int(ds[len(entries) - 1]["label"]) == -1 and int(ds[0]["label"]) == 0
 
 
-def test_horizontal_flip_is_off_by_default_and_on_by_option(monkeypatch, entries) -> None:
-    still = {k: 0.0 for k in ("affine_prob", "contrast_prob", "hist_shift_prob", "blur_prob", "noise_prob")}
+def test_horizontal_flip_is_off_by_default_and_on_by_option(entries) -> None:
+    still = dict.fromkeys(("affine_prob", "contrast_prob", "hist_shift_prob", "blur_prob", "noise_prob"), 0.0)
     still["crop_min_scale"] = 1.0
-    plain = make_dataset(monkeypatch, entries[:2], **still)
+    plain = make_dataset(entries[:2], **still)
     image = plain.cache[0]["image"]
     assert all(torch.allclose(plain[0]["view1"], image, atol=1e-5) for _ in range(5))
-    flipped = make_dataset(monkeypatch, entries[:2], hflip_prob=1.0, **still)
+    flipped = make_dataset(entries[:2], hflip_prob=1.0, **still)
     assert torch.allclose(flipped[0]["view1"], torch.flip(image, dims=[-1]), atol=1e-5)
 
 
-def test_config_lists_the_cxr_augmentations(monkeypatch) -> None:
-    names = [type(t).__name__ for t in parse_config(monkeypatch).get_parsed_content("train#view_transforms")]
+def test_config_lists_the_cxr_augmentations() -> None:
+    names = [type(t).__name__ for t in parse_config().get_parsed_content("train#view_transforms")]
     assert names == [
-        "RandScaleCrop", "Resize", "RandFlip", "RandAffine", "RandAdjustContrast", "RandHistogramShift",
-        "RandGaussianSmooth", "RandGaussianNoise",
+        "RandScaleCrop",
+        "Resize",
+        "RandFlip",
+        "RandAffine",
+        "RandAdjustContrast",
+        "RandHistogramShift",
+        "RandGaussianSmooth",
+        "RandGaussianNoise",
     ]
-    parser = parse_config(monkeypatch)
+    parser = parse_config()
     assert parser["hflip_prob"] == 0.0
 
 

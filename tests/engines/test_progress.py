@@ -34,9 +34,30 @@ def test_bar_is_drawn_only_when_enabled(capsys):
 def test_training_log_without_terminal_has_iteration_lines_and_no_bars(tmp_path):
     write_dataset(tmp_path / "data", n_per_class=3)
     proc = run_bundle(
-        "run", "--config_file", "configs/train.json", "--dataset_dir", str(tmp_path / "data"), "--image_size", "32",
-        "--batch_size", "4", "--num_workers", "0", "--max_epochs", "1", "--ckpt_dir", str(tmp_path / "m"),
-        "--output_dir", str(tmp_path / "e"), "--resume", "false", "--amp", "false", "--multi_label", "false", cwd=ROOT,
+        "run",
+        "--config_file",
+        "configs/train.json",
+        "--dataset_dir",
+        str(tmp_path / "data"),
+        "--image_size",
+        "32",
+        "--batch_size",
+        "4",
+        "--num_workers",
+        "0",
+        "--max_epochs",
+        "1",
+        "--ckpt_dir",
+        str(tmp_path / "m"),
+        "--output_dir",
+        str(tmp_path / "e"),
+        "--resume",
+        "false",
+        "--amp",
+        "false",
+        "--multi_label",
+        "false",
+        cwd=ROOT,
     )
     log = proc.stdout + proc.stderr
     assert "\r" not in log and "tqdm is not installed" not in log

@@ -123,19 +123,21 @@ def evaluate_as_configured(
 
     parser = ConfigParser()
     parser.read_config([str(ROOT / "configs/train.json"), str(ROOT / "configs/evaluate.json")])
-    parser.update({"output_dir": str(output_dir), "class_names": list(class_names), "multi_label": multi_label})
-    parser["n_overlays"] = 0  # overlays do not enter metrics.json
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the configs' %configs/common.json macros resolve from the working directory
-    try:
-        parser.parse()
-        metrics = {
-            **parser.get_parsed_content("validate#key_metric"),
-            **parser.get_parsed_content("validate#additional_metrics"),
+    parser.update(
+        {
+            "bundle_root": str(ROOT),
+            "output_dir": str(output_dir),
+            "class_names": list(class_names),
+            "multi_label": multi_label,
         }
-        handlers = [
-            parser.get_parsed_content(h[1:]) for h in parser["validate#handlers"] if isinstance(h, str) and h[:1] == "@"
-        ]
-    finally:
-        os.chdir(cwd)
+    )
+    parser["n_overlays"] = 0  # overlays do not enter metrics.json
+    parser.parse()
+    metrics = {
+        **parser.get_parsed_content("validate#key_metric"),
+        **parser.get_parsed_content("validate#additional_metrics"),
+    }
+    handlers = [
+        parser.get_parsed_content(h[1:]) for h in parser["validate#handlers"] if isinstance(h, str) and h[:1] == "@"
+    ]
     return run_engine(batches, len(class_names), multi_label, metrics, handlers)

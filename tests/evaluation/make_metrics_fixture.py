@@ -56,7 +56,8 @@ def main(rev: str = OLD_REV) -> None:
         # -P: no script folder on sys.path, so ``bundle`` resolves to the extracted copy ahead of the editable install
         child = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp, env=env, check=True, capture_output=True)
     cases = json.loads(child.stdout)
-    FIXTURE.write_text(json.dumps({"generated_from": rev, "cases": cases}, indent=2) + "\n")
+    # indent=4: the layout .ci/format_json.py checks (the model zoo's pretty-format-json)
+    FIXTURE.write_text(json.dumps({"generated_from": rev, "cases": cases}, indent=4) + "\n")
     print(f"wrote {FIXTURE} from bundle/ at {rev}")
 
 

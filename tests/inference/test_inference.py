@@ -17,9 +17,11 @@ from bundle.atomic import atomic_save
 from bundle.data.transforms import LoadCXRd
 from bundle.inference.inputs import list_inputs
 from bundle.networks import MultiTaskNet
-from tests.conftest import CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle, synthetic_cxr
+from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle, synthetic_cxr
 
 SIZE = "64"  # FlexibleUNet needs a multiple of 32
+INFERENCE = str(ROOT / "configs" / "inference.json")
+EVALUATE = f"['{ROOT / 'configs' / 'train.json'}','{ROOT / 'configs' / 'evaluate.json'}']"
 
 
 def write_dicom(pixels: np.ndarray, path: Path, monochrome1: bool = False) -> None:
@@ -48,7 +50,7 @@ def weights(tmp_path_factory) -> Path:
     """A random-initialised checkpoint (inference only needs the right keys)."""
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    atomic_save(MultiTaskNet(len(CLASS_NAMES)).state_dict(), folder / "model.pt")
+    atomic_save(MultiTaskNet(len(CLASS_NAMES), BACKBONE).state_dict(), folder / "model.pt")
     return folder
 
 
@@ -82,13 +84,17 @@ def test_list_inputs_folder_file_datalist(mixed_folder, tmp_path):
     assert names["a_mono1"] == "sub__a_mono1" and names["b.png"] == "b"
     assert len({e["name"] for e in entries}) == len(entries)
     assert [e["image"] for e in list_inputs(mixed_folder, recursive=False, max_images=2)] == [
-        str(mixed_folder / "a.dcm"), str(mixed_folder / "a.nii.gz")
+        str(mixed_folder / "a.dcm"),
+        str(mixed_folder / "a.nii.gz"),
     ]
     assert list_inputs(mixed_folder / "b.png")[0]["name"] == "b"
     assert not any("sub" in e["image"] for e in list_inputs(mixed_folder, exclude=[mixed_folder / "sub"]))
     datalist = tmp_path / "list.json"
-    datalist.write_text(json.dumps({"training": [{"image": "b.png", "mask": "m.png", "label": 0}],
-                                    "test": ["a.png", {"image": "b.png"}]}))
+    datalist.write_text(
+        json.dumps(
+            {"training": [{"image": "b.png", "mask": "m.png", "label": 0}], "test": ["a.png", {"image": "b.png"}]}
+        )
+    )
     entries = list_inputs(mixed_folder, datalist)
     assert [Path(e["image"]).name for e in entries] == ["b.png", "a.png"] and entries[0]["mask"].endswith("m.png")
     with pytest.raises(SystemExit, match="no such folder"):
@@ -112,8 +118,25 @@ def test_safe_loader_never_raises(mixed_folder):
 def test_inference_run_mixed_folder_with_bad_files(mixed_folder, weights, tmp_path):
     out = tmp_path / "out"
     proc = run_bundle(
-        "run", "--config_file", "configs/inference.json", "--dataset_dir", str(mixed_folder), "--output_dir", str(out),
-        "--ckpt_dir", str(weights), "--image_size", SIZE, "--batch_size", "3", "--num_workers", "2", check=False,
+        "run",
+        "--config_file",
+        INFERENCE,
+        "--bundle_root",
+        str(ROOT),
+        "--dataset_dir",
+        str(mixed_folder),
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(weights),
+        "--image_size",
+        SIZE,
+        "--batch_size",
+        "3",
+        "--num_workers",
+        "2",
+        cwd=tmp_path,  # any working directory: the config path is absolute and bundle_root is given
+        check=False,
     )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-3000:]
@@ -142,22 +165,31 @@ def test_inference_run_mixed_folder_with_bad_files(mixed_folder, weights, tmp_pa
     assert Image.open(ok["a.png"]["overlay_file"]).size == (44, 60)
     as_json = {Path(r["image"]).name: r for r in json.loads((out / "predictions.json").read_text())}
     assert set(as_json) == set(rows) and as_json["a.png"]["prob_covid19"] == pytest.approx(
-        float(rows["a.png"]["prob_covid19"]))
+        float(rows["a.png"]["prob_covid19"])
+    )
     assert as_json["notes.txt"]["lung_attention"] is None
 
 
-def test_inference_workflow_datalist_ground_truth_mask(weights, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs' %configs/common.json macros are relative to the bundle root
+def test_inference_workflow_datalist_ground_truth_mask(weights, tmp_path):
     image, mask = synthetic_cxr(40, 56, seed=1)
     Image.fromarray(image).save(tmp_path / "x.png")
     Image.fromarray(mask * 255).save(tmp_path / "x_mask.png")
     Image.fromarray(image).save(tmp_path / "y.png")
     (tmp_path / "list.json").write_text(json.dumps({"test": [{"image": "x.png", "mask": "x_mask.png"}, "y.png"]}))
     wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs/inference.json"), meta_file=str(ROOT / "configs/metadata.json"),
-        logging_file=str(ROOT / "configs/logging.conf"), workflow_type="infer",
-        dataset_dir=str(tmp_path), datalist=str(tmp_path / "list.json"), output_dir=str(tmp_path / "out"),
-        ckpt_dir=str(weights), image_size=int(SIZE), num_workers=0, saliency="gradcam", write_overlays=False,
+        config_file=INFERENCE,
+        meta_file=str(ROOT / "configs/metadata.json"),
+        logging_file=str(ROOT / "configs/logging.conf"),
+        workflow_type="infer",
+        bundle_root=str(ROOT),
+        dataset_dir=str(tmp_path),
+        datalist=str(tmp_path / "list.json"),
+        output_dir=str(tmp_path / "out"),
+        ckpt_dir=str(weights),
+        image_size=int(SIZE),
+        num_workers=0,
+        saliency="gradcam",
+        write_overlays=False,
     )
     wf.initialize()
     assert not wf.check_properties()  # every required "infer" property of the model zoo resolves
@@ -170,9 +202,26 @@ def test_inference_workflow_datalist_ground_truth_mask(weights, tmp_path, monkey
 
 def test_evaluate_reports_lung_attention_and_confidence_overlays(tiny_dataset, weights, tmp_path):
     run_bundle(
-        "run", "--config_file", "['configs/train.json','configs/evaluate.json']", "--dataset_dir", str(tiny_dataset),
-        "--ckpt_dir", str(weights), "--output_dir", str(tmp_path / "eval"), "--image_size", "32", "--batch_size", "4",
-        "--num_workers", "0", "--n_overlays", "2",
+        "run",
+        "--config_file",
+        EVALUATE,
+        "--bundle_root",
+        str(ROOT),
+        "--dataset_dir",
+        str(tiny_dataset),
+        "--ckpt_dir",
+        str(weights),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--image_size",
+        "32",
+        "--batch_size",
+        "4",
+        "--num_workers",
+        "0",
+        "--n_overlays",
+        "2",
+        cwd=tmp_path,
     )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     att = metrics["lung_attention"]
@@ -193,8 +242,22 @@ def test_real_cxr_png_and_dicom_twins_agree(weights, tmp_path):
         Image.fromarray(pixels).save(tmp_path / p.name)
         write_dicom(pixels, tmp_path / (p.stem + ".dcm"), monochrome1=True)
     run_bundle(
-        "run", "--config_file", "configs/inference.json", "--dataset_dir", str(tmp_path), "--output_dir",
-        str(tmp_path / "out"), "--ckpt_dir", str(weights), "--image_size", "64", "--write_overlays", "False",
+        "run",
+        "--config_file",
+        INFERENCE,
+        "--bundle_root",
+        str(ROOT),
+        "--dataset_dir",
+        str(tmp_path),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--ckpt_dir",
+        str(weights),
+        "--image_size",
+        "64",
+        "--write_overlays",
+        "False",
+        cwd=tmp_path,
     )
     rows = read_rows(tmp_path / "out" / "predictions.csv")
     for p in pngs:

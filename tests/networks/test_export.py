@@ -10,23 +10,18 @@ from bundle.atomic import atomic_save
 from bundle.checkpoints import load_weights
 from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter
 from bundle.networks.export import exportable
-from tests.conftest import ROOT
+from tests.conftest import BACKBONE, ROOT
 
 CONFIG = str(ROOT / "configs/inference.json")
 META = str(ROOT / "configs/metadata.json")
 SEG_META = {"_meta_#network_data_format#outputs#pred#num_channels": 2}  # verify_net_in_out reads output "pred"
 
 
-@pytest.fixture(autouse=True)
-def _at_root(monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs' %configs/common.json macros are relative to the bundle root
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "model.pt"
-    atomic_save(MultiTaskNet(4).state_dict(), path)
+    atomic_save(MultiTaskNet(4, BACKBONE).state_dict(), path)  # the backbone inference.json builds
     return path
 
 
@@ -55,10 +50,17 @@ def test_exportable_keeps_weights_and_outputs(backbone):
 def test_ckpt_export_matches_checkpoint(checkpoint, tmp_path, net_id, view, use_trace):
     ts = tmp_path / f"{net_id}.ts"
     kwargs = {"use_trace": True, "input_shape": [1, 1, 64, 64]} if use_trace else {}
-    ckpt_export(net_id=net_id, filepath=str(ts), ckpt_file=str(checkpoint), meta_file=META, config_file=CONFIG,
-                image_size=64, **kwargs)
+    ckpt_export(
+        net_id=net_id,
+        filepath=str(ts),
+        ckpt_file=str(checkpoint),
+        meta_file=META,
+        config_file=CONFIG,
+        image_size=64,
+        **kwargs,
+    )
     exported = torch.jit.load(str(ts))
-    reference = view(4).eval()  # the plain network class, as training builds it
+    reference = view(4, BACKBONE).eval()  # the plain network class, as training builds it
     reference.load_state_dict(load_weights(checkpoint))
     x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(5))  # not the trace input, other batch size
     with torch.no_grad():

@@ -10,9 +10,22 @@ from bundle.data.datalist import SECTIONS
 
 from .fixtures import check_datalist, run, skipped_items, write_garbage, write_image
 
-OBS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-       "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
-       "Support Devices"]
+OBS = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(OBS)
 
 
@@ -28,8 +41,12 @@ def chexpert(root):
         for study in (1, 2):
             base = f"CheXpert-v1.0-small/train/patient{p:05d}/study{study}"
             write_image(root / base / "view1_frontal.jpg")
-            values = {"Cardiomegaly": "1.0" if p % 2 else "0.0", "Edema": "-1.0" if p == 3 else "",
-                      "No Finding": "" if p % 2 else "1.0", "Support Devices": "1.0"}
+            values = {
+                "Cardiomegaly": "1.0" if p % 2 else "0.0",
+                "Edema": "-1.0" if p == 3 else "",
+                "No Finding": "" if p % 2 else "1.0",
+                "Support Devices": "1.0",
+            }
             train.append(row(f"{base}/view1_frontal.jpg", "Frontal", "AP" if study == 1 else "PA", values))
             if study == 2:
                 write_image(root / base / "view2_lateral.jpg")
@@ -41,8 +58,9 @@ def chexpert(root):
     train.append(row("CheXpert-v1.0-small/train/patient99999/study1/view1_frontal.jpg", "Frontal", "AP", {}))
     write_garbage(root / "CheXpert-v1.0-small/train/patient00011/study1/view1_frontal.jpg")
     train.append(row("CheXpert-v1.0-small/train/patient00011/study1/view1_frontal.jpg", "Frontal", "AP", {}))
-    train.append(row("CheXpert-v1.0-small/train/patient00012/study1/view1_frontal.jpg", "Frontal", "AP",
-                     {"Edema": "maybe"}))
+    train.append(
+        row("CheXpert-v1.0-small/train/patient00012/study1/view1_frontal.jpg", "Frontal", "AP", {"Edema": "maybe"})
+    )
     write_image(src / "train" / "patient00013" / "study1" / "view1_frontal.jpg")  # in no CSV
     (src / "train.csv").write_text("\n".join(train) + "\n")
     (src / "valid.csv").write_text("\n".join(valid) + "\n")
@@ -74,9 +92,20 @@ def test_chexpert_zeros_frontal(tmp_path):
 @pytest.mark.parametrize("policy", ["ones", "ignore"])
 def test_chexpert_policies_lateral_and_official_test(tmp_path, policy):
     src = chexpert(tmp_path)
-    datalist, summary = run("chexpert", tmp_path / "CheXpert-v1.0-small", tmp_path / "out", "--policy", policy,
-                            "--views", "frontal", "lateral", "--findings", "Edema", "Cardiomegaly",
-                            "--official-test")
+    datalist, summary = run(
+        "chexpert",
+        tmp_path / "CheXpert-v1.0-small",
+        tmp_path / "out",
+        "--policy",
+        policy,
+        "--views",
+        "frontal",
+        "lateral",
+        "--findings",
+        "Edema",
+        "Cardiomegaly",
+        "--official-test",
+    )
     check_datalist(tmp_path / "out", datalist)
     assert datalist["class_names"] == ["edema", "cardiomegaly"]
     p3 = [e for s in SECTIONS for e in datalist[s] if e["patient"] == "patient00003"]

@@ -48,8 +48,9 @@ def test_patient_groups_and_official_split():
 
 def test_cache_names_and_sizes(tmp_path):
     spec = CacheSpec(str(tmp_path / "c"), size=64)
-    paths = plan_cache_paths(["/s/a/x.dcm", "/s/a/x.png", "/s/b/y.nii.gz", "/s/c/1.2.840.5", "/elsewhere/z.jpg"],
-                             "/s", spec)
+    paths = plan_cache_paths(
+        ["/s/a/x.dcm", "/s/a/x.png", "/s/b/y.nii.gz", "/s/c/1.2.840.5", "/elsewhere/z.jpg"], "/s", spec
+    )
     assert paths["/s/a/x.dcm"].endswith(os.path.join("a", "x.dcm.png"))
     assert paths["/s/a/x.png"].endswith(os.path.join("a", "x.png.png"))
     assert paths["/s/b/y.nii.gz"].endswith(os.path.join("b", "y.png"))
@@ -96,7 +97,19 @@ def test_no_decode_and_relative_paths(tmp_path):
     for cls in ("normal", "covid"):
         for i in range(4):
             write_image(src / cls / f"{i}.png")
-    datalist, summary = run("folders", src, tmp_path / "out", "--no-decode", "--paths", "relative",
-                            "--seed", "3", "--val-fraction", "0.25", "--test-fraction", "0.25")
+    datalist, summary = run(
+        "folders",
+        src,
+        tmp_path / "out",
+        "--no-decode",
+        "--paths",
+        "relative",
+        "--seed",
+        "3",
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0.25",
+    )
     assert all(not os.path.isabs(e["image"]) for e in datalist["training"])
     assert summary["options"]["seed"] == 3 and summary["per_split"]["test"]["images"] == 2

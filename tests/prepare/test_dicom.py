@@ -17,10 +17,12 @@ def hospital(root):
         for study in range(2):
             acc = f"ACC{p:03d}{study}"
             folder = src / f"PAT{p:03d}" / f"STUDY{study}"
-            write_dicom(folder / f"1.2.826.0.1.{p}.{study}.1", patient_id=f"MRN{p:05d}", view="PA",
-                        accession=acc, modality="CR")
-            write_dicom(folder / f"1.2.826.0.1.{p}.{study}.2", patient_id=f"MRN{p:05d}", view="LL",
-                        accession=acc, modality="CR")
+            write_dicom(
+                folder / f"1.2.826.0.1.{p}.{study}.1", patient_id=f"MRN{p:05d}", view="PA", accession=acc, modality="CR"
+            )
+            write_dicom(
+                folder / f"1.2.826.0.1.{p}.{study}.2", patient_id=f"MRN{p:05d}", view="LL", accession=acc, modality="CR"
+            )
             finding = ("normal", "pneumonia", "effusion")[(p + study) % 3]
             rows.append(f"{acc},{finding},{int(finding == 'effusion')},{p % 2}")
     write_dicom(src / "PAT900" / "ct.dcm", patient_id="MRN00900", view=None, modality="CT", accession="ACC9000")
@@ -59,8 +61,17 @@ def test_dicom_single_label(tmp_path):
 
 def test_dicom_multilabel_and_unlabelled(tmp_path):
     src, labels = hospital(tmp_path)
-    datalist, _ = run("dicom", src, tmp_path / "out", "--labels", str(labels), "--label-columns", "effusion",
-                      "cardiomegaly", "--keep-unknown-view")
+    datalist, _ = run(
+        "dicom",
+        src,
+        tmp_path / "out",
+        "--labels",
+        str(labels),
+        "--label-columns",
+        "effusion",
+        "cardiomegaly",
+        "--keep-unknown-view",
+    )
     check_datalist(tmp_path / "out", datalist)
     assert datalist["multi_label"] and datalist["class_names"] == ["effusion", "cardiomegaly"]
     entries = {os.path.basename(e["image"]): e for s in SECTIONS for e in datalist[s]}

@@ -39,8 +39,12 @@ def kermany(root: Path) -> Path:
 def covid_radiography(root: Path) -> Path:
     """COVID-19_Radiography_Dataset/<class>/{images,masks}/ with metadata sheets, a broken mask, a stray mask."""
     src = root / "COVID-19_Radiography_Dataset"
-    for cls, prefix in (("COVID", "COVID"), ("Normal", "Normal"), ("Viral Pneumonia", "Viral Pneumonia"),
-                        ("Lung_Opacity", "Lung_Opacity")):
+    for cls, prefix in (
+        ("COVID", "COVID"),
+        ("Normal", "Normal"),
+        ("Viral Pneumonia", "Viral Pneumonia"),
+        ("Lung_Opacity", "Lung_Opacity"),
+    ):
         for i in range(1, 6):
             write_image(src / cls / "images" / f"{prefix}-{i}.png")
             write_mask(src / cls / "masks" / f"{prefix}-{i}.png")
@@ -54,8 +58,9 @@ def covid_radiography(root: Path) -> Path:
 
 def test_kermany_entries_splits_and_summary(tmp_path):
     src = kermany(tmp_path)
-    datalist, summary = run("folders", src, tmp_path / "out", "--name-class", "_bacteria_=bacterial_pneumonia",
-                            "_virus_=viral_pneumonia")
+    datalist, summary = run(
+        "folders", src, tmp_path / "out", "--name-class", "_bacteria_=bacterial_pneumonia", "_virus_=viral_pneumonia"
+    )
     sections = check_datalist(tmp_path / "out", datalist)
     assert datalist["class_names"] == ["normal", "bacterial_pneumonia", "viral_pneumonia"]
     assert datalist["multi_label"] is False
@@ -150,8 +155,18 @@ def test_cache_resized_resumable(tmp_path):
     assert again["cache"]["written"] == 1 and again["cache"]["reused"] == summary["cache"]["written"] - 1
     assert (out / entry["image"]).stat().st_mtime_ns == stamp
     # Other settings: rewritten at the new size, 16 bits, aspect kept.
-    dl16, _ = run("folders", src, out, "--cache-dir", str(cache), "--cache-size", "12", "--cache-bits", "16",
-                  "--cache-keep-aspect")
+    dl16, _ = run(
+        "folders",
+        src,
+        out,
+        "--cache-dir",
+        str(cache),
+        "--cache-size",
+        "12",
+        "--cache-bits",
+        "16",
+        "--cache-keep-aspect",
+    )
     entry = next(e for s in SECTIONS for e in dl16[s] if e["image"].endswith("COVID-1.png"))
     arr = np.asarray(Image.open(out / entry["image"]))
     assert arr.shape == (12, 10) and arr.dtype == np.uint16
@@ -198,9 +213,24 @@ def test_script_runs_from_repo_root(tmp_path):
     for cls in ("normal", "pneumonia"):
         for i in range(3):
             write_image(src / cls / f"{cls}{i}.png")
-    proc = subprocess.run([sys.executable, "scripts/prepare_dataset.py", "folders", "--src", str(src), "--out",
-                           str(tmp_path / "out"), "--workers", "1", "--no-decode"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/prepare_dataset.py",
+            "folders",
+            "--src",
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--no-decode",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "train with:" in proc.stdout
     assert json.loads((tmp_path / "out" / "datalist.json").read_text())["class_names"] == ["normal", "pneumonia"]

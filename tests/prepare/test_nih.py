@@ -8,10 +8,20 @@ from bundle.data.datalist import SECTIONS
 
 from .fixtures import check_datalist, run, skipped_items, write_garbage, write_image
 
-HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
-FINDINGS = ["No Finding", "Cardiomegaly|Emphysema", "Effusion", "Atelectasis|Effusion|Infiltration", "Hernia",
-            "Mass|Nodule", "Pneumothorax", "No Finding"]
+HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+FINDINGS = [
+    "No Finding",
+    "Cardiomegaly|Emphysema",
+    "Effusion",
+    "Atelectasis|Effusion|Infiltration",
+    "Hernia",
+    "Mass|Nodule",
+    "Pneumothorax",
+    "No Finding",
+]
 
 
 def nih(root):
@@ -24,8 +34,10 @@ def nih(root):
             folder = "images_001" if p <= 6 else "images_002"
             write_image(src / folder / "images" / name)
             view = "LL" if (p, follow_up) == (3, 1) else ("AP" if follow_up else "PA")
-            rows.append(f"{name},{FINDINGS[(p + follow_up) % len(FINDINGS)]},{follow_up},{p},58,M,{view},"
-                        "2682,2749,0.143,0.143,")
+            rows.append(
+                f"{name},{FINDINGS[(p + follow_up) % len(FINDINGS)]},{follow_up},{p},58,M,{view},"
+                "2682,2749,0.143,0.143,"
+            )
             if p > 9:
                 test.append(name)
     rows.append("00009999_000.png,Mass,0,9999,40,F,PA,2500,2048,0.168,0.168,")  # no such image
@@ -36,8 +48,9 @@ def nih(root):
     (src / "README_CHESTXRAY.pdf").write_bytes(b"%PDF-1.4")
     (src / "test_list.txt").write_text("\n".join(test) + "\n")
     (src / "train_val_list.txt").write_text("\n".join(r.split(",")[0] for r in rows[1:] if r.split(",")[0] not in test))
-    (src / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
-                                            "00000001_000.png,Cardiomegaly,225.08,547.02,86.78,79.18\n")
+    (src / "BBox_List_2017.csv").write_text(
+        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n" "00000001_000.png,Cardiomegaly,225.08,547.02,86.78,79.18\n"
+    )
     return src
 
 

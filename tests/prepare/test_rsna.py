@@ -21,8 +21,13 @@ def rsna(root):
     for i in range(12):
         pid = f"0004cfab-14fd-4e49-80ba-63a80b6b{i:04d}"
         cls = CLASSES[i % 3]
-        write_dicom(src / "stage_2_train_images" / f"{pid}.dcm", patient_id=pid, view="AP" if i % 2 else "PA",
-                    modality="CR", photometric="MONOCHROME1" if i == 0 else "MONOCHROME2")
+        write_dicom(
+            src / "stage_2_train_images" / f"{pid}.dcm",
+            patient_id=pid,
+            view="AP" if i % 2 else "PA",
+            modality="CR",
+            photometric="MONOCHROME1" if i == 0 else "MONOCHROME2",
+        )
         if cls == "Lung Opacity":
             labels += [f"{pid},2.0,3.0,10.0,12.0,1", f"{pid},15.0,4.0,8.0,9.0,1"]  # two boxes: two rows
         else:
@@ -33,8 +38,10 @@ def rsna(root):
     # A row whose DICOM is missing; a truncated DICOM; a DICOM with no row; a bad Target.
     labels.append("ffff0000-missing,,,,,0")
     info.append("ffff0000-missing,Normal")
-    write_truncated(src / "stage_2_train_images" / "eeee0000-truncated.dcm",
-                    src / "stage_2_train_images" / "0004cfab-14fd-4e49-80ba-63a80b6b0001.dcm")
+    write_truncated(
+        src / "stage_2_train_images" / "eeee0000-truncated.dcm",
+        src / "stage_2_train_images" / "0004cfab-14fd-4e49-80ba-63a80b6b0001.dcm",
+    )
     labels.append("eeee0000-truncated,,,,,0")
     info.append("eeee0000-truncated,Normal")
     write_dicom(src / "stage_2_train_images" / "dddd0000-unlisted.dcm", patient_id="dddd0000-unlisted")
@@ -69,13 +76,15 @@ def test_rsna_detailed_classes_boxes_and_skipped(tmp_path):
 @pytest.mark.parametrize("cached", [False, True])
 def test_rsna_target_classes_and_cached_boxes(tmp_path, cached):
     src = rsna(tmp_path)
-    extra = ["--classes-from", "target"] + (["--cache-dir", str(tmp_path / "out" / "png"), "--cache-size", "16"]
-                                            if cached else [])
+    extra = ["--classes-from", "target"] + (
+        ["--cache-dir", str(tmp_path / "out" / "png"), "--cache-size", "16"] if cached else []
+    )
     datalist, summary = run("rsna-pneumonia", src, tmp_path / "out", *extra)
     check_datalist(tmp_path / "out", datalist)
     assert datalist["class_names"] == ["no_pneumonia", "pneumonia"]
-    opacity = next(e for s in SECTIONS for e in datalist[s] if e["image"].endswith("6b0002.png" if cached else
-                                                                                    "6b0002.dcm"))
+    opacity = next(
+        e for s in SECTIONS for e in datalist[s] if e["image"].endswith("6b0002.png" if cached else "6b0002.dcm")
+    )
     assert opacity["label"] == 1
     if cached:  # DICOM 28 columns x 32 rows to 16 x 16: boxes scaled with the image
         assert opacity["orig_size"] == [28, 32]

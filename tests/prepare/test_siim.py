@@ -27,8 +27,10 @@ def siim(root):
         images.append(f"{image}_image,{boxes},{label},{study}")
     # Two images in one study; a truncated DICOM; a study without images; an image without a study row.
     write_dicom(src / "train" / "5776db0cec00" / "81456c9c542399" / "0b0b0b0b0b99.dcm", patient_id="patient000")
-    write_truncated(src / "train" / "5776db0cec01" / "81456c9c542301" / "0c0c0c0c0c01.dcm",
-                    src / "train" / "5776db0cec01" / "81456c9c542301" / "000a312787f01.dcm")
+    write_truncated(
+        src / "train" / "5776db0cec01" / "81456c9c542301" / "0c0c0c0c0c01.dcm",
+        src / "train" / "5776db0cec01" / "81456c9c542301" / "000a312787f01.dcm",
+    )
     studies.append(f"ffffffffffff_study,{ONE_HOT[1]}")
     write_dicom(src / "train" / "eeeeeeeeeeee" / "1111" / "0d0d0d0d0d0d.dcm", patient_id="patient900")
     studies.append("badbadbadbad_study,1,1,0,0")

@@ -21,8 +21,9 @@ from .test_rsna import rsna
 from .test_siim import siim
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not (ROOT / "configs" / "train.json").is_file(),
-                                reason="configs/train.json does not exist yet")
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "configs" / "train.json").is_file(), reason="configs/train.json does not exist yet"
+)
 SMALL = ["--max_epochs", "1", "--image_size", "32", "--batch_size", "4", "--num_workers", "0"]
 
 # `python -m monai.bundle <command>` is fire over monai.bundle's functions; doing the same in one process for
@@ -45,8 +46,14 @@ def prepare_all(tmp: Path) -> dict[str, Path]:
         outs[layout] = tmp / f"{layout}-out"
         run(layout, src, outs[layout], *extra)
 
-    prep("folders", covid_radiography(tmp / "folders"), "--cache-dir", str(tmp / "folders-out" / "cache"),
-         "--cache-size", "32")
+    prep(
+        "folders",
+        covid_radiography(tmp / "folders"),
+        "--cache-dir",
+        str(tmp / "folders-out" / "cache"),
+        "--cache-size",
+        "32",
+    )
     prep("covidx", covidx(tmp / "covidx"))
     prep("rsna-pneumonia", rsna(tmp / "rsna"))
     prep("nih", nih(tmp / "nih"))
@@ -65,8 +72,14 @@ def test_every_layout_trains_one_epoch(tmp_path):
         assert argv[:4] == ["python", "-m", "monai.bundle", "run"], command
         commands.append(argv[3:] + SMALL + ["--ckpt_dir", str(out / "models"), "--output_dir", str(out / "eval")])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(commands)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert proc.stdout.count("trained:") == len(commands)
     for argv in commands:

@@ -113,8 +113,9 @@ def test_moco_queue_advances_and_never_holds_current_positives() -> None:
         # the loss is InfoNCE of each query against its own key and exactly the queue before this step
         q = nn.functional.normalize(method.projector(method.pooled(method.encoder, batch["view1"])), dim=1)
         logits = torch.cat([(q * keys).sum(1, keepdim=True), q @ queue_before.T], 1) / method.temperature
-        assert torch.allclose(out["loss"], nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long)),
-                              atol=1e-5)
+        assert torch.allclose(
+            out["loss"], nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long)), atol=1e-5
+        )
         optimizer.zero_grad()
         out["loss"].backward()
         assert all(p.grad is None for p in method.momentum_encoder.parameters())

@@ -15,24 +15,36 @@ from tests.conftest import ROOT, write_dataset
 
 TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "probe_interval": 0}
 STAGES = [
-    {"name": "inpainting", "config": "configs/pretrain_inpainting.json",
-     "overrides": {"ssl_method": "inpainting", "max_epochs": 1}},
-    {"name": "rotation", "config": "configs/pretrain_pretext.json",
-     "overrides": {"ssl_method": "rotation", "max_epochs": 2}},
+    {
+        "name": "inpainting",
+        "config": "configs/pretrain_inpainting.json",
+        "overrides": {"ssl_method": "inpainting", "max_epochs": 1},
+    },
+    {
+        "name": "rotation",
+        "config": "configs/pretrain_pretext.json",
+        "overrides": {"ssl_method": "rotation", "max_epochs": 2},
+    },
 ]
 
 
 @pytest.fixture
-def tiny_data(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.chdir(ROOT)
+def tiny_data(tmp_path: Path) -> Path:
     write_dataset(tmp_path / "data", n_per_class=2)
     return tmp_path / "data"
 
 
 def test_shipped_curriculum_runs_two_one_epoch_stages(tiny_data, tmp_path):
     wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs/pretrain_curriculum.json"), workflow_type=None, dataset_dir=str(tiny_data),
-        ckpt_dir=str(tmp_path / "models"), max_epochs=1, image_size=32, batch_size=4, num_workers=0,
+        config_file=str(ROOT / "configs/pretrain_curriculum.json"),
+        workflow_type=None,
+        bundle_root=str(ROOT),
+        dataset_dir=str(tiny_data),
+        ckpt_dir=str(tmp_path / "models"),
+        max_epochs=1,
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
     )
     wf.initialize()
     wf.run()
@@ -52,7 +64,7 @@ def test_shipped_curriculum_runs_two_one_epoch_stages(tiny_data, tmp_path):
 
 def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_data, tmp_path, monkeypatch):
     root = tmp_path / "curriculum"
-    defaults = {"dataset_dir": str(tiny_data), **TINY}
+    where = {"defaults": {"bundle_root": str(ROOT), "dataset_dir": str(tiny_data), **TINY}, "bundle_root": str(ROOT)}
     epochs_saved: list[tuple[str, int]] = []
     original = checkpoints.TrainingCheckpointer._save_last
 
@@ -65,7 +77,7 @@ def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_dat
     monkeypatch.setattr(checkpoints.TrainingCheckpointer, "_save_last", save_then_crash)
     crash = True
     with pytest.raises(KeyboardInterrupt):
-        run_curriculum(STAGES, str(root), defaults=defaults)
+        run_curriculum(STAGES, str(root), **where)
     state = load_state(str(root))
     assert list(state["stages"]) == ["01_inpainting"]  # stage 2 is not marked finished
     stage1 = Path(state["stages"]["01_inpainting"]["handed_on"])
@@ -75,7 +87,7 @@ def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_dat
 
     crash = False
     epochs_saved.clear()
-    final = run_curriculum(STAGES, str(root), defaults=defaults)
+    final = run_curriculum(STAGES, str(root), **where)
     assert epochs_saved == [("02_rotation", 2)]  # stage 1 skipped, stage 2 continued at its second epoch
     assert stage1.stat().st_mtime_ns == mtime
     state = load_state(str(root))
@@ -84,10 +96,10 @@ def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_dat
     assert {k.split(".")[0] for k in weights} == {"encoder", "decoder", "segmentation_head"}
 
     epochs_saved.clear()
-    assert run_curriculum(STAGES, str(root), defaults=defaults) == final and epochs_saved == []  # nothing left
+    assert run_curriculum(STAGES, str(root), **where) == final and epochs_saved == []  # nothing left
     changed = [STAGES[0], {**STAGES[1], "overrides": {"ssl_method": "rotation", "max_epochs": 3}}]
     with pytest.raises(CurriculumError, match="02_rotation was finished with other settings"):
-        run_curriculum(changed, str(root), defaults=defaults)
+        run_curriculum(changed, str(root), **where)
 
 
 @pytest.mark.parametrize(

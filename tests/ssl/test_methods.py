@@ -17,22 +17,23 @@ CONFIGS = {
 
 def test_mask_modes_and_unknown_names():
     assert {m: mask_mode_of(m) for m in INPAINTING_METHODS} == {
-        "inpainting": "blocks", "outpainting": "outpaint", "group_masked": "group"
+        "inpainting": "blocks",
+        "outpainting": "outpaint",
+        "group_masked": "group",
     }
     with pytest.raises(ValueError, match="unknown ssl_method 'blocks'; choose one of inpainting, outpainting"):
         mask_mode_of("blocks")
     assert output_name("SimCLR", "true") == "simclr_micle" and output_name("moco") == "moco"
 
 
-def test_every_method_of_every_config_writes_its_own_files(tmp_path, monkeypatch):
+def test_every_method_of_every_config_writes_its_own_files(tmp_path):
     """All pretraining methods sharing one ckpt_dir: no two write the same weights or resume file."""
-    monkeypatch.chdir(ROOT)  # the configs' %configs/common.json macros are relative to the bundle root
     outputs, resumes = {}, {}
     for config, variants in CONFIGS.items():
         for method, multi_instance in variants:
             parser = ConfigParser()
             parser.read_config(str(ROOT / config))
-            parser.update({"ssl_method": method, "ckpt_dir": str(tmp_path)})
+            parser.update({"bundle_root": str(ROOT), "ssl_method": method, "ckpt_dir": str(tmp_path)})
             if "multi_instance" in parser:
                 parser["multi_instance"] = multi_instance
             key = f"{config}:{method}:{multi_instance}"

@@ -97,7 +97,10 @@ def test_monitor_logs_each_epoch_probes_and_warns_on_collapse(tmp_path: Path, ca
         [{"image": images[3:], "label": torch.tensor([0, 1, 1])}],
     ]
     monitor = PretrainMonitor(method, optimizer, probe_loaders=probe, probe_interval=2, log_dir=str(tmp_path / "tb"))
-    spread = lambda i: {"loss": torch.tensor(float(i), requires_grad=True), "pred": {"embedding": torch.randn(4, 16)}}
+
+    def spread(i):
+        return {"loss": torch.tensor(float(i), requires_grad=True), "pred": {"embedding": torch.randn(4, 16)}}
+
     with caplog.at_level(logging.INFO, logger="bundle.ssl.monitor"):
         run_engine(spread, max_epochs=3, handlers=[monitor])
     rows = monitor.history
@@ -108,7 +111,9 @@ def test_monitor_logs_each_epoch_probes_and_warns_on_collapse(tmp_path: Path, ca
     assert "epoch 1: loss 2" in caplog.text and "collapsing" not in caplog.text
     assert list((tmp_path / "tb").glob("events.out.tfevents*")), "no TensorBoard log written"
 
-    collapsed = lambda i: {"loss": torch.tensor(0.0), "pred": {"embedding": torch.ones(4, 16)}}
+    def collapsed(i):
+        return {"loss": torch.tensor(0.0), "pred": {"embedding": torch.ones(4, 16)}}
+
     with caplog.at_level(logging.WARNING, logger="bundle.ssl.monitor"):
         run_engine(collapsed, handlers=[PretrainMonitor(method, optimizer, probe_interval=0)])
     assert "embeddings are collapsing" in caplog.text

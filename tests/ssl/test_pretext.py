@@ -86,14 +86,22 @@ def test_unknown_pretext_is_named():
 
 
 @pytest.mark.parametrize("pretext", ["rotation", "jigsaw"])
-def test_pretext_config_runs_one_epoch(pretext, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_pretext_config_runs_one_epoch(pretext, tmp_path):
     write_dataset(tmp_path / "data", n_per_class=2)
     wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs/pretrain_pretext.json"), workflow_type="train",
-        ssl_method=pretext, dataset_dir=str(tmp_path / "data"), image_size=32, batch_size=4, num_workers=0,
+        config_file=str(ROOT / "configs/pretrain_pretext.json"),
+        workflow_type="train",
+        bundle_root=str(ROOT),
+        ssl_method=pretext,
+        dataset_dir=str(tmp_path / "data"),
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
         max_epochs=1,
-        num_permutations=10, probe_interval=0, ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"),
+        num_permutations=10,
+        probe_interval=0,
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
     )
     wf.initialize()
     wf.run()

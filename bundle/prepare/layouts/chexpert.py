@@ -23,8 +23,19 @@ SINGLE_LABEL = False
 OFFICIAL_TEST = "the images of valid.csv (the radiologist-labelled validation set)"
 
 OBSERVATIONS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
     "Support Devices",
 )
 PATIENT = re.compile(r"(patient\d+)")
@@ -34,12 +45,25 @@ VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "": 0, "-1.0": -1, "-1": -1}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this layout."""
     p.add_argument("--csv", nargs="+", help="label files (default: train.csv and valid.csv in --src)")
-    p.add_argument("--policy", choices=("zeros", "ones", "ignore"), default="zeros",
-                   help="uncertain (-1) labels: zeros, ones, or ignore = leave such images out (default: zeros)")
-    p.add_argument("--views", nargs="+", choices=("frontal", "lateral"), default=["frontal"],
-                   help="Frontal/Lateral values kept (default: frontal)")
-    p.add_argument("--findings", nargs="+", help="observations used as classes (default: all 14), e.g. the "
-                   "competition five: Atelectasis Cardiomegaly Consolidation Edema 'Pleural Effusion'")
+    p.add_argument(
+        "--policy",
+        choices=("zeros", "ones", "ignore"),
+        default="zeros",
+        help="uncertain (-1) labels: zeros, ones, or ignore = leave such images out (default: zeros)",
+    )
+    p.add_argument(
+        "--views",
+        nargs="+",
+        choices=("frontal", "lateral"),
+        default=["frontal"],
+        help="Frontal/Lateral values kept (default: frontal)",
+    )
+    p.add_argument(
+        "--findings",
+        nargs="+",
+        help="observations used as classes (default: all 14), e.g. the "
+        "competition five: Atelectasis Cardiomegaly Consolidation Edema 'Pleural Effusion'",
+    )
 
 
 def _resolve(src: Path, path: str) -> Path | None:
@@ -69,8 +93,11 @@ def _labels(row: dict, findings: list[str], policy: str) -> tuple[list[int] | No
 def scan(args: argparse.Namespace) -> Scan:
     """Entries for every row of the label files with an existing image of a kept view."""
     src = Path(args.src)
-    csvs = [Path(c) if Path(c).is_absolute() else src / c for c in args.csv] if args.csv else \
-        [src / n for n in ("train.csv", "valid.csv") if (src / n).is_file()]
+    csvs = (
+        [Path(c) if Path(c).is_absolute() else src / c for c in args.csv]
+        if args.csv
+        else [src / n for n in ("train.csv", "valid.csv") if (src / n).is_file()]
+    )
     if not csvs:
         raise PrepareError(f"no train.csv or valid.csv in {src}; name the label files with --csv")
     findings = select_findings(OBSERVATIONS, args.findings)
@@ -82,8 +109,9 @@ def scan(args: argparse.Namespace) -> Scan:
             parts = Path(row["Path"]).parts
             listed.update((parts, parts[1:]))  # Path starts with the dataset folder, which --src may or may not be
             if row["Frontal/Lateral"].lower() not in views:
-                skipped.append(Skip(where, f"'{row['Frontal/Lateral']}' view not in --views {sorted(views)}",
-                                    "filtered"))
+                skipped.append(
+                    Skip(where, f"'{row['Frontal/Lateral']}' view not in --views {sorted(views)}", "filtered")
+                )
                 continue
             labels, uncertain, problem = _labels(row, findings, args.policy)
             if problem:
@@ -94,8 +122,9 @@ def scan(args: argparse.Namespace) -> Scan:
                 continue
             image = _resolve(src, row["Path"])
             if image is None:
-                skipped.append(Skip(where, f"image '{row['Path']}' not found under --src or its parent",
-                                    "missing_file"))
+                skipped.append(
+                    Skip(where, f"image '{row['Path']}' not found under --src or its parent", "missing_file")
+                )
                 continue
             entry = {"image": str(image), "label": labels}
             patient = PATIENT.search(row["Path"])
@@ -109,7 +138,10 @@ def scan(args: argparse.Namespace) -> Scan:
             if csv_path.name == "valid.csv":
                 entry["_official"] = "test"
             entries.append(entry)
-    skipped += [Skip(str(f), f"not listed in {', '.join(c.name for c in csvs)}", "no_label")
-                for f in image_files(iter_files(src, args.exclude)) if f.relative_to(src).parts not in listed]
+    skipped += [
+        Skip(str(f), f"not listed in {', '.join(c.name for c in csvs)}", "no_label")
+        for f in image_files(iter_files(src, args.exclude))
+        if f.relative_to(src).parts not in listed
+    ]
     notes = [f"{no_patient} image(s) without patientNNNNN in their path: one patient per image"] if no_patient else []
     return Scan(args.name or "chexpert", [class_key(f) for f in findings], True, entries, skipped, notes)

@@ -22,8 +22,12 @@ OFFICIAL_TEST = "the images listed in the test label file"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this layout."""
-    p.add_argument("--label-files", nargs="+", metavar="TXT",
-                   help="label files (default: the *.txt files in --src whose name contains train, val or test)")
+    p.add_argument(
+        "--label-files",
+        nargs="+",
+        metavar="TXT",
+        help="label files (default: the *.txt files in --src whose name contains train, val or test)",
+    )
 
 
 def _split_of(label_file: Path) -> str:
@@ -60,16 +64,20 @@ def scan(args: argparse.Namespace) -> Scan:
                     continue
                 where = row_ref(label_file, line_no)
                 if len(tokens) < 4:
-                    skipped.append(Skip(where, f"expected 'patient_id filename label source', got {line.strip()!r}",
-                                        "bad_row"))
+                    skipped.append(
+                        Skip(where, f"expected 'patient_id filename label source', got {line.strip()!r}", "bad_row")
+                    )
                     continue
                 # File names may contain spaces: everything between the patient id and the last two fields.
                 patient, filename, label, source = tokens[0], " ".join(tokens[1:-2]), tokens[-2], tokens[-1]
                 image = find_file(filename, [src / split / filename, src / filename], index)
                 listed.add(image)
                 if image is None:
-                    skipped.append(Skip(where, f"image '{filename}' not found in {split}/ or elsewhere under --src",
-                                        "missing_file"))
+                    skipped.append(
+                        Skip(
+                            where, f"image '{filename}' not found in {split}/ or elsewhere under --src", "missing_file"
+                        )
+                    )
                     continue
                 entry = {"image": str(image), "_class": label, "patient": patient, "source": source}
                 if split == "test":

@@ -28,17 +28,25 @@ BINARY = {"1": 1, "1.0": 1, "true": 1, "yes": 1, "0": 0, "0.0": 0, "false": 0, "
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this layout."""
     p.add_argument("--labels", help="CSV with one row per key (default: no labels)")
-    p.add_argument("--key-tag", default="AccessionNumber",
-                   help="DICOM keyword matched to the CSV, e.g. AccessionNumber, StudyInstanceUID, SOPInstanceUID, "
-                   "PatientID (default: %(default)s)")
+    p.add_argument(
+        "--key-tag",
+        default="AccessionNumber",
+        help="DICOM keyword matched to the CSV, e.g. AccessionNumber, StudyInstanceUID, SOPInstanceUID, "
+        "PatientID (default: %(default)s)",
+    )
     p.add_argument("--key-column", help="CSV column holding the key (default: the --key-tag name)")
     p.add_argument("--label-column", default="label", help="CSV column with the class name (default: %(default)s)")
-    p.add_argument("--label-columns", nargs="+", metavar="COLUMN",
-                   help="multi-label instead: CSV columns with 0/1 values, one class each")
+    p.add_argument(
+        "--label-columns",
+        nargs="+",
+        metavar="COLUMN",
+        help="multi-label instead: CSV columns with 0/1 values, one class each",
+    )
     p.add_argument("--views", nargs="+", default=["PA", "AP"], help="ViewPosition values kept (default: PA AP)")
     p.add_argument("--keep-unknown-view", action="store_true", help="also keep images without ViewPosition")
-    p.add_argument("--modalities", nargs="+", default=["CR", "DX"],
-                   help="Modality values kept, or 'all' (default: CR DX)")
+    p.add_argument(
+        "--modalities", nargs="+", default=["CR", "DX"], help="Modality values kept, or 'all' (default: CR DX)"
+    )
 
 
 def _read_labels(args: argparse.Namespace, path: Path) -> tuple[dict[str, tuple[int, object]], list[Skip]]:
@@ -56,8 +64,7 @@ def _read_labels(args: argparse.Namespace, path: Path) -> tuple[dict[str, tuple[
         if args.label_columns:
             values = [BINARY.get(row[c].lower()) for c in value_cols]
             if None in values:
-                skipped.append(Skip(where, f"label columns must be 0/1, got {[row[c] for c in value_cols]}",
-                                    "bad_row"))
+                skipped.append(Skip(where, f"label columns must be 0/1, got {[row[c] for c in value_cols]}", "bad_row"))
                 continue
             value: object = values
         else:
@@ -66,8 +73,13 @@ def _read_labels(args: argparse.Namespace, path: Path) -> tuple[dict[str, tuple[
                 continue
             value = row[args.label_column]
         if key in labels and labels[key][1] != value:
-            skipped.append(Skip(where, f"{key_col} '{key}' given a different label on {row_ref(path, labels[key][0])}"
-                                "; both left out", "bad_row"))
+            skipped.append(
+                Skip(
+                    where,
+                    f"{key_col} '{key}' given a different label on {row_ref(path, labels[key][0])}" "; both left out",
+                    "bad_row",
+                )
+            )
             conflicts.add(key)
         labels.setdefault(key, (line, value))
     return {k: v for k, v in labels.items() if k not in conflicts}, skipped
@@ -124,21 +136,26 @@ def scan(args: argparse.Namespace) -> Scan:
         if labels_path:
             key = h[args.key_tag]
             if key not in labels:
-                skipped.append(Skip(str(f), f"no usable row in {labels_path.name} for {args.key_tag} '{key}'",
-                                    "no_label"))
+                skipped.append(
+                    Skip(str(f), f"no usable row in {labels_path.name} for {args.key_tag} '{key}'", "no_label")
+                )
                 continue
             value = labels[key][1]
             entry["label" if args.label_columns else "_class"] = value
         entries.append(entry)
-    skipped += [Skip(row_ref(labels_path, line), f"no DICOM file with {args.key_tag} '{key}' under --src",
-                     "missing_file") for key, (line, _) in labels.items() if key not in keys_seen]
+    skipped += [
+        Skip(row_ref(labels_path, line), f"no DICOM file with {args.key_tag} '{key}' under --src", "missing_file")
+        for key, (line, _) in labels.items()
+        if key not in keys_seen
+    ]
     notes = [f"{by_study} image(s) without PatientID: grouped by StudyInstanceUID"] if by_study else []
     if args.label_columns:
         class_names = [class_key(c) for c in args.label_columns]
         multi = True
     elif labels_path:
-        entries, class_names, filtered = assign_classes(entries, args.classes,
-                                                        parse_mapping(args.class_map, "--class-map"))
+        entries, class_names, filtered = assign_classes(
+            entries, args.classes, parse_mapping(args.class_map, "--class-map")
+        )
         skipped += filtered
         multi = False
     else:

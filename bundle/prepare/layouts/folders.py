@@ -34,13 +34,26 @@ KERMANY_PATIENT = (r"^(person\d+)_", r"^((?:NORMAL2-)?IM-\d+)-\d+")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this layout."""
-    p.add_argument("--patient-regex", help="regular expression on the file name, first group = patient id "
-                   "(default: Kermany names personN_*, IM-NNNN-*, NORMAL2-IM-NNNN-*; else one patient per image)")
-    p.add_argument("--name-class", nargs="+", metavar="REGEX=CLASS", default=[],
-                   help="class from the file name where REGEX matches, e.g. Kermany subtypes "
-                   "'_bacteria_=bacterial_pneumonia' '_virus_=viral_pneumonia'")
-    p.add_argument("--mask-dirs", nargs="+", default=list(MASK_DIRS), metavar="NAME",
-                   help="names of mask folders beside 'images' or inside a class folder (default: %(default)s)")
+    p.add_argument(
+        "--patient-regex",
+        help="regular expression on the file name, first group = patient id "
+        "(default: Kermany names personN_*, IM-NNNN-*, NORMAL2-IM-NNNN-*; else one patient per image)",
+    )
+    p.add_argument(
+        "--name-class",
+        nargs="+",
+        metavar="REGEX=CLASS",
+        default=[],
+        help="class from the file name where REGEX matches, e.g. Kermany subtypes "
+        "'_bacteria_=bacterial_pneumonia' '_virus_=viral_pneumonia'",
+    )
+    p.add_argument(
+        "--mask-dirs",
+        nargs="+",
+        default=list(MASK_DIRS),
+        metavar="NAME",
+        help="names of mask folders beside 'images' or inside a class folder (default: %(default)s)",
+    )
 
 
 def _name_rules(pairs: list[str]) -> list[tuple[re.Pattern, str]]:
@@ -94,8 +107,9 @@ def scan(args: argparse.Namespace) -> Scan:
     for f in images:
         class_dir = f.parent.parent if f.parent.name.lower() == "images" else f.parent
         if class_dir == src or class_dir.name.lower() in NOT_CLASSES:
-            skipped.append(Skip(str(f), f"not inside a class folder (found in '{rel(f.parent, src) or '.'}')",
-                                "no_class"))
+            skipped.append(
+                Skip(str(f), f"not inside a class folder (found in '{rel(f.parent, src) or '.'}')", "no_class")
+            )
             continue
         cls = next((c for rule, c in name_rules if rule.search(f.name)), class_dir.name)
         entry = {"image": str(f), "_class": cls}
@@ -113,8 +127,11 @@ def scan(args: argparse.Namespace) -> Scan:
         if any(d.lower() in TEST_DIRS for d in f.relative_to(src).parts[:-1]):
             entry["_official"] = "test"
         entries.append(entry)
-    skipped += [Skip(str(m), "mask with no image of the same name in the class folder", "unpaired_mask")
-                for m in masks if m not in used_masks]
+    skipped += [
+        Skip(str(m), "mask with no image of the same name in the class folder", "unpaired_mask")
+        for m in masks
+        if m not in used_masks
+    ]
     entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"))
     notes = []
     if other_masks:

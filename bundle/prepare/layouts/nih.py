@@ -23,8 +23,20 @@ SINGLE_LABEL = False
 OFFICIAL_TEST = "the images in test_list.txt"
 
 FINDINGS = (
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-    "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
 )
 NO_FINDING = "No Finding"
 CSV_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
@@ -93,8 +105,13 @@ def scan(args: argparse.Namespace) -> Scan:
             skipped.append(Skip(where, f"image '{name}' not found under --src", "missing_file"))
             continue
         present = set(row["Finding Labels"].split("|")) - {NO_FINDING, ""}
-        entry = {"image": str(image), "label": [int(f in present) for f in findings],
-                 "findings": sorted(present), "patient": row["Patient ID"], "view": view}
+        entry = {
+            "image": str(image),
+            "label": [int(f in present) for f in findings],
+            "findings": sorted(present),
+            "patient": row["Patient ID"],
+            "view": view,
+        }
         if row.get("Follow-up #", "").isdigit():
             entry["follow_up"] = int(row["Follow-up #"])
         if name in boxes:
@@ -105,6 +122,7 @@ def scan(args: argparse.Namespace) -> Scan:
             entry["_official"] = "test"
         entries.append(entry)
     listed = {row["Image Index"] for _, row in rows}
-    skipped += [Skip(str(f), f"not listed in {csv_path.name}", "no_label") for f in image_files(files)
-                if f.name not in listed]
+    skipped += [
+        Skip(str(f), f"not listed in {csv_path.name}", "no_label") for f in image_files(files) if f.name not in listed
+    ]
     return Scan(args.name or "nih-chestxray14", [class_key(f) for f in findings], True, entries, skipped)

@@ -30,12 +30,17 @@ BOX_COLUMNS = ("x", "y", "width", "height")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this layout."""
     p.add_argument("--labels-csv", default="stage_2_train_labels.csv", help="box file (default: %(default)s)")
-    p.add_argument("--class-info-csv", default="stage_2_detailed_class_info.csv",
-                   help="three-class file (default: %(default)s)")
+    p.add_argument(
+        "--class-info-csv", default="stage_2_detailed_class_info.csv", help="three-class file (default: %(default)s)"
+    )
     p.add_argument("--images", default="stage_2_train_images", help="DICOM folder (default: %(default)s)")
-    p.add_argument("--classes-from", choices=("detailed", "target"), default="detailed",
-                   help="detailed: normal / no_lung_opacity_not_normal / lung_opacity (class info file); "
-                   "target: no_pneumonia / pneumonia from Target (default: %(default)s)")
+    p.add_argument(
+        "--classes-from",
+        choices=("detailed", "target"),
+        default="detailed",
+        help="detailed: normal / no_lung_opacity_not_normal / lung_opacity (class info file); "
+        "target: no_pneumonia / pneumonia from Target (default: %(default)s)",
+    )
 
 
 def _boxes(csv_path: Path) -> tuple[dict[str, dict], list[Skip]]:
@@ -55,8 +60,9 @@ def _boxes(csv_path: Path) -> tuple[dict[str, dict], list[Skip]]:
             try:
                 box = [float(row[c]) for c in BOX_COLUMNS]
             except ValueError:
-                skipped.append(Skip(where, "Target 1 with a missing or non-numeric box: box left out, image kept",
-                                    "bad_row"))
+                skipped.append(
+                    Skip(where, "Target 1 with a missing or non-numeric box: box left out, image kept", "bad_row")
+                )
                 continue
             item["boxes"].append(box)
     return found, skipped
@@ -106,14 +112,24 @@ def scan(args: argparse.Namespace) -> Scan:
             cls = classes[pid]
         else:
             cls = TARGET_CLASSES[item["target"]]
-        entries.append({"image": str(dicoms[pid]), "_class": cls, "patient": pid, "boxes": item["boxes"],
-                        "box_format": "xywh", "target": item["target"]})
-    skipped += [Skip(str(f), f"no row in {labels_csv.name}", "no_label") for pid, f in dicoms.items()
-                if pid not in boxes]
+        entries.append(
+            {
+                "image": str(dicoms[pid]),
+                "_class": cls,
+                "patient": pid,
+                "boxes": item["boxes"],
+                "box_format": "xywh",
+                "target": item["target"],
+            }
+        )
+    skipped += [
+        Skip(str(f), f"no row in {labels_csv.name}", "no_label") for pid, f in dicoms.items() if pid not in boxes
+    ]
     headers = read_headers([e["image"] for e in entries], ("ViewPosition",), args.workers)
     for e, h in zip(entries, headers):
         if isinstance(h, dict) and h["ViewPosition"]:
             e["view"] = h["ViewPosition"]
-    entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"),
-                                                    DETAILED_CLASSES + TARGET_CLASSES)
+    entries, class_names, filtered = assign_classes(
+        entries, args.classes, parse_mapping(args.class_map, "--class-map"), DETAILED_CLASSES + TARGET_CLASSES
+    )
     return Scan(args.name or "rsna-pneumonia", class_names, False, entries, skipped + filtered)

@@ -35,8 +35,11 @@ STUDY_CLASSES = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this layout."""
     p.add_argument("--study-csv", default="train_study_level.csv", help="study labels (default: %(default)s)")
-    p.add_argument("--image-csv", default="train_image_level.csv",
-                   help="image-to-study table with boxes, used where present (default: %(default)s)")
+    p.add_argument(
+        "--image-csv",
+        default="train_image_level.csv",
+        help="image-to-study table with boxes, used where present (default: %(default)s)",
+    )
     p.add_argument("--images", default="train", help="image folder (default: %(default)s)")
 
 
@@ -46,8 +49,9 @@ def _study_labels(path: Path) -> tuple[dict[str, tuple[int, str]], list[Skip]]:
     for line, row in read_csv(path, ("id", *STUDY_CLASSES)):
         set_ = [name for col, name in STUDY_CLASSES.items() if row[col] in ("1", "1.0")]
         if len(set_) != 1:
-            skipped.append(Skip(row_ref(path, line), f"expected exactly one class set to 1, got {set_ or 'none'}",
-                                "bad_row"))
+            skipped.append(
+                Skip(row_ref(path, line), f"expected exactly one class set to 1, got {set_ or 'none'}", "bad_row")
+            )
             continue
         labels[row["id"].removesuffix("_study")] = (line, set_[0])
     return labels, skipped
@@ -74,8 +78,9 @@ def _image_table(path: Path) -> tuple[dict[str, dict], list[Skip]]:
         try:
             item["boxes"] = _parse_boxes(row["boxes"])
         except (ValueError, SyntaxError, KeyError, TypeError):
-            skipped.append(Skip(row_ref(path, line), f"unreadable boxes {row['boxes']!r}: boxes left out, image kept",
-                                "bad_row"))
+            skipped.append(
+                Skip(row_ref(path, line), f"unreadable boxes {row['boxes']!r}: boxes left out, image kept", "bad_row")
+            )
         table[row["id"].removesuffix("_image")] = item
     return table, skipped
 
@@ -99,8 +104,13 @@ def scan(args: argparse.Namespace) -> Scan:
         parts = f.relative_to(image_dir).parts
         study = table[image_id]["study"] if image_id in table else parts[0] if len(parts) >= 3 else None
         if study is None:
-            skipped.append(Skip(str(f), f"study unknown: not in {image_csv.name} and not under "
-                                f"{args.images}/<study>/<series>/", "no_label"))
+            skipped.append(
+                Skip(
+                    str(f),
+                    f"study unknown: not in {image_csv.name} and not under " f"{args.images}/<study>/<series>/",
+                    "no_label",
+                )
+            )
             continue
         found_images.add(image_id)
         found_studies.add(study)
@@ -111,10 +121,16 @@ def scan(args: argparse.Namespace) -> Scan:
         if table.get(image_id, {}).get("boxes"):
             entry["boxes"], entry["box_format"] = table[image_id]["boxes"], "xywh"
         entries.append(entry)
-    skipped += [Skip(row_ref(study_csv, line), f"no image of study {s} under {rel(image_dir, src)}/",
-                     "missing_file") for s, (line, _) in studies.items() if s not in found_studies]
-    skipped += [Skip(row_ref(image_csv, item["line"]), f"image {i} not found under {rel(image_dir, src)}/",
-                     "missing_file") for i, item in table.items() if i not in found_images]
+    skipped += [
+        Skip(row_ref(study_csv, line), f"no image of study {s} under {rel(image_dir, src)}/", "missing_file")
+        for s, (line, _) in studies.items()
+        if s not in found_studies
+    ]
+    skipped += [
+        Skip(row_ref(image_csv, item["line"]), f"image {i} not found under {rel(image_dir, src)}/", "missing_file")
+        for i, item in table.items()
+        if i not in found_images
+    ]
     dicoms = [e for e in entries if is_dicom_file(e["image"])]
     for e, h in zip(dicoms, read_headers([e["image"] for e in dicoms], ("PatientID", "ViewPosition"), args.workers)):
         if isinstance(h, dict):
@@ -125,6 +141,7 @@ def scan(args: argparse.Namespace) -> Scan:
     for e in without_patient:
         e["patient"] = f"study:{e['study']}"  # a study belongs to one patient
     notes = [f"{len(without_patient)} image(s) without PatientID: grouped by study"] if without_patient else []
-    entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"),
-                                                    tuple(STUDY_CLASSES.values()))
+    entries, class_names, filtered = assign_classes(
+        entries, args.classes, parse_mapping(args.class_map, "--class-map"), tuple(STUDY_CLASSES.values())
+    )
     return Scan(args.name or "siim-covid19", class_names, False, entries, skipped + filtered, notes)
