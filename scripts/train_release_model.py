@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         # evaluate the file that ships: float16 storage, loaded into the float32 network
         shipped = work / "shipped"
-        atomic_save(half_state_dict(train / "model.pt"), shipped / "model.pt")
+        weights = half_state_dict(train / "model.pt")
+        atomic_save(weights, shipped / "model.pt")
         bundle_run(
             [CONFIGS / "train.json", CONFIGS / "evaluate.json"],
             {**common, "ckpt_dir": shipped, "output_dir": evaluate},
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     metrics = release_metrics(evaluate / "metrics.json")
     os.makedirs(args.out.parent, exist_ok=True)
-    atomic_save(torch.load(shipped / "model.pt", weights_only=True), args.out)
+    atomic_save(weights, args.out)  # the very tensors evaluated above
     summary = {
         "weights": str(args.out),
         "size_mb": round(args.out.stat().st_size / 1e6, 2),
