@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint format bench weights release clean
+.PHONY: install demo test lint format bench weights release label-env label clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder.
@@ -52,6 +52,30 @@ weights: install
 # dist/chest_xray_ssl_multitask_v<version>.zip: what the model zoo ships (configs, bundle, user scripts, models, docs).
 release: install
 	$(PY) scripts/release.py
+
+# MONAI Label in an environment of its own (monailabel 0.8.5 needs numpy<2 and pydicom<3; label_app/constraints.txt
+# pins every package). SAM2_BUILD_CUDA=0 keeps sam2's source build on the CPU; PIP_CONSTRAINT reaches that build too.
+LABEL_VENV ?= .venv-label
+LABEL_PY := $(LABEL_VENV)/bin/python
+$(LABEL_VENV)/.installed: label_app/requirements.txt label_app/constraints.txt pyproject.toml
+	@test -x $(LABEL_PY) || $(PYTHON_SYS) -m venv $(LABEL_VENV)
+	$(LABEL_PY) -m pip install --quiet --upgrade pip
+	SAM2_BUILD_CUDA=0 PIP_CONSTRAINT=label_app/constraints.txt $(LABEL_PY) -m pip install --quiet -r label_app/requirements.txt
+	$(LABEL_PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+label-env: $(LABEL_VENV)/.installed
+
+# A MONAI Label server on the embedded sample (studies copied to LABEL_STUDIES, sample masks as final labels),
+# on 127.0.0.1 unless LABEL_HOST says otherwise. The server writes model/, logs/ and bin/ into LABEL_APP.
+LABEL_APP ?= label_app
+LABEL_STUDIES ?= runs/label/studies
+LABEL_HOST ?= 127.0.0.1
+LABEL_PORT ?= 8000
+label: label-env
+	$(LABEL_PY) label_app/studies.py --out $(LABEL_STUDIES)
+	$(LABEL_PY) -m monailabel.main start_server --app $(LABEL_APP) --studies $(LABEL_STUDIES) \
+		--host $(LABEL_HOST) --port $(LABEL_PORT) --conf bundle_root $(CURDIR)
 
 clean:
 	rm -rf $(DEMO_DIR) eval .pytest_cache

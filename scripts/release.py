@@ -42,8 +42,10 @@ LARGE_FILE_LIMIT = 25 * 1024 * 1024
 # the zoo's compress_bundle runs `touch -t 202205300000` on every file before zipping
 ZIP_DATE_TIME = (2022, 5, 30, 0, 0, 0)
 # folders shipped whole, relative to the bundle root
-SHIPPED_DIRS = ("configs", "bundle", "docs")
+SHIPPED_DIRS = ("configs", "bundle", "docs", "label_app")
 SHIPPED_FILES = ("LICENSE",)
+# what a MONAI Label server writes into the app folder when it runs (weights it trained, logs, helper scripts)
+LABEL_APP_RUNTIME = ("label_app/model", "label_app/logs", "label_app/bin")
 # scripts a user runs; benchmark.py, bench/, demo.sh and this script stay in the development tree
 USER_SCRIPTS = (
     "__init__.py",
@@ -77,7 +79,9 @@ def release_version(root: str | os.PathLike = ROOT) -> str:
 
 
 def _shipped(path: Path) -> bool:
-    """Not byte code, a cache folder or a hidden file."""
+    """Not byte code, a cache folder, a hidden file or what a MONAI Label server run left in ``label_app``."""
+    if path.as_posix().startswith(tuple(f"{d}/" for d in LABEL_APP_RUNTIME)):
+        return False
     return not (path.suffix in (".pyc", ".pyo") or any(p == "__pycache__" or p.startswith(".") for p in path.parts))
 
 

@@ -75,12 +75,24 @@ def _read_pil(path: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def _pixel_ops():
+    """pydicom's LUT and colour helpers: ``pydicom.pixels`` from pydicom 3, ``pixel_data_handlers.util`` before it.
+
+    Both are supported because the MONAI Label environment needs pydicom 2 (see label_app/README.md).
+    """
+    try:
+        from pydicom import pixels as ops
+    except ImportError:
+        from pydicom.pixel_data_handlers import util as ops
+    return ops
+
+
 def _read_dicom(path: str) -> np.ndarray:
     # Not MONAI's PydicomReader: it neither inverts MONOCHROME1 nor applies the VOI LUT / window,
     # both of which decide what a radiograph looks like.
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    ops = _pixel_ops()
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
         raise CXRReadError(path, "DICOM file has no pixel data")
@@ -88,16 +100,14 @@ def _read_dicom(path: str) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 3 and photometric.startswith(("RGB", "YBR")):
         if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
+            arr = ops.convert_color_space(arr, photometric, "RGB")
         arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return arr
     if arr.ndim != 2:
         raise CXRReadError(path, f"expected a single 2D frame, got pixel array of shape {tuple(arr.shape)}")
-    arr = apply_modality_lut(arr, ds)
+    arr = ops.apply_modality_lut(arr, ds)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        arr = apply_voi_lut(arr, ds, prefer_lut=True)
+        arr = ops.apply_voi_lut(arr, ds, prefer_lut=True)
     arr = np.asarray(arr, dtype=np.float32)
     if photometric == "MONOCHROME1":  # high values are dark: invert so that bone is bright as in MONOCHROME2
         arr = arr.max() + arr.min() - arr

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from monai.transforms import Transform
 
+from ..data.transforms import resize_2d
 from ..networks.multitask import class_probabilities
 from ..saliency import attention_and_masks
 from ..settings import as_bool
 
-__all__ = ["InferenceOutputs"]
+__all__ = ["InferenceOutputs", "lung_mask_at", "saliency_at"]
 
 
 class InferenceOutputs(Transform):
@@ -28,3 +30,16 @@ class InferenceOutputs(Transform):
         d["prob"] = class_probabilities(d["pred"]["class"], self.multi_label)
         d.update(attention_and_masks(d["pred"], d.get("label")))
         return d
+
+
+def lung_mask_at(lung_prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The lung mask (rows, cols) uint8 0/1 at an image's own ``shape`` from a lung probability map (h, w).
+
+    Probabilities are resized, then thresholded: a smoother border than resizing a binary mask.
+    """
+    return (resize_2d(lung_prob, shape) > 0.5).astype(np.uint8)
+
+
+def saliency_at(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A saliency map (h, w) resized to an image's own ``shape`` (rows, cols), float32 in [0, 1]."""
+    return np.clip(resize_2d(saliency, shape), 0, 1).astype(np.float32)

@@ -13,9 +13,10 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from ..data.readers import NIFTI_SUFFIXES, read_cxr
-from ..data.transforms import STATUS_OK, resize_2d
+from ..data.transforms import STATUS_OK
 from ..plots import save_overlay
 from ..settings import as_bool
+from .outputs import lung_mask_at, saliency_at
 
 __all__ = ["PredictionWriter"]
 
@@ -164,13 +165,12 @@ class PredictionWriter:
         nifti = path.lower().endswith(NIFTI_SUFFIXES)
         mask = None
         if lung_prob is not None:
-            # probabilities are resized, then thresholded: a smoother border than resizing a binary mask
-            mask = (resize_2d(lung_prob, shape) > 0.5).astype(np.uint8)
+            mask = lung_mask_at(lung_prob, shape)
             if self.write_masks:
                 row["lung_mask_file"] = self._save_map(mask * 255, "masks", f"{name}_lung", path, nifti)
         sal = None
         if saliency is not None:
-            sal = np.clip(resize_2d(saliency, shape), 0, 1).astype(np.float32)
+            sal = saliency_at(saliency, shape)
             if self.write_saliency:
                 row["saliency_file"] = self._save_map(sal, "saliency", f"{name}_saliency", path, nifti)
         if self.write_overlays:

@@ -90,6 +90,23 @@ def test_dicom_window_is_applied(tmp_path, picture):
     assert out[raw >= 2000].min() == pytest.approx(1, abs=1e-6)
 
 
+def test_dicom_with_pydicom_2_helpers(tmp_path, picture, monkeypatch):
+    # pydicom 2 (the MONAI Label environment) has no pydicom.pixels; its helpers live in pixel_data_handlers.util,
+    # which pydicom 3 still carries: the reader gives the same array with either. (tests/label_app reads DICOM
+    # studies with pydicom 2 itself.)
+    from pydicom.pixel_data_handlers import util
+
+    from bundle.data import readers
+
+    write_dicom(
+        tmp_path / "m1.dcm", picture.astype(np.uint16) * 16, "MONOCHROME1", 12, WindowCenter=1600, WindowWidth=800
+    )
+    assert readers._pixel_ops() is pydicom.pixels
+    with_pixels = read_cxr(tmp_path / "m1.dcm")
+    monkeypatch.setattr(readers, "_pixel_ops", lambda: util)
+    np.testing.assert_array_equal(read_cxr(tmp_path / "m1.dcm"), with_pixels)
+
+
 def test_nifti_matches_png(tmp_path, picture):
     Image.fromarray(picture).save(tmp_path / "x.png")
     # NIfTI holds (x, y) = (column, row), the way MONAI writes 2D pictures

@@ -161,6 +161,9 @@ def test_zip_holds_what_a_bundle_carries(release):
         "bundle/__init__.py",
         "scripts/__init__.py",
         "scripts/prepare_dataset.py",
+        "label_app/main.py",
+        "label_app/lib/infers.py",
+        "label_app/constraints.txt",
     ):
         assert required in rel, required
     for left_out in ("Makefile", "requirements.txt", "requirements-dev.txt", "pyproject.toml", "setup.cfg"):
@@ -179,6 +182,14 @@ def test_zip_holds_what_a_bundle_carries(release):
     assert names == expected
     assert shipped_model == MODEL.read_bytes()
     assert ("large_files.yml" in rel) == bool(large_files(ROOT, LARGE_FILE_LIMIT))
+
+
+def test_label_app_runtime_files_are_not_shipped():
+    from scripts.release import _shipped
+
+    assert _shipped(Path("label_app/lib/trainers.py")) and _shipped(Path("label_app/studies.py"))
+    for runtime in ("label_app/model/model.pt", "label_app/logs/app.log", "label_app/bin/run.sh"):
+        assert not _shipped(Path(runtime)), runtime
 
 
 def test_zip_is_deterministic(release, tmp_path):

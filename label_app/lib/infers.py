@@ -1,0 +1,175 @@
+"""MONAI Label infer tasks that run the bundle's own inference recipe (``configs/inference.json``) on one study.
+
+Both tasks take the config's ``network_def``, ``preprocessing``, ``inferer`` (``SaliencyInferer``) and
+``postprocessing`` (``InferenceOutputs``), then bring the outputs to the study's own size with the functions the
+bundle's ``PredictionWriter`` uses, so a mask served here equals the one ``configs/inference.json`` writes.
+
+MONAI Label's ``BundleInferTask`` is not used: it runs one image at a time through transforms written for
+batches, keeps only a tensor ``pred`` (this network returns a dict) and can only build ``network_def``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from PIL import Image
+
+from bundle.data.transforms import STATUS_OK
+from bundle.inference.outputs import lung_mask_at, saliency_at
+
+from .bundle_config import inference_config, weights_paths
+
+__all__ = ["LungSegmentation", "Classification", "LoadStudy"]
+
+
+class LoadStudy:
+    """The config's preprocessing on the study file; its outputs join the request (MONAI Label keeps its keys).
+
+    A study the bundle cannot read becomes one ``INVALID_INPUT`` error naming the study and the reason.
+    """
+
+    def __init__(self, preprocessing: Callable) -> None:
+        self.preprocessing = preprocessing
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        path = data.get("image")
+        if not isinstance(path, str) or not path:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "no study file in the request")
+        out = self.preprocessing({"image": path})
+        if out["status"] != STATUS_OK:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{os.path.basename(path)}: {out['status']}")
+        d = dict(data)
+        d["image"] = out["image"]  # (1, image_size, image_size)
+        d["orig_shape"] = tuple(int(s) for s in out["orig_shape"])  # (rows, cols) of the study
+        return d
+
+
+class BundleInferTask(BasicInferTask):
+    """One study through ``configs/inference.json``; subclasses write what their model returns.
+
+    Args:
+        bundle_root: the bundle folder (``configs/``, ``models/``).
+        app_dir: the app folder; trained weights are published to ``<app_dir>/model/model.pt``.
+        labels: the labels MONAI Label shows; the config's ``class_names`` when not given.
+        overrides: config ids to override, e.g. ``{"saliency": "none"}``.
+    """
+
+    def __init__(
+        self,
+        bundle_root: str,
+        app_dir: str,
+        type: str,
+        description: str,
+        labels: dict[str, int] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.bundle_config = inference_config(bundle_root, **(overrides or {}))
+        c = self.bundle_config
+        self.class_names = list(c.get_parsed_content("class_names"))
+        self.multi_label = bool(c.get_parsed_content("multi_label"))
+        self.saliency_method = c.get_parsed_content("saliency")
+        self.bundle_preprocessing = c.get_parsed_content("preprocessing")
+        self.bundle_inferer: Inferer = c.get_parsed_content("inferer")
+        self.bundle_postprocessing = c.get_parsed_content("postprocessing")
+        super().__init__(
+            path=weights_paths(c, app_dir),
+            network=c.get_parsed_content("network_def"),
+            type=type,
+            labels=labels if labels is not None else self.class_names,
+            dimension=2,
+            description=description,
+            load_strict=True,  # every key of the bundle's weights: a silent partial load would serve noise
+        )
+
+    def pre_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        return [LoadStudy(self.bundle_preprocessing)]
+
+    def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        return []  # the bundle's postprocessing runs in run_inferer, on the batch it was written for
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        """Network, ``SaliencyInferer`` and ``InferenceOutputs`` on a batch of one; adds ``outputs`` (batched)."""
+        network = self._get_network(device, data)
+        x = torch.as_tensor(data["image"])[None].to(torch.device(device))
+        pred = self.bundle_inferer(x, network)
+        data["outputs"] = self.bundle_postprocessing({"pred": pred})
+        data["weights"] = self.get_path()
+        return data
+
+    def _result_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"weights": data.get("weights"), "image_size": list(data["orig_shape"])}
+
+
+def _temp_png(array: np.ndarray) -> str:
+    """Write a uint8 (rows, cols) array as a PNG the server sends and then deletes."""
+    with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
+        Image.fromarray(array).save(f, format="PNG")
+    return f.name
+
+
+class LungSegmentation(BundleInferTask):
+    """The lung mask of a study: a PNG label at the study's own size (rows, cols), 1 = lung, 0 = background."""
+
+    def __init__(self, bundle_root: str, app_dir: str) -> None:
+        # the mask does not depend on the saliency map, so none is computed
+        super().__init__(
+            bundle_root,
+            app_dir,
+            type=InferType.SEGMENTATION,
+            description="Lung segmentation (multi-task network of the bundle)",
+            labels={"lung": 1},
+            overrides={"saliency": "none"},
+        )
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
+        lung_prob = data["outputs"]["lung_prob"][0, 0].detach().float().cpu().numpy()
+        mask = lung_mask_at(lung_prob, data["orig_shape"])
+        result = self._result_json(data)
+        result["lung_fraction"] = float(mask.mean())
+        return _temp_png(mask), result
+
+
+class Classification(BundleInferTask):
+    """Class probabilities, the predicted class and the lung attention (JSON), and the saliency map as a PNG
+    (0-255 at the study's own size)."""
+
+    def __init__(self, bundle_root: str, app_dir: str) -> None:
+        super().__init__(
+            bundle_root,
+            app_dir,
+            type=InferType.CLASSIFICATION,
+            description="Classification with saliency and lung attention (multi-task network of the bundle)",
+        )
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str | None, dict]:
+        out = data["outputs"]
+        prob = out["prob"][0].detach().float().cpu().numpy()
+        result = self._result_json(data)
+        # MONAI Label's classification result format (its ClassificationWriter), plus what the bundle adds
+        result["prediction"] = [
+            {"idx": i, "label": c, "score": float(p)} for i, (c, p) in enumerate(zip(self.class_names, prob))
+        ]
+        if self.multi_label:
+            result["predicted"] = [c for c, p in zip(self.class_names, prob) if p > 0.5]
+        else:
+            result["predicted"] = self.class_names[int(prob.argmax())]
+        result["multi_label"] = self.multi_label
+        result["saliency_method"] = self.saliency_method
+        pred = out["pred"]
+        if "lung_attention" in out:
+            value = float(out["lung_attention"][0])
+            result["lung_attention"] = None if np.isnan(value) else value
+        if "saliency_class" in pred:
+            result["saliency_class"] = self.class_names[int(pred["saliency_class"][0])]
+        if "saliency" not in pred:
+            return None, result
+        saliency = saliency_at(pred["saliency"][0, 0].detach().float().cpu().numpy(), data["orig_shape"])
+        return _temp_png(np.round(saliency * 255).astype(np.uint8)), result

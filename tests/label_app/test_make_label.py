@@ -1,0 +1,39 @@
+"""``make label``: the command a user types serves the embedded sample on 127.0.0.1 (after ``make label-env``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.label_server import LABEL_PYTHON, LabelServer, copy_app, free_port
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not LABEL_PYTHON.exists(), reason=f"{LABEL_PYTHON} absent (see test_server.py)")
+
+SAMPLE_IMAGES = len(list((ROOT / "data" / "sample" / "images").glob("*.png")))
+SAMPLE_MASKS = len(list((ROOT / "data" / "sample" / "masks").glob("*.png")))
+
+
+def test_make_label_serves_the_sample(tmp_path: Path):
+    app, studies, port = copy_app(tmp_path / "app"), tmp_path / "studies", free_port()
+    make = [
+        "make",
+        "-s",
+        "-C",
+        str(ROOT),
+        "label",
+        f"LABEL_APP={app}",
+        f"LABEL_STUDIES={studies}",
+        f"LABEL_PORT={port}",
+    ]
+    with LabelServer(app, studies, tmp_path / "make.log", port=port, command=make, timeout=300) as server:
+        assert set(server.get("/info/")["models"]) == {"lung_segmentation", "classification"}
+        stats = server.get("/datastore/", output="stats")
+        # every sample PNG, plus one picture also as DICOM and as JPEG; the sample's masks as final labels
+        assert stats["total"] == SAMPLE_IMAGES + 2 and stats["completed"] == SAMPLE_MASKS
+        dicom = next(p.stem for p in studies.glob("dicom_*.dcm"))
+        for model in ("lung_segmentation", "classification"):
+            result = server.infer_json(model, dicom)
+            assert result["weights"] == str(ROOT / "models" / "model.pt")
+    assert server.proc.poll() is not None  # stopped by its PID, make and server both
