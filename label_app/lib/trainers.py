@@ -120,7 +120,7 @@ class LungSegmentationTrain(BasicTrainTask):
     def loss_function(self, context: Context) -> nn.Module:
         return DiceCELoss(to_onehot_y=True, softmax=True)  # the segmentation term of the bundle's MultiTaskLoss
 
-    def _load(self) -> list:
+    def train_pre_transforms(self, context: Context) -> list:
         size = [self.image_size, self.image_size]
         return [
             LoadCXRd(mask_key="label"),  # (1, rows, cols) image in [0, 1] and 0/1 mask, as the bundle reads them
@@ -129,23 +129,12 @@ class LungSegmentationTrain(BasicTrainTask):
             EnsureTyped(keys=["image", "label"], track_meta=False),
         ]
 
-    def train_pre_transforms(self, context: Context) -> list:
-        return self._load()
-
-    def val_pre_transforms(self, context: Context) -> list:
-        return self._load()
-
-    def _post(self) -> list:
+    def train_post_transforms(self, context: Context) -> list:
+        # validation uses the same pre- and post-transforms (BasicTrainTask's default)
         return [
             Activationsd(keys="pred", softmax=True),
             AsDiscreted(keys=("pred", "label"), argmax=(True, False), to_onehot=(2, 2)),
         ]
-
-    def train_post_transforms(self, context: Context) -> list:
-        return self._post()
-
-    def val_post_transforms(self, context: Context) -> list:
-        return self._post()
 
     def val_inferer(self, context: Context) -> SimpleInferer:
         return SimpleInferer()
