@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from scripts.label_server import LABEL_PYTHON, LabelServer, copy_app, free_port
+from scripts.label_server import LabelServer, copy_app, free_port
 from tests.conftest import ROOT
-
-pytestmark = pytest.mark.skipif(not LABEL_PYTHON.exists(), reason=f"{LABEL_PYTHON} absent (see test_server.py)")
 
 SAMPLE_IMAGES = len(list((ROOT / "data" / "sample" / "images").glob("*.png")))
 SAMPLE_MASKS = len(list((ROOT / "data" / "sample" / "masks").glob("*.png")))
