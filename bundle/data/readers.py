@@ -78,7 +78,7 @@ def _read_pil(path: str) -> np.ndarray:
 def _pixel_ops():
     """pydicom's LUT and colour helpers: ``pydicom.pixels`` from pydicom 3, ``pixel_data_handlers.util`` before it.
 
-    Both are supported because the MONAI Label environment needs pydicom 2 (see label_app/README.md).
+    Both are supported because the MONAI Label environment needs pydicom 2 (docs/monailabel.md).
     """
     try:
         from pydicom import pixels as ops
