@@ -24,7 +24,7 @@ from torch import nn
 
 from bundle.atomic import atomic_save
 from bundle.checkpoints import load_weights
-from bundle.data.readers import CXRReadError, read_cxr, read_mask
+from bundle.data.datalist import check_entries
 from bundle.data.transforms import LoadCXRd
 
 from .bundle_config import inference_config, weights_paths
@@ -59,20 +59,17 @@ class DecoderOnly(nn.Module):
 
 
 def annotated_pairs(datalist: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The datastore's (image, final label) pairs the bundle can read, with a warning naming each one left out."""
+    """The datastore's (image, final label) pairs the bundle can read, with a warning naming each one left out.
+
+    The bundle's own datalist check decides: both files decode and the mask has the image's shape.
+    """
     pairs = []
     for entry in datalist:
         image, label = entry.get("image"), entry.get("label")
         name = os.path.basename(str(image))
-        try:
-            shape, mask_shape = read_cxr(image).shape, read_mask(label).shape
-        except CXRReadError as e:
-            logger.warning("annotation of %s left out: %s", name, e)
-            continue
-        if shape != mask_shape:
-            logger.warning(
-                "annotation of %s left out: mask shape %s differs from the image's %s", name, mask_shape, shape
-            )
+        problems = check_entries([{"_id": name, "image": image, "mask": label}], 1, require_label=False, num_threads=1)
+        if problems:
+            logger.warning("annotation of %s left out: %s", name, problems[0])
             continue
         pairs.append({"image": image, "label": label})
     return pairs
