@@ -1,98 +1,379 @@
 """Checkpoints: safe loads, pretrained-weight transfer, and resumable training with atomic writes.
 
+Every weights file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, so no code
+in a file ever runs. A file that is missing, truncated, corrupt, unsafe or made for another network stops the run
+with one message naming the setting it came from, the file and what is wrong (``bundle.errors.fail``).
+
 MONAI's CheckpointSaver writes non-atomically (its DiskSaver uses ``atomic=False``) and names interval files
 by epoch, so a killed run can leave a torn file and a resume has to guess a name. ``TrainingCheckpointer``
 writes ``<ckpt_dir>/checkpoint.pt`` (everything needed to resume) after every epoch and ``<ckpt_dir>/model.pt``
-(a plain state_dict, the best by the key metric) through a temporary file and ``os.replace``.
+(a plain state_dict, the best by the key metric) through a temporary file and ``os.replace``. Before each new
+resume state is written, the current one becomes ``checkpoint.prev.pt`` (``previous_path``), so that a resume
+still finds a usable state when the latest one is damaged. Nothing with NaN or infinite values is ever written.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import math
 import os
-from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any
+import pickle
+import re
+import shutil
+import tempfile
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn
 
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader
+from ignite.handlers import Checkpoint
 from torch import nn
 
 from .atomic import atomic_save
+from .errors import fail
 from .settings import as_bool
 
-__all__ = ["load_weights", "load_pretrained", "check_weights", "TrainingCheckpointer"]
+__all__ = [
+    "WeightsError",
+    "load_weights",
+    "load_pretrained",
+    "check_weights",
+    "non_finite_tensors",
+    "previous_path",
+    "TrainingCheckpointer",
+]
 
 logger = logging.getLogger(__name__)
 
+WRAPPER_KEYS = ("model", "network", "state_dict")  # {"model": state_dict, ...} files are unwrapped
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+_EXAMPLES = 3  # names listed in a message before "..."
 
-def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a state_dict with ``weights_only=True``; unwraps ``{"model"|"network"|"state_dict": sd}`` files."""
+# What to do about a bad file, by the config id it came from.
+_HINTS = {
+    "pretrained_ckpt": "pass another --pretrained_ckpt (e.g. the pretrained_*.pt of a pretraining config), or none "
+    "to start from random weights",
+    "ckpt_file": "pass --ckpt_file <a model.pt written by configs/train.json>, or --ckpt_dir <its folder>",
+    "ckpt_dir": "pass --ckpt_dir <the folder where configs/train.json wrote model.pt>, or train first",
+}
+_MISSING_HINTS = {
+    "ckpt_file": "train first (configs/train.json), or pass --ckpt_file <model.pt> or --ckpt_dir <its folder>",
+    "ckpt_dir": "train first (configs/train.json), or pass --ckpt_dir <the folder with model.pt>",
+}
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used: ``str()`` is ``"<name> <path>: <problem>"``."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, name: str = "weights") -> None:
+        super().__init__(path, problem, name)
+        self.path, self.problem, self.name = os.fspath(path), problem, name
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.path}: {self.problem}"
+
+
+def _examples(names: Iterable[str]) -> str:
+    names = list(names)
+    return ", ".join(names[:_EXAMPLES]) + (", ..." if len(names) > _EXAMPLES else "")
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.:])\s|\n", str(text).strip(), maxsplit=1)[0].rstrip(".:") or type(text).__name__
+
+
+def _not_weights(path: str) -> str:
+    """What a file that no PyTorch reader understands looks like, in a few words."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if head.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the weights: fetch them with `git lfs pull`"
+    problem = "is not a PyTorch weights file, or is corrupt"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return problem
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"{problem} (it is text, starting {first!r})" if text.isprintable() or "\n" in text else problem
+
+
+def _read(path: str | os.PathLike, name: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with every way it can fail told in one ``WeightsError``."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    for key in ("model", "network", "state_dict"):
+    if not os.path.lexists(path):
+        raise WeightsError(path, "file not found", name)
+    if os.path.isdir(path):
+        raise WeightsError(path, "is a folder, not a weights file", name)
+    if not os.path.exists(path):
+        raise WeightsError(path, "is a broken link (its target does not exist)", name)
+    if os.path.getsize(path) == 0:
+        raise WeightsError(path, "is empty (0 bytes): an interrupted copy or download?", name)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe or ("Weights only load failed" in str(e) and zipfile.is_zipfile(path)):
+            what = f" ({unsafe.group(1)})" if unsafe else ""
+            raise WeightsError(
+                path,
+                f"holds pickled Python objects besides tensors{what}; refused unread, since unpickling them could "
+                "run code. Only plain state_dicts load: re-save it as torch.save(model.state_dict(), path) where "
+                "you trust its source",
+                name,
+            ) from e
+        raise WeightsError(path, _not_weights(path), name) from e
+    except EOFError as e:
+        raise WeightsError(path, "is truncated (its data ends early): an interrupted write or copy?", name) from e
+    except RuntimeError as e:
+        if "zip archive" in str(e) or "PytorchStreamReader" in str(e):
+            raise WeightsError(
+                path, f"is truncated or corrupt (an incomplete PyTorch file: {_first_sentence(e)})", name
+            ) from e
+        raise WeightsError(path, f"cannot be loaded ({_first_sentence(e)})", name) from e
+    except OSError as e:
+        raise WeightsError(path, f"cannot be read ({e.strerror or e})", name) from e
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        # what the legacy (non-zip) reader raises on text or random bytes
+        raise WeightsError(path, _not_weights(path), name) from e
+
+
+def _unwrap(state: Any, path: str, name: str) -> dict[str, torch.Tensor]:
+    """The plain state_dict in ``state``: wrapper entries and prefixes removed, every value a tensor."""
+    for key in WRAPPER_KEYS:
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
-    # weights saved from DistributedDataParallel or torch.compile carry a wrapper prefix
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+        raise WeightsError(path, f"holds a {type(state).__name__}, not a state_dict of tensors", name)
+    if not state:
+        raise WeightsError(path, "holds an empty state_dict", name)
+    other = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if other:
+        raise WeightsError(
+            path,
+            f"is not a state_dict of tensors: {_examples(other)} "
+            f"{'is' if len(other) == 1 else 'are'} not tensors (a resume checkpoint of another program?)",
+            name,
+        )
+    out = {}
+    for key, value in state.items():
+        key = str(key)
+        for prefix in WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
 
 
-def load_pretrained(network: nn.Module, path: str | os.PathLike | None) -> dict[str, list[str]]:
+def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors in ``obj`` holding NaN or infinite values.
+
+    ``obj`` is a tensor or nested mappings/sequences of tensors (a state_dict, an optimizer's state_dict, a
+    resume state). One device synchronisation per device, however many tensors.
+    """
+    flags: dict[torch.device, list[tuple[str, torch.Tensor]]] = defaultdict(list)
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() or value.is_complex():
+                flags[value.device].append((name, torch.isfinite(value).all()))
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{name}.{i}" if name else str(i))
+
+    walk(obj, prefix)
+    bad = []
+    for entries in flags.values():
+        finite = torch.stack([f for _, f in entries]).cpu().tolist()
+        bad += [n for (n, _), ok in zip(entries, finite) if not ok]
+    return bad
+
+
+def _non_finite_problem(bad: list[str]) -> str:
+    return (
+        f"holds NaN or infinite values in {len(bad)} tensor{'s' if len(bad) > 1 else ''} ({_examples(bad)}): the "
+        "run that wrote it diverged"
+    )
+
+
+def load_weights(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", name: str = "weights"
+) -> dict[str, torch.Tensor]:
+    """Load a state_dict with ``weights_only=True``; unwraps ``{"model"|"network"|"state_dict": sd}`` files.
+
+    ``module.`` and ``_orig_mod.`` key prefixes (DistributedDataParallel, torch.compile) are removed.
+
+    Args:
+        path: the weights file.
+        map_location: where the tensors go.
+        name: the setting the file came from (e.g. ``"pretrained_ckpt"``), named in the error.
+
+    Raises:
+        WeightsError: a ``ValueError`` naming ``name``, the file and what is wrong (missing, empty, truncated,
+            corrupt, unsafe: holding pickled objects other than tensors, or not a state_dict). Config-facing
+            callers (``load_pretrained``, ``check_weights``, ``TrainingCheckpointer``) turn it into ``fail``.
+    """
+    path = os.fspath(path)
+    return _unwrap(_read(path, name, map_location), path, name)
+
+
+def _module_counts(keys: Iterable[str]) -> str:
+    return ", ".join(f"{m} {n}" for m, n in sorted(Counter(k.split(".")[0] for k in keys).items())) or "none"
+
+
+def _mismatch(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> str | None:
+    """A short account of how ``source`` differs from ``target`` in keys and shapes; None when they match."""
+    missing = [k for k in target if k not in source]
+    unexpected = [k for k in source if k not in target]
+    shapes = [k for k in source if k in target and tuple(source[k].shape) != tuple(target[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the network's keys missing ({_module_counts(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} keys the network lacks ({_module_counts(unexpected)})")
+    if shapes:
+        examples = "; ".join(
+            f"{k} {list(source[k].shape)} in the file, {list(target[k].shape)} in the network"
+            for k in shapes[:_EXAMPLES]
+        )
+        parts.append(f"{len(shapes)} shapes differ ({examples}{'; ...' if len(shapes) > _EXAMPLES else ''})")
+    return "; ".join(parts) or None
+
+
+def _fail(error: WeightsError, hint: str | None = None) -> NoReturn:
+    hint = hint if hint is not None else _HINTS.get(error.name, "")
+    fail(f"{error}{'; ' + hint if hint else ''}", cause=error)
+
+
+def load_pretrained(
+    network: nn.Module, path: str | os.PathLike | None, name: str = "pretrained_ckpt"
+) -> dict[str, list[str]]:
     """Copy every tensor of ``path`` whose name and shape match ``network``; log what matched and what did not.
 
     Returns ``{"matched", "missing", "unexpected", "mismatched"}`` key lists. ``missing`` are the network's
     parameters the file does not provide (e.g. a new classification head), ``mismatched`` share a name but not
     a shape (e.g. a 1-channel reconstruction head loaded into a 2-channel segmentation head).
+
+    A file that cannot be read, is not a state_dict, holds NaN/inf values or shares no key with ``network``
+    stops the run (``fail``) with a message naming ``name`` and the file.
     """
     if not path:
         return {"matched": [], "missing": [], "unexpected": [], "mismatched": []}
-    source = load_weights(path)
+    path = os.fspath(path)
+    try:
+        source = load_weights(path, name=name)
+        bad = non_finite_tensors(source)
+        if bad:
+            raise WeightsError(path, _non_finite_problem(bad), name)
+    except WeightsError as e:
+        _fail(e)
     target = network.state_dict()
     matched = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
     mismatched = [k for k, v in source.items() if k in target and target[k].shape != v.shape]
     unexpected = [k for k in source if k not in target]
     missing = [k for k in target if k not in source]
+    if not matched:
+        _fail(
+            WeightsError(
+                path,
+                f"no key matches the network (the file's keys: {_examples(source)}; the network's: "
+                f"{_module_counts(target)})",
+                name,
+            ),
+            "is it a checkpoint of this bundle's encoder? (scripts/convert_weights.py converts torchvision ResNet "
+            f"weights); {_HINTS.get(name, '')}".rstrip("; "),
+        )
     network.load_state_dict({k: source[k] for k in matched}, strict=False)
-
-    def per_module(keys: list[str]) -> str:
-        return ", ".join(f"{m} {n}" for m, n in sorted(Counter(k.split(".")[0] for k in keys).items())) or "none"
 
     totals = Counter(k.split(".")[0] for k in target)
     loaded = Counter(k.split(".")[0] for k in matched)
     logger.info(
-        "pretrained_ckpt %s: %d of %d keys matched (%s)",
+        "%s %s: %d of %d keys matched (%s)",
+        name,
         path,
         len(matched),
         len(target),
         ", ".join(f"{m} {loaded.get(m, 0)}/{n}" for m, n in sorted(totals.items())),
     )
     if mismatched:
-        logger.info("pretrained_ckpt: skipped for shape mismatch: %s", per_module(mismatched))
+        logger.info("%s: skipped for shape mismatch: %s", name, _module_counts(mismatched))
     if unexpected:
-        logger.info("pretrained_ckpt: keys in the file that the network lacks: %s", per_module(unexpected))
-    if not matched:
-        raise ValueError(f"{path}: no key matches the network; is it a checkpoint of this bundle's encoder?")
+        logger.info("%s: keys in the file that the network lacks: %s", name, _module_counts(unexpected))
     return {"matched": matched, "missing": missing, "unexpected": unexpected, "mismatched": mismatched}
 
 
-def check_weights(path: str | os.PathLike) -> str:
-    """Stop with a clear message (no traceback) when the model file is missing; returns ``path``."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"model weights not found: {path} (train first, or pass --ckpt_dir <folder with model.pt>)")
-    return os.fspath(path)
+def _normalised_copy(state: Mapping[str, torch.Tensor], path: str, name: str) -> str:
+    """``state`` written as a plain state_dict to a temporary folder removed at exit; returns the copy's path."""
+    folder = tempfile.mkdtemp(prefix="cxr-weights-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy = os.path.join(folder, os.path.basename(path) or "model.pt")
+    atomic_save(dict(state), copy)
+    logger.info("%s %s: wrapped or prefixed keys; loading a plain copy of its state_dict (%s)", name, path, copy)
+    return copy
+
+
+def check_weights(path: str | os.PathLike, network: nn.Module | None = None, name: str = "ckpt_file") -> str:
+    """Check a model file before MONAI's ``CheckpointLoader`` reads it; returns the path it should load.
+
+    The file is loaded (``weights_only=True``) and must be a state_dict of finite tensors; with ``network``, it
+    must also match the network strictly (same keys and shapes). Files that ``load_weights`` unwraps (``module.``
+    or ``_orig_mod.`` prefixes, ``{"network"|"state_dict": sd}``) are accepted: as ``CheckpointLoader`` with
+    ``load_dict={"model": network}`` reads a plain state_dict or ``{"model": sd}`` only, such a file is handed on
+    as a plain copy in a temporary folder.
+
+    Args:
+        path: the model file.
+        network: the network it is loaded into, or None to check readability and finiteness only.
+        name: the config id the path came from (``"ckpt_file"``, ``"ckpt_dir"``), named in messages.
+
+    Returns:
+        ``path``, or the path of the plain copy.
+    """
+    path = os.fspath(path)
+    try:
+        raw = _read(path, name)
+        state = _unwrap(raw, path, name)
+        bad = non_finite_tensors(state)
+        if bad:
+            raise WeightsError(path, _non_finite_problem(bad), name)
+        if network is not None:
+            problem = _mismatch(state, network.state_dict())
+            if problem:
+                raise WeightsError(
+                    path, f"does not match the network (another backbone or class list?): {problem}", name
+                )
+    except WeightsError as e:
+        _fail(e, _MISSING_HINTS.get(name) if e.problem == "file not found" else None)
+    # what CheckpointLoader(load_dict={"model": network}) loads: checkpoint["model"] if present, else the file
+    as_read = raw["model"] if isinstance(raw, Mapping) and "model" in raw else raw
+    if isinstance(as_read, Mapping) and list(map(str, as_read)) == list(state):
+        return path
+    return _normalised_copy(state, path, name)
+
+
+def previous_path(last_path: str | os.PathLike) -> str:
+    """Where the resume state before ``last_path`` is kept: ``checkpoint.pt`` -> ``checkpoint.prev.pt``."""
+    stem, ext = os.path.splitext(os.fspath(last_path))
+    return f"{stem}.prev{ext or '.pt'}"
 
 
 class TrainingCheckpointer:
     """Resume state after every epoch and the best model by the validator's key metric, both written atomically.
 
-    On start, an existing ``checkpoint.pt`` in ``ckpt_dir`` is loaded (``weights_only=True``) so that an
-    interrupted run continues at the epoch after its last completed one.
+    On attach (while the config is instantiated, before any training), an existing resume state in ``ckpt_dir``
+    is read (``weights_only=True``) and checked against the objects it restores; the trainer continues at the
+    epoch after its last completed one. A damaged latest state (truncated, corrupt, unsafe, incomplete, made by
+    another configuration) is reported with a warning and the previous one (``previous_path``) is used; when
+    neither is usable, the run stops with a message saying how to start over.
+
+    Each new resume state is written after the current one is renamed to ``previous_path``, so a crash or a full
+    disk during the write leaves a usable state behind. No file is written from weights holding NaN or infinite
+    values: the run stops instead, keeping the files of the last good epoch.
 
     Args:
         ckpt_dir: output folder.
@@ -103,7 +384,8 @@ class TrainingCheckpointer:
             the final weights are the model. List this handler after the ValidationHandler so that each epoch's
             resume state records that epoch's validation.
         key_metric: metric name in ``validator.state.metrics``.
-        resume: load ``checkpoint.pt`` when it exists.
+        resume: load the resume state when it exists. A learning rate changed since it was written is kept:
+            the schedule continues scaled to the new one.
         best_filename: name (in ``ckpt_dir``) or path of the model file.
         last_filename: name (in ``ckpt_dir``) or path of the resume file; workflows sharing a folder use distinct names.
         model_state: callable returning the state_dict written as the model (default ``network.state_dict``),
@@ -127,9 +409,16 @@ class TrainingCheckpointer:
         self.validator, self.key_metric, self.resume = validator, key_metric, resume
         self.best_path = os.path.join(ckpt_dir, best_filename)
         self.last_path = os.path.join(ckpt_dir, last_filename)
+        self.prev_path = previous_path(self.last_path)
         self.model_state = model_state or network.state_dict
         self.best_metric, self.best_epoch = float("-inf"), -1
         self._trainer: Engine | None = None
+        self._resume_state: dict[str, Any] | None = None
+        self._resume_path: str | None = None
+        # whether the files at last_path / prev_path are states of this run (resumed from or written by it):
+        # only then is the latest one kept as the previous one, and a stale previous one is never fallen back to
+        self._last_ours = self._prev_ours = False
+        self._refused: str | None = None  # a model file not written during validation, reported by the trainer
 
     def state_dict(self) -> dict[str, float]:
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
@@ -138,47 +427,225 @@ class TrainingCheckpointer:
         self.best_metric, self.best_epoch = float(state["best_metric"]), int(state["best_epoch"])
 
     def attach(self, trainer: Engine) -> None:
-        """Register on the trainer (resume, last checkpoint) and on the validator (best model)."""
+        """Read and check the resume state, then register on the trainer (resume, last checkpoint) and on the
+        validator (best model)."""
         self._trainer = trainer
         self.save_dict.setdefault("trainer", trainer)  # the engine's epoch/iteration: where a resumed run starts
-        if self.resume and os.path.isfile(self.last_path):
-            logger.info("resuming from %s", self.last_path)
-            CheckpointLoader(self.last_path, {**self.save_dict, "checkpointer": self}, map_location="cpu").attach(
-                trainer
-            )
-            trainer.add_event_handler(Events.STARTED, self._warn_if_finished)
+        if self.resume:
+            self._select_resume_state()
+            if self._resume_state is not None:
+                trainer.add_event_handler(Events.STARTED, self._restore)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save_last)
         if self.validator is not None and self.key_metric:
             self.validator.add_event_handler(Events.COMPLETED, self._save_if_best)
+            trainer.add_event_handler(Events.COMPLETED, self._report_refused)
         else:
             trainer.add_event_handler(Events.COMPLETED, self._save_best_unconditionally)
 
+    # ---- resume -------------------------------------------------------------------------------------------------
+
+    def _select_resume_state(self) -> None:
+        """Keep the newest usable resume state (latest, else previous) for ``_restore``; fail when none is usable."""
+        if not (os.path.lexists(self.last_path) or os.path.lexists(self.prev_path)):
+            return
+        problems: list[tuple[str, str]] = []
+        for path in (self.last_path, self.prev_path):
+            if not os.path.lexists(path):
+                if path == self.last_path:
+                    problems.append((path, "is missing (a write was interrupted?)"))
+                continue
+            try:
+                state = self._validated(path)
+            except WeightsError as e:
+                problems.append((path, e.problem))
+                continue
+            for bad, problem in problems:
+                logger.warning("resume state %s %s; resuming from the previous one, %s", bad, problem, path)
+            logger.info("resuming from %s", path)
+            self._resume_path, self._resume_state = path, state
+            self._last_ours = path == self.last_path
+            self._prev_ours = True
+            return
+        told = "; ".join(f"{p} {why}" for p, why in problems)
+        fail(
+            f"cannot resume training: {told}. To start over, pass --resume false, delete "
+            f"{' and '.join(p for p, _ in problems)}, or use another --ckpt_dir"
+        )
+
+    def _validated(self, path: str) -> dict[str, Any]:
+        """The resume state in ``path`` if it can restore every object of ``save_dict``; else ``WeightsError``."""
+        name = "resume state"
+        state = _read(path, name)
+        if not isinstance(state, Mapping):
+            raise WeightsError(path, f"holds a {type(state).__name__}, not a resume state", name)
+        missing = [k for k in (*self.save_dict, "checkpointer") if k not in state]
+        if missing:
+            raise WeightsError(
+                path, f"lacks {', '.join(missing)} (a model file, or a resume state of another config?)", name
+            )
+        for key, obj in {**self.save_dict, "checkpointer": self}.items():
+            problem = _restore_problem(obj, state[key])
+            if problem:
+                raise WeightsError(path, f"cannot restore {key}: {problem}", name)
+        bad = non_finite_tensors(state)
+        if bad:
+            raise WeightsError(path, _non_finite_problem(bad), name)
+        return dict(state)
+
+    def _restore(self, trainer: Engine) -> None:
+        """STARTED: apply the resume state read at attach; a changed learning rate is kept."""
+        state, path = self._resume_state, self._resume_path
+        self._resume_state = None  # the tensors are copied into the objects; the state is not kept in memory
+        optimizers = [o for o in self.save_dict.values() if isinstance(o, torch.optim.Optimizer)]
+        configured = [[g.get("initial_lr", g["lr"]) for g in o.param_groups] for o in optimizers]
+        max_epochs = trainer.state.max_epochs
+        try:
+            Checkpoint.load_objects(to_load={**self.save_dict, "checkpointer": self}, checkpoint=state, strict=True)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            fail(
+                f"resume state {path} cannot be applied ({_first_sentence(e)}). To start over, pass --resume false, "
+                f"delete {path}, or use another --ckpt_dir",
+                cause=e,
+            )
+        trainer.state.max_epochs = max_epochs  # the configured number of epochs, not the one saved
+        for optimizer, lrs in zip(optimizers, configured):
+            self._keep_learning_rate(optimizer, lrs, path)
+        logger.info("restored %s: continuing after epoch %d", path, trainer.state.epoch)
+        self._warn_if_finished(trainer)
+
+    def _keep_learning_rate(self, optimizer: torch.optim.Optimizer, configured: list[float], path: str) -> None:
+        """Continue with the configured learning rate where it differs from the resumed one, at the same point
+        of the schedule (every learning rate of the optimizer and its schedulers scaled by new/old)."""
+        saved = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        if all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(configured, saved)):
+            return
+        factors = [new / old if old > 0 else None for new, old in zip(configured, saved)]
+        for group, new, factor in zip(optimizer.param_groups, configured, factors):
+            group["lr"] = group["lr"] * factor if factor is not None else new
+            if "initial_lr" in group:
+                group["initial_lr"] = new
+        for obj in self.save_dict.values():
+            if getattr(obj, "optimizer", None) is optimizer and hasattr(obj, "base_lrs"):
+                obj.base_lrs = list(configured)
+                if hasattr(obj, "_last_lr"):
+                    obj._last_lr = [g["lr"] for g in optimizer.param_groups]
+        logger.info(
+            "learning rate changed since %s was written (%s -> %s): continuing with the new one",
+            path,
+            ", ".join(f"{v:g}" for v in saved),
+            ", ".join(f"{v:g}" for v in configured),
+        )
+
     def _warn_if_finished(self, trainer: Engine) -> None:
         if trainer.state.epoch >= trainer.state.max_epochs:
+            more = "more than" if trainer.state.epoch > trainer.state.max_epochs else "of"
             logger.warning(
-                "%s already holds %d of %d epochs: nothing left to train. Raise max_epochs to continue, or start "
-                "over with another ckpt_dir or resume=false.",
-                self.last_path,
+                "%s already holds %d epochs, %s max_epochs %d: nothing left to train. Raise max_epochs to continue, "
+                "or start over with another ckpt_dir or resume=false.",
+                self._resume_path or self.last_path,
                 trainer.state.epoch,
+                more,
                 trainer.state.max_epochs,
             )
 
+    # ---- saving -------------------------------------------------------------------------------------------------
+
+    def _refusal(self, path: str, bad: list[str], epoch: int) -> str:
+        kept = "The file of the last good epoch is kept" if os.path.exists(path) else "No such file existed yet"
+        resumable = any(os.path.isfile(p) for p in (self.last_path, self.prev_path))
+        rerun = f"to resume from the last good state in {self.ckpt_dir}" if resumable else "to start over"
+        return (
+            f"refusing to write {path}: after epoch {epoch} the weights hold NaN or infinite values in {len(bad)} "
+            f"tensor{'s' if len(bad) > 1 else ''} ({_examples(bad)}): training diverged. {kept}; rerun with a "
+            f"lower --learning_rate {rerun} (with --amp true, also try --amp false)"
+        )
+
+    def _write(self, state: Any, path: str, what: str) -> None:
+        try:
+            atomic_save(state, path)
+        except OSError as e:
+            fail(f"cannot write {what} {path} ({e.strerror or e}): free some space or pass another --ckpt_dir", e)
+
     def _save_last(self, engine: Engine) -> None:
+        self._report_refused(engine)
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
         state["checkpointer"] = self.state_dict()
-        atomic_save(state, self.last_path)
+        bad = non_finite_tensors(state)
+        if bad:
+            fail(self._refusal(self.last_path, bad, engine.state.epoch))
+        try:
+            if self._last_ours and os.path.isfile(self.last_path):
+                os.replace(self.last_path, self.prev_path)
+                self._prev_ours = True
+            elif not self._prev_ours and os.path.lexists(self.prev_path):
+                os.remove(self.prev_path)  # left by an earlier run: a fall-back to it would resume that run
+        except OSError as e:
+            fail(f"cannot keep the previous resume state as {self.prev_path} ({e.strerror or e})", e)
+        kept = f"; the previous one is {self.prev_path}" if self._prev_ours else ""
+        try:
+            atomic_save(state, self.last_path)
+        except OSError as e:
+            fail(
+                f"cannot write the resume state {self.last_path} ({e.strerror or e}){kept}: free some space or pass "
+                "another --ckpt_dir, then rerun to resume",
+                e,
+            )
+        self._last_ours = True
+
+    def _save_model(self, engine: Engine) -> bool:
+        """Write the model file; False (and nothing written) when its weights are not finite."""
+        state = self.model_state()
+        bad = non_finite_tensors(state)
+        if bad:
+            self._refused = self._refusal(self.best_path, bad, engine.state.epoch)
+            return False
+        self._write(state, self.best_path, "the model")
+        return True
+
+    def _report_refused(self, engine: Engine) -> None:
+        # raised from the trainer, not from the validator's handlers, which would log a traceback around it
+        if self._refused:
+            fail(self._refused)
 
     def _save_best_unconditionally(self, engine: Engine) -> None:
-        atomic_save(self.model_state(), self.best_path)
+        if not self._save_model(engine):
+            self._report_refused(engine)
 
     def _save_if_best(self, validator: Engine) -> None:
+        trainer = self._trainer if self._trainer is not None else validator
         value = validator.state.metrics.get(self.key_metric)
         if value is None or value != value:  # NaN (e.g. a class absent from validation) never wins
             if not os.path.exists(self.best_path):
-                atomic_save(self.model_state(), self.best_path)
+                self._save_model(trainer)
             return
-        epoch = self._trainer.state.epoch if self._trainer is not None else validator.state.epoch
-        if float(value) > self.best_metric:
-            self.best_metric, self.best_epoch = float(value), epoch
-            atomic_save(self.model_state(), self.best_path)
-            logger.info("epoch %d: new best %s %.4f, saved %s", epoch, self.key_metric, value, self.best_path)
+        if float(value) > self.best_metric and self._save_model(trainer):
+            self.best_metric, self.best_epoch = float(value), trainer.state.epoch
+            logger.info(
+                "epoch %d: new best %s %.4f, saved %s", trainer.state.epoch, self.key_metric, value, self.best_path
+            )
+
+
+def _restore_problem(obj: Any, saved: Any) -> str | None:
+    """Why ``obj.load_state_dict(saved)`` would fail, in a few words; None when it would not."""
+    if not isinstance(saved, Mapping):
+        return f"a {type(saved).__name__}, not a state_dict"
+    if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        obj = obj.module  # ignite's load_objects loads into the wrapped module
+    if isinstance(obj, nn.Module):
+        return _mismatch(saved, obj.state_dict())
+    if isinstance(obj, torch.optim.Optimizer):
+        groups = saved.get("param_groups")
+        if not isinstance(groups, list) or not isinstance(saved.get("state"), Mapping):
+            return "not an optimizer's state_dict"
+        have = [len(g.get("params", [])) if isinstance(g, Mapping) else -1 for g in groups]
+        want = [len(g["params"]) for g in obj.param_groups]
+        if have != want:
+            return f"parameter groups of sizes {have}, the configured optimizer has {want}"
+        return None
+    if isinstance(obj, Engine):
+        if not {"epoch_length", "max_epochs"} <= set(saved) or not {"iteration", "epoch"} & set(saved):
+            return "not an ignite engine's state_dict (epoch_length, max_epochs, iteration)"
+        return None
+    if isinstance(obj, TrainingCheckpointer) and not {"best_metric", "best_epoch"} <= set(saved):
+        return "lacks best_metric, best_epoch"
+    return None

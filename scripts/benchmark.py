@@ -17,10 +17,14 @@ with a saliency map over that of a plain pass (lower is better). All also report
 
 from __future__ import annotations
 
+import functools
+
+from bundle.errors import run_main
+
 if __package__:  # imported as scripts.benchmark, or run with python -m scripts.benchmark
     from .bench import main
 else:  # python scripts/benchmark.py: sys.path[0] is scripts/
     from bench import main
 
 if __name__ == "__main__":
-    main(description=__doc__)
+    run_main(functools.partial(main, description=__doc__))

@@ -13,6 +13,7 @@
 
 Every step is a ``python -m monai.bundle run ...`` subprocess (logs under ``<out>/logs``); a step whose output
 already exists is skipped, so an interrupted study continues where it stopped (``--force`` redoes everything).
+Every option is checked before the first step: a bad value stops with one message naming it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bundle.atomic import atomic_write
 from bundle.data.datalist import prepare_splits
+from bundle.errors import fail, run_main
+from bundle.settings import ENCODER_STRIDE  # the configs' image_size: halved five times by the encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +60,60 @@ METHODS: dict[str, dict[str, Any] | None] = {
     # the shipped curriculum (inpainting, then SimCLR); max_epochs = --pretrain_epochs for EACH stage
     "inpainting_then_simclr": {"config": "configs/pretrain_curriculum.json", "overrides": {}},
 }
+
+
+MAX_SEED = 2**32 - 1  # the configs' seed range (numpy's)
+
+
+def integer(lo: int, hi: int | None = None, multiple_of: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi] (a multiple of ``multiple_of``), checked at parsing."""
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    if multiple_of > 1:
+        allowed = f"a multiple of {multiple_of}" + allowed.removeprefix("an integer")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi) or value % multiple_of:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    parse.__name__ = allowed  # argparse names the type in its message for an unparsable value
+    return parse
+
+
+def fraction(lo_open: bool, hi_open: bool) -> Callable[[str], float]:
+    """An argparse type: a number between 0 and 1, each bound open or closed as given."""
+    allowed = f"a number in {'(' if lo_open else '['}0, 1{')' if hi_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if not (0 < value if lo_open else 0 <= value) or not (value < 1 if hi_open else value <= 1):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = allowed
+    return parse
+
+
+def make_output_folder(out: Path) -> None:
+    """Create ``--out`` (and ``logs`` in it), or stop with one message saying why it cannot be."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"--out {out} is a file, not a folder" if existing == out else f"--out {out}: {existing} is a file")
+    try:
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {out}: cannot create the folder ({e.strerror or e})", e)
+    if not os.access(out, os.W_OK | os.X_OK):
+        fail(f"--out {out}: cannot write in it (permission denied)")
 
 
 def cli_value(value: Any) -> str:
@@ -122,7 +180,7 @@ class Runner:
     def __init__(self, out: Path, dry_run: bool = False) -> None:
         self.out, self.dry_run = out, dry_run
         self.commands: list[str] = []
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / "logs").mkdir(parents=True, exist_ok=True)  # main has checked that it can be created
 
     def __call__(self, name: str, cmd: list[str], done: Path, force: bool) -> None:
         shown = " ".join(shell_quote(c) for c in ["python"] + cmd[1:])
@@ -140,7 +198,7 @@ class Runner:
             proc = subprocess.run(cmd, cwd=self.out, stdout=f, stderr=subprocess.STDOUT, env=env)
         if proc.returncode != 0 or not done.exists():
             tail = log.read_text()[-3000:]
-            raise SystemExit(f"{name} failed (exit {proc.returncode}, {done} missing); log {log}:\n{tail}")
+            fail(f"{name} failed (exit {proc.returncode}, {done} missing); log {log}:\n{tail}")
         print(f"       done in {time.time() - start:.0f} s", flush=True)
 
 
@@ -223,8 +281,8 @@ def table(results: dict[str, dict[int, dict]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the study and print the table and the commands."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every value is range-checked at parsing, before any step runs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--data",
@@ -234,29 +292,50 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "label_efficiency")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--label_fraction", type=float, default=0.1)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--pretrain_epochs", type=int, default=100)
-    parser.add_argument("--finetune_epochs", type=int, default=30)
-    parser.add_argument("--batch_size", type=int, default=32, help="fine-tuning batch size")
-    parser.add_argument("--pretrain_batch_size", type=int, default=None, help="default: --batch_size")
-    parser.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: the configs')")
-    parser.add_argument("--split_seed", type=int, default=0)
-    parser.add_argument("--pretrain_seed", type=int, default=0)
-    parser.add_argument("--val_fraction", type=float, default=0.15)
-    parser.add_argument("--test_fraction", type=float, default=0.15)
+    parser.add_argument("--seeds", nargs="+", type=integer(0, MAX_SEED), default=[0, 1, 2])
+    parser.add_argument(
+        "--label_fraction",
+        type=fraction(lo_open=True, hi_open=False),
+        default=0.1,
+        help="share of the training labels used for fine-tuning, in (0, 1] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--image_size", type=integer(ENCODER_STRIDE, multiple_of=ENCODER_STRIDE), default=224, help="default 224"
+    )
+    parser.add_argument("--pretrain_epochs", type=integer(1), default=100)
+    parser.add_argument("--finetune_epochs", type=integer(1), default=30)
+    parser.add_argument("--batch_size", type=integer(1), default=32, help="fine-tuning batch size")
+    parser.add_argument("--pretrain_batch_size", type=integer(1), default=None, help="default: --batch_size")
+    parser.add_argument(
+        "--num_workers", type=integer(0), default=None, help="DataLoader workers (default: the configs')"
+    )
+    parser.add_argument("--split_seed", type=integer(0, MAX_SEED), default=0)
+    parser.add_argument("--pretrain_seed", type=integer(0, MAX_SEED), default=0)
+    parser.add_argument("--val_fraction", type=fraction(lo_open=False, hi_open=True), default=0.15)
+    parser.add_argument("--test_fraction", type=fraction(lo_open=False, hi_open=True), default=0.15)
     parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the study and print the table and the commands."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        parser.error(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    if args.val_fraction + args.test_fraction >= 1:
+        parser.error(
+            f"--val_fraction {args.val_fraction} plus --test_fraction {args.test_fraction} must be below 1 "
+            "(the rest is the training split)"
+        )
     if not (args.data / "datalist.json").is_file():
-        parser.error(f"no datalist.json in {args.data}")
+        kind = "is not a folder" if not args.data.is_dir() else "has no datalist.json"
+        parser.error(f"--data {args.data} {kind}; give a folder with datalist.json (scripts/prepare_dataset.py)")
     args.out = args.out.resolve()
     args.data = args.data.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(args.out)
 
     split = write_split(args.data, args.out, args.split_seed, args.val_fraction, args.test_fraction)
     common: dict[str, Any] = {"datalist": str(split), "dataset_dir": str(args.data), "image_size": args.image_size}
@@ -291,4 +370,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

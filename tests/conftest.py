@@ -78,3 +78,13 @@ def run_bundle(*args: str, cwd: Path = ROOT, timeout: int = 600, check: bool = T
 requires_shared = pytest.mark.skipif(
     not SHARED_CXR.is_dir(), reason=f"real CXR collection not found at {SHARED_CXR} (../shared is absent)"
 )
+
+
+def prepare_run(wf) -> None:
+    """Evaluate every step of an initialised workflow's ``run`` list but the last (the engine's run).
+
+    The configs check their settings, lock their folders, seed and load ``pretrained_ckpt`` at the start of
+    ``run``; this does all of that without training.
+    """
+    for i in range(len(wf.parser["run"]) - 1):
+        wf.parser.get_parsed_content(f"run#{i}")

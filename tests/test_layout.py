@@ -13,10 +13,10 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "bundle"
 # subpackage -> the bundle modules it may import (besides itself): the layers data -> networks -> ssl -> engines
 ALLOWED = {
-    "data": {"settings", "atomic"},
-    "networks": {"settings"},
-    "ssl": {"settings", "atomic", "data", "networks", "checkpoints", "plots"},
-    "engines": {"settings", "networks", "ssl"},
+    "data": {"errors", "settings", "atomic"},
+    "networks": {"errors", "settings"},
+    "ssl": {"errors", "settings", "atomic", "data", "networks", "checkpoints", "plots"},
+    "engines": {"errors", "settings", "networks", "ssl"},
 }
 
 

@@ -1,6 +1,8 @@
-"""bundle.settings.as_bool: the one parser behind every boolean id."""
+"""bundle.settings: the one parser behind every boolean id, and the check of every setting before any work."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -21,15 +23,23 @@ from bundle.settings import as_bool
         (1, True),
         (0, False),
         (np.bool_(True), True),
+        ("yes", True),
+        ("No", False),
+        ("on", True),
+        ("OFF", False),
+        ("y", True),
+        ("f", False),
+        ("", False),
+        (None, False),
     ],
 )
 def test_accepted_spellings(value, expected):
     assert as_bool(value, "resume") is expected
 
 
-@pytest.mark.parametrize("value", ["yes", "no", "", "flase", 2, -1, 0.5, None, [True]])
+@pytest.mark.parametrize("value", ["flase", "maybe", "2", 2, -1, 0.5, [True]])
 def test_anything_else_is_refused_with_the_id_name(value):
-    with pytest.raises(ValueError, match=r"^multi_instance must be True or False"):
+    with pytest.raises(ValueError, match=r"^multi_instance must be true or false"):
         as_bool(value, "multi_instance")
 
 
@@ -51,3 +61,160 @@ def test_every_boolean_consumer_parses_strings():
     assert (writer.write_masks, writer.write_saliency, writer.write_overlays) == (False, True, False)
     with pytest.raises(ValueError, match="write_overlays"):
         PredictionWriter("out", ["a"], write_overlays="maybe")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check: every setting before any work
+
+
+def _problems(settings: dict, workflow: str = "train") -> str:
+    from bundle.errors import UserError
+    from bundle.settings import check
+
+    with pytest.raises(UserError) as err:
+        check(settings, workflow)
+    assert err.value.code == str(err.value)  # SystemExit's code is the message: Python prints it, exit status 1
+    return str(err.value)
+
+
+def _good(tmp_path) -> dict:
+    return {
+        "bundle_root": str(tmp_path),
+        "dataset_dir": str(tmp_path),
+        "ckpt_dir": str(tmp_path / "new" / "ckpt"),
+        "class_names": ["normal", "pneumonia"],
+        "multi_label": "false",
+        "image_size": 64,
+        "backbone": "resnet10",
+        "batch_size": 4,
+        "label_fraction": 0.5,
+        "learning_rate": 1e-3,
+        "device": "cpu",
+        "resume": "yes",
+    }
+
+
+def test_valid_settings_pass_unchanged(tmp_path):
+    from bundle.settings import check
+
+    settings = _good(tmp_path)
+    assert check({"_desc_": "ignored", **settings}, "train")["image_size"] == 64
+
+
+@pytest.mark.parametrize(
+    "name,value,allowed",
+    [
+        ("label_fraction", 0, "must be a number in (0, 1]"),
+        ("label_fraction", 1.5, "must be a number in (0, 1]"),
+        ("label_fraction", "half", "must be a number in (0, 1]"),
+        ("image_size", 16, "must be an integer >= 32"),
+        ("image_size", 64.0, "must be an integer >= 32"),
+        ("batch_size", 0, "must be an integer >= 1"),
+        ("learning_rate", float("nan"), "must be a number in (0, 10]"),
+        ("learning_rate", -1e-3, "must be a number in (0, 10]"),
+        ("backbone", "resnet11", "must be one of efficientnet-b0"),
+        ("resume", "maybe", "must be true or false"),
+        ("device", "cuda:99", "CUDA"),
+        ("device", "tpu", "must be a torch device"),
+        ("class_names", [], "non-empty list of class names"),
+        ("class_names", ["a", "a"], "must not name a class twice"),
+        ("dataset_dir", "/nonexistent/folder", "no such folder"),
+    ],
+)
+def test_a_bad_setting_names_the_id_the_value_and_what_is_allowed(tmp_path, name, value, allowed):
+    message = _problems({**_good(tmp_path), name: value})
+    assert message.startswith("1 setting(s) cannot be used, nothing was run:")
+    assert f"{name}: {value!r} " in message and allowed in message
+
+
+def test_every_bad_setting_is_listed_at_once(tmp_path):
+    message = _problems({**_good(tmp_path), "label_fraction": 0, "batch_size": -2, "multi_label": "perhaps"})
+    assert message.startswith("3 setting(s)")
+    assert all(f"  - {n}:" in message for n in ("label_fraction", "batch_size", "multi_label"))
+
+
+def test_an_output_folder_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert "cannot be created" in _problems({**_good(tmp_path), "ckpt_dir": str(blocker / "sub")})
+    assert "is a file, not a folder" in _problems({**_good(tmp_path), "output_dir": str(blocker)})
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "not writable" in _problems({**_good(tmp_path), "output_dir": str(locked / "out")})
+
+
+def test_combinations(tmp_path):
+    good = {**_good(tmp_path), "ckpt_dir": str(tmp_path)}  # inference reads an existing ckpt_dir
+    assert "use a multiple of 32 (e.g. 96 or 128)" in _problems({**good, "image_size": 100})
+    assert "has one class" in _problems({**good, "class_names": ["pneumonia"]})
+    check_one_class = {**good, "class_names": ["pneumonia"], "multi_label": "true"}
+    from bundle.settings import check
+
+    check(check_one_class, "train")  # one yes/no finding is fine as multi-label
+    assert "leaves no image for training" in _problems({**good, "val_fraction": 0.5, "test_fraction": 0.5})
+    assert "nothing to learn" in _problems({**good, "w_cls": 0, "w_seg": 0.0})
+    assert "not one of the class names" in _problems({**good, "saliency_class": "covid"}, "inference")
+    assert "not a class index in [0, 1]" in _problems({**good, "saliency_class": 2}, "inference")
+    assert "larger than image_size" in _problems({**good, "occlusion_mask_size": 65}, "inference")
+    assert "(the default, when saliency_layer is null, is encoder.layer4)" in _problems(
+        {**good, "saliency_layer": "decoder.blocks.0"}, "inference"
+    )
+    check({**good, "saliency_layer": "encoder.layer3"}, "inference")
+    moco = {**good, "ssl_method": "moco", "queue_size": 2, "batch_size": 4}
+    assert "MoCo's queue" in _problems(moco, "pretrain_contrastive")
+
+
+def test_ssl_method_depends_on_the_workflow(tmp_path):
+    from bundle.settings import check
+
+    good = _good(tmp_path)
+    check({**good, "ssl_method": "SimCLR"}, "pretrain_contrastive")
+    assert "must be one of simclr, moco, byol, simsiam" in _problems(
+        {**good, "ssl_method": "mae"}, "pretrain_contrastive"
+    )
+    assert "must be one of rotation, jigsaw" in _problems({**good, "ssl_method": "simclr"}, "pretrain_pretext")
+    assert "must be one of inpainting, outpainting, group_masked" in _problems(
+        {**good, "ssl_method": "rotation"}, "pretrain_inpainting"
+    )
+
+
+def test_ranges_and_pairs(tmp_path):
+    good = _good(tmp_path)
+    assert "(one value or [min, max])" in _problems({**good, "mask_ratio": [0.5, 1.0]}, "pretrain_inpainting")
+    assert "min <= max" in _problems({**good, "gamma_range": [1.5, 0.7]}, "pretrain_contrastive")
+    assert "must be an integer >= 3" in _problems({**good, "hist_shift_points": [2, 10]}, "pretrain_contrastive")
+    from bundle.settings import check
+
+    check({**good, "mask_ratio": 0.6, "holes": [1, 8], "hole_size": None}, "pretrain_inpainting")
+
+
+def test_a_setting_without_a_rule_is_a_config_error(tmp_path):
+    assert "no rule checks this setting" in _problems({**_good(tmp_path), "new_knob": 3})
+
+
+def test_debug_id_switches_tracebacks_on(tmp_path):
+    from bundle import errors
+    from bundle.settings import check
+
+    try:
+        with pytest.raises(errors.DebugUserError, match="label_fraction"):
+            check({**_good(tmp_path), "debug": "true", "label_fraction": 2}, "train")
+    finally:
+        errors.set_debug(False)
+    assert not errors.debug_enabled() or os.environ.get("CXR_DEBUG")
+
+
+def test_the_guide_lists_every_rule():
+    """docs/reliability.md's table names every checked id (``*_prob`` style patterns count)."""
+    import fnmatch
+    import re
+
+    from bundle.settings import RULES, WORKFLOW_RULES
+    from tests.conftest import ROOT
+
+    table = (ROOT / "docs" / "reliability.md").read_text().split("## Settings are checked", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_*]+)`", table))
+    ids = set(RULES) | {k for rules in WORKFLOW_RULES.values() for k in rules}
+    missing = sorted(i for i in ids if not any(fnmatch.fnmatchcase(i, n) for n in named))
+    assert not missing, f"docs/reliability.md does not list {missing}"

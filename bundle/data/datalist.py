@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..errors import fail
 from ..settings import as_bool
 from .readers import SUPPORTED_SUFFIXES, CXRReadError, is_image_file, read_raw
 from .splits import group_by_patient, label_subset, split_by_patient
@@ -25,6 +26,7 @@ __all__ = [
     "SECTIONS",
     "load_datalist",
     "check_entries",
+    "labels_against_classes",
     "prepare_splits",
     "pretraining_splits",
     "list_images",
@@ -98,6 +100,37 @@ def _label_problem(label, num_classes: int, multi_label: bool) -> str | None:
         return f"'label' must be an integer class index, got {label!r}"
     if not 0 <= label < num_classes:
         return f"label {label} out of range [0, {num_classes - 1}]"
+    return None
+
+
+def labels_against_classes(entries: Sequence[dict], class_names: Sequence[str], multi_label: bool) -> str | None:
+    """One sentence when the datalist's labels as a whole do not fit the settings, else None.
+
+    Per-entry checks would report the same mistake once per image (every label a list while ``multi_label`` is
+    false, class indices beyond ``class_names``); this names the setting to change instead.
+    """
+    labels = [e["label"] for e in entries if e.get("label") is not None]
+    if not labels:
+        return None
+    n = len(class_names)
+    lists = [lab for lab in labels if isinstance(lab, (list, tuple))]
+    ints = [lab for lab in labels if isinstance(lab, int) and not isinstance(lab, bool)]
+    if multi_label and len(ints) == len(labels):
+        classes = sorted(set(ints))
+        return (
+            f"multi_label is true, but every label is a single class index (classes {classes}); set multi_label "
+            f"false, or give each label as a list of {n} values 0/1 (one per class name)"
+        )
+    if not multi_label and len(lists) == len(labels):
+        return "multi_label is false, but every label is a list of 0/1 values; set multi_label true"
+    lengths = sorted({len(lab) for lab in lists})
+    if multi_label and len(lists) == len(labels) and lengths != [n]:
+        return f"labels are lists of {', '.join(map(str, lengths))} values, but class_names has {n} names {list(class_names)}"
+    if not multi_label and ints and max(ints) >= n:
+        return (
+            f"labels go up to class index {max(ints)}, but class_names has {n} names {list(class_names)}; give "
+            f"--class_names one name per class ({max(ints) + 1} or more)"
+        )
     return None
 
 
@@ -186,13 +219,15 @@ def prepare_splits(
     try:
         sections = load_datalist(datalist, dataset_dir)
         everything = [e for s in SECTIONS for e in sections.get(s, [])]
+        mismatch = labels_against_classes(everything, class_names, multi_label)
+        if mismatch:
+            raise DatalistError(str(datalist), [mismatch])
         problems = check_entries(everything, len(class_names), multi_label, require_label, read_images=check)
         if problems:
             raise DatalistError(str(datalist), problems)
     except DatalistError as e:
         if exit_on_error:
-            logger.error(str(e))
-            raise SystemExit(str(e)) from None
+            fail(str(e), e)
         raise
     train = sections["training"] if "training" in sections else []
     val, test = sections.get("validation"), sections.get("test")
@@ -211,7 +246,7 @@ def prepare_splits(
             f"{len(group_by_patient(everything))} patients); add images or give the sections in the datalist"
         )
         if exit_on_error:
-            raise SystemExit(message)
+            fail(message)
         raise DatalistError(str(datalist), [message])
     labelled = [e for e in train if e.get("label") is not None]
     if label_fraction < 1:
@@ -260,7 +295,7 @@ def pretraining_splits(
         logger.info("pretraining on %d images found under %s (no labels: no kNN probe)", len(entries), image_dir)
         return {"training": entries, "validation": [], "test": []}
     if not datalist:
-        raise ValueError("pretraining needs a datalist (datalist id) or a folder of images (image_dir id)")
+        fail("datalist and image_dir are both null: pretraining needs a datalist or a folder of images (image_dir)")
     return prepare_splits(
         datalist,
         dataset_dir,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import debug_enabled
 from .cache import CacheSpec
 from .layouts import LAYOUTS
 from .pipeline import Options, prepare
@@ -30,6 +31,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _at_least(lo: int):
+    """An argparse type: an integer >= ``lo`` (the option is named by argparse's message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text}")
+        return value
+
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
 def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
     p.add_argument("--src", required=True, help="the dataset folder, as downloaded and unpacked")
     p.add_argument("--out", required=True, help="output folder for datalist.json and summary.json")
@@ -49,12 +66,14 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
     p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
     p.add_argument(
         "--workers",
-        type=int,
+        type=_at_least(1),
         default=min(8, os.cpu_count() or 1),
         help="processes that read files (default: %(default)s)",
     )
     p.add_argument("--cache-dir", help="write resized PNG copies here and point the datalist at them (resumable)")
-    p.add_argument("--cache-size", type=int, default=256, help="cached image side in pixels (default: %(default)s)")
+    p.add_argument(
+        "--cache-size", type=_at_least(8), default=256, help="cached image side in pixels (default: %(default)s)"
+    )
     p.add_argument(
         "--cache-keep-aspect",
         action="store_true",
@@ -110,17 +129,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output_folder(option: str, path: str) -> None:
+    """Stop early when ``path`` cannot become a folder we write to: it is a file, lies under a file, or the
+    nearest existing folder above it is read-only. Nothing is created here."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise PrepareError(f"{option} {path} is a file, not a folder")
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PrepareError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PrepareError(f"{option} {path}: cannot write in {existing} (permission denied)")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """--src, --out and --cache-dir, before the (possibly long) scan."""
+    if not os.path.isdir(args.src):
+        kind = "a file" if os.path.exists(args.src) else "not found"
+        raise PrepareError(f"--src {args.src} is not a folder ({kind}); give the unpacked dataset folder")
+    _check_output_folder("--out", args.out)
+    if args.cache_dir:
+        _check_output_folder("--cache-dir", args.cache_dir)
+        if os.path.realpath(args.cache_dir) == os.path.realpath(args.src):
+            # the cached PNGs would be written over the source images of the same name
+            raise PrepareError(
+                f"--cache-dir {args.cache_dir} is the --src folder: the cache would overwrite the source images; "
+                "give it a folder of its own (a folder inside --src is fine: it is not scanned)"
+            )
+
+
 def _options(args: argparse.Namespace) -> Options:
     if args.val_fraction + args.test_fraction >= 1:
-        raise PrepareError("--val-fraction plus --test-fraction must be below 1")
-    if args.workers < 1:
-        raise PrepareError("--workers must be at least 1")
+        raise PrepareError(
+            f"--val-fraction {args.val_fraction} plus --test-fraction {args.test_fraction} must be below 1 "
+            "(the rest is the training section)"
+        )
     cache = None
     if args.cache_dir:
         try:
             cache = CacheSpec(os.path.abspath(args.cache_dir), args.cache_size, args.cache_keep_aspect, args.cache_bits)
         except ValueError as e:
-            raise PrepareError(str(e)) from None
+            raise PrepareError(f"--cache-size/--cache-bits: {e}") from None
     record = {k: v for k, v in sorted(vars(args).items()) if k not in ("src", "out", "exclude")}
     return Options(
         src=args.src,
@@ -139,17 +190,24 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns the exit status (0 done, 2 the source cannot be prepared)."""
+    """Run one subcommand; returns the exit status (0 done, 2 the source cannot be prepared).
+
+    A source that cannot be prepared (a missing label file, a wrong option value) ends in one ``error:`` line;
+    in debug mode (``CXR_DEBUG=1``) the ``PrepareError`` propagates with its traceback.
+    """
     args = build_parser().parse_args(argv)
-    args.src = str(Path(args.src).absolute())
-    args.exclude = [os.path.abspath(p) for p in (args.out, args.cache_dir) if p]  # never scan our own output
     try:
-        if not os.path.isdir(args.src):
-            raise PrepareError(f"--src {args.src} is not a folder")
+        if not args.src.strip():  # Path("") is the working folder: never scan it by accident
+            raise PrepareError("--src is empty; give the unpacked dataset folder")
+        args.src = str(Path(args.src).absolute())
+        args.exclude = [os.path.abspath(p) for p in (args.out, args.cache_dir) if p]  # never scan our own output
+        _check_paths(args)
         options = _options(args)
         scan = LAYOUTS[args.layout].scan(args)
         prepare(scan, options)
     except PrepareError as e:
+        if debug_enabled():
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

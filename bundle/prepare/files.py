@@ -11,7 +11,17 @@ from pathlib import Path
 from ..data.readers import DICOM_SUFFIXES, is_image_file
 from .records import PrepareError
 
-__all__ = ["find_file", "image_files", "index_by_name", "is_dicom_file", "iter_files", "read_csv", "rel", "row_ref"]
+__all__ = [
+    "find_file",
+    "image_files",
+    "index_by_name",
+    "is_dicom_file",
+    "iter_files",
+    "read_csv",
+    "read_text",
+    "rel",
+    "row_ref",
+]
 
 
 def iter_files(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
@@ -82,24 +92,50 @@ def row_ref(csv_path: str | os.PathLike, line: int) -> str:
     return f"{Path(csv_path).name} line {line}"
 
 
+def _unreadable(path: Path, e: Exception) -> PrepareError:
+    """The one message for a label file that is not UTF-8 text or cannot be opened."""
+    if isinstance(e, UnicodeDecodeError):
+        return PrepareError(
+            f"{path}: not a text file in UTF-8 (undecodable byte at offset {e.start}); is this the right file?"
+        )
+    return PrepareError(f"{path}: cannot read the label file ({getattr(e, 'strerror', None) or e})")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A label file's text (UTF-8, byte order mark dropped); stops with a clear error on a binary file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrepareError(f"label file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as e:
+        raise _unreadable(path, e) from None
+
+
 def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows of a CSV file as ``(line number, {column: value})``; stops with a clear error on a wrong header.
+    """Rows of a CSV file as ``(line number, {column: value})``; stops with a clear error on a wrong header,
+    a file that is not UTF-8 text or a line the CSV reader cannot parse.
 
     A byte order mark (Excel exports) is dropped and column names are stripped of surrounding spaces.
     """
     path = Path(path)
     if not path.is_file():
         raise PrepareError(f"label file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise PrepareError(
-                f"{path}: column(s) {', '.join(repr(c) for c in missing)} not in the header {header}; "
-                "is this the right file?"
-            )
-        for row in reader:
-            if not any(v.strip() for v in row):
-                continue
-            yield reader.line_num, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise PrepareError(
+                    f"{path}: column(s) {', '.join(repr(c) for c in missing)} not in the header {header}; "
+                    "is this the right file?"
+                )
+            for row in reader:
+                if not any(v.strip() for v in row):
+                    continue
+                yield reader.line_num, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
+    except csv.Error as e:
+        raise PrepareError(f"{path} line {reader.line_num}: not a CSV row ({e}); is this the right file?") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise _unreadable(path, e) from None

@@ -115,7 +115,8 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
     ``datalist.json`` and ``summary.json`` into ``options.out``. Prints the summary; returns it.
 
     Raises:
-        PrepareError: no usable image is left (the summary, with the reasons, is still written).
+        PrepareError: no usable image is left (the summary, with the reasons, is still written), the cache would
+            overwrite source files, or the split cannot be made (``--official-test`` without a test set).
     """
     stream = stream or sys.stdout
     out = os.path.abspath(options.out)
@@ -123,11 +124,20 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
     os.makedirs(out, exist_ok=True)
     spec = options.cache
     skipped, notes = list(scan.skipped), list(scan.notes)
+    if options.official_test and not any(e.get("_official") == "test" for e in scan.entries):
+        # before reading every file: the split would fail at the end
+        raise PrepareError(f"--official-test: no image of {src} is part of the dataset's own test set")
 
     cache_paths = {}
     if spec is not None:
         paths = [e["image"] for e in scan.entries] + [e["mask"] for e in scan.entries if "mask" in e]
         cache_paths = plan_cache_paths(paths, src, spec)
+        overwritten = sorted(p for p, c in cache_paths.items() if os.path.realpath(p) == os.path.realpath(c))
+        if overwritten:  # a cache folder that mirrors the source tree onto itself
+            raise PrepareError(
+                f"--cache-dir {spec.root} would overwrite {len(overwritten)} source file(s) such as {overwritten[0]}; "
+                "give the cache a folder of its own"
+            )
     checks = check_files(_file_tasks(scan.entries, cache_paths), options.workers, spec, options.decode)
     entries, bad = _usable(scan.entries, checks)
     skipped += bad
@@ -136,14 +146,17 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
 
     sections: dict[str, list[dict]] = {s: [] for s in SECTIONS}
     if entries:
-        sections, split_notes = assign_splits(
-            entries,
-            lambda e: groups.find(patient_key(e)),
-            options.val_fraction,
-            options.test_fraction,
-            options.seed,
-            options.official_test,
-        )
+        try:
+            sections, split_notes = assign_splits(
+                entries,
+                lambda e: groups.find(patient_key(e)),
+                options.val_fraction,
+                options.test_fraction,
+                options.seed,
+                options.official_test,
+            )
+        except ValueError as e:  # fractions out of range, or --official-test on a source without a test set
+            raise PrepareError(str(e)) from None
         notes += split_notes
     cache_report = None
     if spec is not None:

@@ -5,6 +5,12 @@ A curriculum (``configs/pretrain_curriculum.json``) is an ordered list of stages
 every stage in this process as a MONAI ``ConfigWorkflow`` with its own ``ckpt_dir`` and ``output_dir``
 (``<output_root>/<NN>_<name>/`` and ``.../eval``), and starts stage i from the weights stage i-1 produced.
 
+Checking first: before any stage trains, every stage is checked as declared (its config file exists and
+every id it overrides is one of that config's), and each stage that is about to run gets its own config's
+settings check with the values it will be given, so a bad setting of the last stage stops the curriculum
+before the first one trains. Every such failure, a corrupt state file, and a stage's own setting error, ends
+in one message naming the stage (``bundle.errors.fail``: exit status 1, no traceback outside debug mode).
+
 Resuming: ``<output_root>/curriculum_state.json`` (written atomically) marks the finished stages, so a rerun
 skips them; the unfinished stage resumes at its last completed epoch from its own resume checkpoint
 (``TrainingCheckpointer``). A finished stage whose settings have changed since is an error, not a silent
@@ -18,6 +24,7 @@ decoder was trained against the encoder as it was at the end of its stage; fine-
 
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import json
@@ -30,6 +37,7 @@ from typing import Any
 
 from ..atomic import atomic_save, atomic_write_json
 from ..checkpoints import load_pretrained, load_weights
+from ..errors import UserError, fail
 from ..settings import as_bool
 
 __all__ = ["CurriculumError", "run_curriculum", "load_state", "STATE_FILE", "stage_dirs"]
@@ -42,7 +50,11 @@ MANAGED_IDS = ("ckpt_dir", "output_dir")  # set by the curriculum for every stag
 
 
 class CurriculumError(ValueError):
-    """A curriculum that cannot run as declared; the message names the stage."""
+    """A curriculum that cannot run as declared; the message names the stage.
+
+    Raised by this module's helpers (``load_state`` included); ``run_curriculum`` ends with it through
+    ``bundle.errors.fail``, so that the run stops with the message alone instead of MONAI's wrapped traceback.
+    """
 
 
 def load_state(output_root: str) -> dict[str, Any]:
@@ -87,11 +99,33 @@ def _check_stages(stages: Sequence[Mapping[str, Any]], bundle_root: str) -> list
             raise CurriculumError(f"{where}: {managed} are set by the curriculum (<output_root>/<stage>/); remove them")
         name = stage.get("name") or os.path.splitext(os.path.basename(config))[0]
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+        _check_override_ids(f"{where} ({name})", path, config, overrides)
         if name in names:
             raise CurriculumError(f"{where}: stage name {name!r} is used twice; give the stages distinct names")
         names.add(name)
-        checked.append({"id": f"{i + 1:02d}_{name}", "config": path, "overrides": dict(overrides)})
+        checked.append({"id": f"{i + 1:02d}_{name}", "config": path, "given": config, "overrides": dict(overrides)})
     return checked
+
+
+def _check_override_ids(where: str, config: str, given: str, overrides: Mapping[str, Any]) -> None:
+    """Every id a stage overrides must be one of its config's: an unknown id (a typo) would be ignored silently.
+
+    ``pretrained_ckpt`` is always allowed: a config without that id gets the weights loaded into its network.
+    """
+    from monai.bundle import ConfigParser
+
+    try:
+        parser = ConfigParser(ConfigParser.load_config_file(config))
+    except Exception as e:  # json / yaml raise their own types for a broken file
+        raise CurriculumError(f"{where}: cannot read config file {config} ({type(e).__name__}: {e})") from e
+    unknown = [k for k in overrides if k != "pretrained_ckpt" and not str(k).startswith("_") and k not in parser]
+    if unknown:
+        known = [str(k) for k in (parser.get() or {}) if not str(k).startswith("_")]
+        close = difflib.get_close_matches(str(unknown[0]), known, n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise CurriculumError(
+            f"{where}: 'overrides' sets {unknown}, not an id of {given}{hint} " "(an unknown id would be ignored)"
+        )
 
 
 def stage_dirs(output_root: str, stage_id: str) -> tuple[str, str]:
@@ -105,15 +139,44 @@ def _fingerprint(config: str, overrides: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _with_init(config: str, overrides: dict[str, Any], init: str | None) -> tuple[dict[str, Any], bool]:
+    """The stage's overrides with its initial weights, and whether its config declares ``pretrained_ckpt``.
+
+    Every pretraining config of this bundle loads ``pretrained_ckpt`` at the start of ``run``; for a config without
+    that id the weights are loaded into its ``network`` by ``_run_stage``.
+    """
+    from monai.bundle import ConfigParser
+
+    declares_init = "pretrained_ckpt" in ConfigParser.load_config_file(config)
+    return ({**overrides, "pretrained_ckpt": init} if declares_init else dict(overrides)), declares_init
+
+
+def _stage_label(stage: Mapping[str, Any]) -> str:
+    return f"curriculum stage {stage['id']} ({stage['given']})"
+
+
+def _preflight(stage: Mapping[str, Any], overrides: dict[str, Any], init: str | None) -> None:
+    """Run the stage config's own settings check (its ``bundle.settings.check`` step, the first of ``run``) with
+    the values the stage will get, without building anything; a bad setting stops here, naming the stage."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(stage["config"])
+    parser.update(_with_init(stage["config"], overrides, init)[0])
+    steps = parser.get("run") or []
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, str) and "settings.check(" in step:
+            try:
+                parser.get_parsed_content(f"run#{i}")
+            except UserError as e:
+                fail(f"{_stage_label(stage)}: {e.message}", e)
+
+
 def _run_stage(config: str, overrides: dict[str, Any], init: str | None, meta_file: str | None) -> str:
     """Run one pretraining config; returns its ``pretrained_out``."""
-    from monai.bundle import ConfigParser, ConfigWorkflow
+    from monai.bundle import ConfigWorkflow
 
-    # Every pretraining config of this bundle loads ``pretrained_ckpt`` in ``initialize``; for a config
-    # without that id the weights are loaded into its ``network`` here.
-    declares_init = "pretrained_ckpt" in ConfigParser.load_config_file(config)
-    if declares_init:
-        overrides = {**overrides, "pretrained_ckpt": init}
+    overrides, declares_init = _with_init(config, overrides, init)
     workflow = ConfigWorkflow(config_file=config, meta_file=meta_file, workflow_type="train", **overrides)
     try:
         workflow.initialize()
@@ -156,8 +219,79 @@ def run_curriculum(
         bundle_root: base of relative config paths.
         meta_file: metadata for the stage workflows (None: ``configs/metadata.json`` beside each config).
         carry_forward: hand on the previous weights updated with each stage's export (see the module docstring).
+
+    Raises:
+        UserError: a curriculum that cannot run as declared (a stage config that is missing or sets an unknown
+            id, a corrupt state file, a finished stage whose settings changed) or a stage's bad setting: one
+            message naming the stage (``DebugUserError`` with the traceback in debug mode).
     """
-    carry_forward = as_bool(carry_forward, "carry_forward")
+    try:
+        return _run_curriculum(
+            stages, output_root, defaults, force, pretrained_ckpt, final_out, bundle_root, meta_file, carry_forward
+        )
+    except CurriculumError as e:
+        fail(str(e), e)
+
+
+def _stage_overrides(
+    stage: Mapping[str, Any], output_root: str, base: Mapping[str, Any], forced: Mapping[str, Any]
+) -> tuple[dict[str, Any], str | None, bool]:
+    """(overrides without ``pretrained_ckpt``, the stage's own initial weights, whether it names them)."""
+    ckpt_dir, output_dir = stage_dirs(output_root, stage["id"])
+    overrides = {**base, **stage["overrides"], **forced, "ckpt_dir": ckpt_dir, "output_dir": output_dir}
+    overrides.pop("pretrained_ckpt", None)
+    own = "pretrained_ckpt" in stage["overrides"]
+    return overrides, stage["overrides"].get("pretrained_ckpt"), own
+
+
+def _finished_prefix(
+    checked: Sequence[Mapping[str, Any]],
+    plans: Sequence[tuple[dict[str, Any], str | None, bool]],
+    state: Mapping[str, Any],
+    weights: str | None,
+    state_path: str,
+) -> tuple[int, str | None]:
+    """How many leading stages are finished with the same settings (skipped), and the weights they hand on.
+
+    Raises:
+        CurriculumError: a finished stage's settings changed since: later stages were trained from it.
+    """
+    for i, (stage, (overrides, own_init, own)) in enumerate(zip(checked, plans)):
+        sid = stage["id"]
+        record = state["stages"].get(sid)
+        if not record or record.get("status") != "done":
+            return i, weights
+        init = own_init if own else weights
+        if record.get("fingerprint") != _fingerprint(stage["config"], {**overrides, "pretrained_ckpt": init}):
+            raise CurriculumError(
+                f"stage {sid} was finished with other settings (config or overrides changed since): later "
+                f"stages were trained from it. Use a new output_root, or delete {overrides['ckpt_dir']} and its "
+                f"entry in {state_path} to redo it and the stages after it."
+            )
+        if not os.path.isfile(record.get("handed_on", "")):
+            logger.warning("curriculum: stage %s is marked finished but its weights are gone; running it again", sid)
+            return i, weights
+        logger.info("curriculum: stage %s already finished, skipped (weights %s)", sid, record["handed_on"])
+        weights = record["handed_on"]
+    return len(checked), weights
+
+
+def _run_curriculum(
+    stages: Sequence[Mapping[str, Any]],
+    output_root: str,
+    defaults: Mapping[str, Any] | None,
+    force: Mapping[str, Any] | None,
+    pretrained_ckpt: str | None,
+    final_out: str | None,
+    bundle_root: str,
+    meta_file: str | None,
+    carry_forward: bool,
+) -> str:
+    try:
+        carry_forward = as_bool(carry_forward, "carry_forward")
+    except ValueError as e:
+        raise CurriculumError(str(e)) from None
+
     checked = _check_stages(stages, bundle_root)
     output_root = os.path.abspath(output_root)
     os.makedirs(output_root, exist_ok=True)
@@ -166,43 +300,36 @@ def run_curriculum(
     # None = "not set"; keys starting with "_" are config annotations such as _desc_
     base = {k: v for k, v in (defaults or {}).items() if v is not None and not k.startswith("_")}
     forced = {k: v for k, v in (force or {}).items() if v is not None and not k.startswith("_")}
+    plans = [_stage_overrides(stage, output_root, base, forced) for stage in checked]
+    first, weights = _finished_prefix(checked, plans, state, pretrained_ckpt, state_path)
+    # every stage left to run is checked before the first trains; the weights of a stage after the first one to
+    # run do not exist yet, so its check sees none unless it names its own
+    for i in range(first, len(checked)):
+        overrides, own_init, own = plans[i]
+        _preflight(checked[i], overrides, own_init if own else (weights if i == first else None))
     earlier_records = dict(state["stages"])
-    weights = pretrained_ckpt
-    ran_before = False
-    for stage in checked:
+    for i in range(first, len(checked)):
+        stage, (overrides, own_init, own) = checked[i], plans[i]
         sid = stage["id"]
-        ckpt_dir, output_dir = stage_dirs(output_root, sid)
-        overrides = {**base, **stage["overrides"], **forced, "ckpt_dir": ckpt_dir, "output_dir": output_dir}
-        init = stage["overrides"].get("pretrained_ckpt", weights)
-        overrides.pop("pretrained_ckpt", None)
+        ckpt_dir = overrides["ckpt_dir"]
+        init = own_init if own else weights
         fingerprint = _fingerprint(stage["config"], {**overrides, "pretrained_ckpt": init})
-        record = state["stages"].get(sid)
-        if record and record.get("status") == "done" and not ran_before:
-            if record.get("fingerprint") != fingerprint:
-                raise CurriculumError(
-                    f"stage {sid} was finished with other settings (config or overrides changed since): later "
-                    f"stages were trained from it. Use a new output_root, or delete {ckpt_dir} and its entry in "
-                    f"{state_path} to redo it and the stages after it."
-                )
-            if os.path.isfile(record.get("handed_on", "")):
-                logger.info("curriculum: stage %s already finished, skipped (weights %s)", sid, record["handed_on"])
-                weights = record["handed_on"]
-                continue
-            logger.warning("curriculum: stage %s is marked finished but its weights are gone; running it again", sid)
-        if ran_before and earlier_records.get(sid) and os.path.isdir(ckpt_dir):
+        if i > first and earlier_records.get(sid) and os.path.isdir(ckpt_dir):
             logger.warning(
                 "curriculum: stage %s ran before from other weights; it continues from its resume checkpoint in %s "
                 "if one is there (delete that folder to retrain it from the new weights)",
                 sid,
                 ckpt_dir,
             )
-        ran_before = True
         # this stage and every later one are unfinished until they run again
         state["stages"] = {k: v for k, v in state["stages"].items() if k < sid}
         atomic_write_json(state, state_path, default=str)
         logger.info("curriculum: stage %s (%s) from %s", sid, os.path.relpath(stage["config"]), init or "scratch")
         started = time.time()
-        exported = _run_stage(stage["config"], overrides, init, meta_file)
+        try:
+            exported = _run_stage(stage["config"], overrides, init, meta_file)
+        except UserError as e:  # the stage's own one-line failure: say which stage it was
+            fail(f"{_stage_label(stage)}: {e.message}", e)
         handed_on = exported
         if carry_forward and init:
             merged = {**load_weights(init), **load_weights(exported)}

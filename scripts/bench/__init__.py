@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 from . import inference, inpainting, pretrain, train
-from .harness import REPORT_KEYS, print_report, write_json
+from .harness import REPORT_KEYS, at_least, check_output_file, print_report, write_json
 
 __all__ = ["SUITES", "REPORT_KEYS", "build_parser", "run_suite", "main"]
 
@@ -33,7 +34,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         suite_parser(name, sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
     every = sub.add_parser("all", help="every suite with its defaults (--device and --threads apply to all)")
     every.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    every.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
+    every.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (default 0: torch's default)")
     every.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
 
@@ -45,9 +46,14 @@ def run_suite(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None, description: str | None = None) -> dict[str, dict[str, Any]]:
-    """Parse the command line, run the chosen suite(s), print each report; returns ``{suite: report}``."""
+def main(argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, dict[str, Any]]:
+    """Parse the command line, run the chosen suite(s), print each report; returns ``{suite: report}``.
+
+    A bad flag stops at parsing (argparse, exit 2); a missing dataset, weights file or device, or an
+    unwritable ``--json``, stops before any measuring with one message (exit 1).
+    """
     args = build_parser(description).parse_args(argv)
+    check_output_file("--json", args.json)  # before measuring, not after
     if args.suite == "all":
         results = {}
         for name in SUITES:

@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+from bundle.errors import fail
+from bundle.settings import ENCODER_STRIDE  # FlexibleUNet halves the image five times
+
 __all__ = [
     "ROOT",
     "CONFIGS",
@@ -30,6 +33,8 @@ __all__ = [
     "IterationTimer",
     "add_common_arguments",
     "add_data_arguments",
+    "at_least",
+    "check_output_file",
     "choose_device",
     "compare_training",
     "dataset_size_needed",
@@ -66,19 +71,62 @@ REPORT_KEYS = (
 )
 
 
+def at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``lo``, so that a bad value stops before any work with argparse's
+    ``argument --<flag>: ...`` message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {lo}"  # argparse names the type in its message for an unparsable value
+    return parse
+
+
+def _image_size(text: str) -> int:
+    value = at_least(ENCODER_STRIDE)(text)
+    if value % ENCODER_STRIDE:
+        lo = value // ENCODER_STRIDE * ENCODER_STRIDE
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of {ENCODER_STRIDE} (the encoder halves it five times), e.g. {lo} or "
+            f"{lo + ENCODER_STRIDE}; got {value}"
+        )
+    return value
+
+
+def _backbone(text: str) -> str:
+    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+
+    names = sorted(FLEXUNET_BACKBONE.register_dict)
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"unknown encoder {text!r}; choose one of {', '.join(names)}")
+    return text
+
+
 def add_common_arguments(
     parser: argparse.ArgumentParser, *, warmup: int, iters: int, batch_size: int, image_size: int = 224
 ) -> None:
-    """The flags every suite takes (each suite chooses its defaults)."""
-    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed iterations first (default {warmup})")
-    parser.add_argument("--iters", type=int, default=iters, help=f"timed iterations (default {iters})")
+    """The flags every suite takes (each suite chooses its defaults); values out of range stop at parsing."""
+    parser.add_argument(
+        "--warmup", type=at_least(0), default=warmup, help=f"untimed iterations first (default {warmup})"
+    )
+    parser.add_argument("--iters", type=at_least(1), default=iters, help=f"timed iterations (default {iters})")
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu"
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
-    parser.add_argument("--image_size", type=int, default=image_size, help=f"default {image_size}")
-    parser.add_argument("--batch_size", type=int, default=batch_size, help=f"default {batch_size}")
-    parser.add_argument("--backbone", default="resnet18", help="FlexibleUNet encoder (default resnet18)")
+    parser.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (default 0: torch's default)")
+    parser.add_argument(
+        "--image_size", type=_image_size, default=image_size, help=f"a multiple of 32 (default {image_size})"
+    )
+    parser.add_argument("--batch_size", type=at_least(1), default=batch_size, help=f"default {batch_size}")
+    parser.add_argument(
+        "--backbone", type=_backbone, default="resnet18", help="FlexibleUNet encoder (default resnet18)"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -90,8 +138,27 @@ def add_data_arguments(parser: argparse.ArgumentParser, num_workers: int = 2) ->
         help="a folder with datalist.json; its images are repeated as needed (default: the bundle's data/sample)",
     )
     parser.add_argument(
-        "--num_workers", type=int, default=num_workers, help=f"workflow DataLoader workers (default {num_workers})"
+        "--num_workers",
+        type=at_least(0),
+        default=num_workers,
+        help=f"workflow DataLoader workers (default {num_workers})",
     )
+
+
+def check_output_file(option: str, path: str | os.PathLike | None) -> None:
+    """Stop before any measuring when ``path`` cannot be written: a folder, under a file, or read-only."""
+    if not path:
+        return
+    target = Path(path).absolute()
+    if target.is_dir():
+        fail(f"{option} {path} is a folder; give a file name such as {Path(path) / 'benchmark.json'}")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        fail(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"{option} {path}: cannot write in {folder} (permission denied)")
 
 
 def choose_device(name: str | None) -> torch.device:
@@ -99,14 +166,20 @@ def choose_device(name: str | None) -> torch.device:
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available")
+        fail("--device cuda: CUDA is not available on this machine (torch sees no GPU); use --device cpu")
     return torch.device(name)
 
 
 def settings(args: argparse.Namespace, device: torch.device, **extra: Any) -> dict[str, Any]:
     """What a result was measured with (the ``settings`` of a report); sets the thread count from ``--threads``."""
-    if args.iters < 1 or args.warmup < 0:
-        raise SystemExit("need --iters >= 1 and --warmup >= 0")
+    # the command line checks these at parsing; a Namespace built in code is checked here
+    problems = [
+        f"--{name} must be an integer >= {lo}, got {getattr(args, name)!r}"
+        for name, lo in (("iters", 1), ("warmup", 0), ("threads", 0), ("batch_size", 1), ("image_size", 32))
+        if not isinstance(getattr(args, name), int) or getattr(args, name) < lo
+    ]
+    if problems:
+        fail("; ".join(problems))
     if args.threads:
         torch.set_num_threads(args.threads)
     return {
@@ -271,6 +344,22 @@ def memory_note(device: torch.device, workers: bool = False) -> str:
     return "process peak RSS (VmHWM) per phase" + ("; DataLoader workers not included" if workers else "")
 
 
+def _read_datalist(dataset_dir: Path) -> dict[str, Any]:
+    """``dataset_dir/datalist.json`` as a mapping, or one message naming --dataset_dir and what is wrong."""
+    path = dataset_dir / "datalist.json"
+    if not dataset_dir.is_dir():
+        fail(f"--dataset_dir {dataset_dir} is not a folder; give a folder with datalist.json")
+    if not path.is_file():
+        fail(f"--dataset_dir {dataset_dir} has no datalist.json (scripts/prepare_dataset.py writes one)")
+    try:
+        source = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(f"--dataset_dir: {path} is not readable JSON ({e})", e)
+    if not isinstance(source, dict):
+        fail(f"--dataset_dir: {path} must hold a JSON object with a 'training' list, got {type(source).__name__}")
+    return source
+
+
 def repeat_datalist(dataset_dir: str | os.PathLike, n_images: int, out: str | os.PathLike) -> tuple[str, list[dict]]:
     """Write a datalist of at least ``n_images`` training entries (the dataset's images, repeated) under ``out``.
 
@@ -278,10 +367,11 @@ def repeat_datalist(dataset_dir: str | os.PathLike, n_images: int, out: str | os
     separate patients, so two-image (MICLe) pairs keep their meaning. Returns the path and the entries.
     """
     dataset_dir = Path(dataset_dir).resolve()
-    source = json.loads((dataset_dir / "datalist.json").read_text())
-    entries = [e for s in ("training", "validation", "test") for e in source.get(s, []) if isinstance(e, dict)]
+    source = _read_datalist(dataset_dir)
+    sections = [source[s] for s in ("training", "validation", "test") if isinstance(source.get(s), list)]
+    entries = [e for section in sections for e in section if isinstance(e, dict)]
     if not entries:
-        raise SystemExit(f"{dataset_dir}/datalist.json has no entries")
+        fail(f"--dataset_dir: {dataset_dir / 'datalist.json'} has no entries in training, validation or test")
     rows = []
     for k in range(-(-n_images // len(entries))):
         for e in entries:

@@ -11,18 +11,21 @@ passes one pass with saliency costs (lower is better).
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import torch
 from monai.utils import set_determinism
 
 from bundle.checkpoints import load_weights
+from bundle.errors import fail
 from bundle.networks import MultiTaskClassifier
 from bundle.saliency import SaliencyInferer
 
 from .harness import (
     IterationTimer,
     add_common_arguments,
+    at_least,
     choose_device,
     make_report,
     memory_note,
@@ -40,18 +43,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--saliency", default="gradcampp", choices=["gradcampp", "gradcam", "occlusion"], help="default gradcampp"
     )
-    parser.add_argument("--num_classes", type=int, default=4, help="default 4")
+    parser.add_argument("--num_classes", type=at_least(1), default=4, help="default 4")
     parser.add_argument("--ckpt", default=None, help="optional model.pt (speed does not depend on the weights)")
+
+
+def load_checkpoint(net: MultiTaskClassifier, path: str, args: argparse.Namespace) -> None:
+    """Load ``--ckpt`` into ``net``, or stop with one message saying why it cannot be used."""
+    try:
+        state = load_weights(path)
+    except Exception as e:  # torch.load raises many types for a file that is not a checkpoint
+        # bundle.checkpoints' own errors already name the file and the problem
+        detail = str(e) if path in str(e) else f"{path}: not a weights file torch can read ({type(e).__name__}: {e})"
+        fail(f"--ckpt: {detail}", e)
+    target = net.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
+    if missing or unexpected or mismatched:
+        counts = ", ".join(
+            f"{len(keys)} {what} (e.g. {keys[0]})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched))
+            if keys
+        )
+        fail(
+            f"--ckpt {path}: does not fit MultiTaskClassifier(num_classes={args.num_classes}, "
+            f"backbone={args.backbone}): keys {counts}; set --num_classes and --backbone as the model was trained"
+        )
+    net.load_state_dict(state)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time both modes on interleaved batches; return the report."""
     device = choose_device(args.device)
     setup = settings(args, device, saliency=args.saliency)
+    if args.ckpt and not os.path.isfile(args.ckpt):
+        fail(f"--ckpt {args.ckpt}: file not found (it is optional: speed does not depend on the weights)")
     set_determinism(seed=0)
     net = MultiTaskClassifier(num_classes=args.num_classes, backbone=args.backbone)
     if args.ckpt:
-        net.load_state_dict(load_weights(args.ckpt))
+        load_checkpoint(net, args.ckpt, args)
     net = net.to(device).eval()
     x = torch.rand(args.batch_size, 1, args.image_size, args.image_size, device=device)
     modes = {"plain": SaliencyInferer("none"), "saliency": SaliencyInferer(args.saliency)}

@@ -47,7 +47,7 @@ def cli_args(overrides: dict) -> list[str]:
 def test_workflow_properties_resolve_from_another_directory(config, workflow_type, tiny_dataset, tmp_path, elsewhere):
     """The model zoo's check: the required properties of the workflow type resolve, none is missing."""
     dataset = tiny_dataset / "images" if workflow_type == "infer" else tiny_dataset  # inference reads a folder
-    if workflow_type == "infer":  # inference checks for its weights as it initialises
+    if workflow_type == "infer" or EVALUATE in config:  # inference and evaluation check their weights first
         atomic_save(MultiTaskNet(len(CLASS_NAMES), BACKBONE).state_dict(), tmp_path / "models" / "model.pt")
     wf = ConfigWorkflow(
         config_file=config,

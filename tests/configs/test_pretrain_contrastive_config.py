@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import ROOT, run_bundle
+from tests.conftest import ROOT, prepare_run, run_bundle
 
 SAMPLE = ROOT / "data" / "sample"
 PRETRAIN = str(ROOT / "configs" / "pretrain_contrastive.json")
@@ -102,7 +102,7 @@ def test_pretrain_then_finetune_loads_encoder(method, multi_instance, small_data
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="bundle.checkpoints"):
-        workflow(TRAIN, **overrides(small_datalist, tmp_path, pretrained_ckpt=str(out)))
+        prepare_run(workflow(TRAIN, **overrides(small_datalist, tmp_path, pretrained_ckpt=str(out))))
     matched, total = encoder_keys_matched(caplog.text)
     assert matched == total == len(state)
 

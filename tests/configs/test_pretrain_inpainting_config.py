@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import ROOT, SHARED_CXR, requires_shared, write_dataset
+from tests.conftest import ROOT, SHARED_CXR, prepare_run, requires_shared, write_dataset
 
 CONFIG = str(ROOT / "configs/pretrain_inpainting.json")
 TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "max_epochs": 1}
@@ -99,7 +99,8 @@ def test_train_json_loads_encoder_and_decoder(blocks_run, tiny_data, tmp_path):
     logger = logging.getLogger("bundle.checkpoints")
     logger.addHandler(handler)
     try:
-        wf.initialize()  # initialize loads pretrained_ckpt
+        wf.initialize()
+        prepare_run(wf)  # the start of run loads pretrained_ckpt
     finally:
         logger.removeHandler(handler)
     net = wf.parser.get_parsed_content("network")

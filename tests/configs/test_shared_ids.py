@@ -46,6 +46,7 @@ DIFFERS = {
     "initialize",
     "run",
     "finalize",
+    "settings",  # each config lists its own setting ids (tests/configs/test_settings_ids.py)
 }
 # inference reads a folder of images, not a datalist, and keeps saliency gradients for a smaller batch
 INFERENCE_OWN = {"dataset_dir", "datalist", "batch_size", "output_dir"}

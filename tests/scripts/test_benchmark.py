@@ -13,7 +13,9 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from scripts.bench import REPORT_KEYS, SUITES, build_parser, suite_parser
+from scripts.bench import REPORT_KEYS, SUITES, build_parser
+from scripts.bench import main as benchmark_main
+from scripts.bench import suite_parser
 from scripts.bench.harness import IterationTimer
 from tests.conftest import ROOT, write_dataset
 
@@ -100,3 +102,81 @@ def test_iteration_timer_reports_a_short_run():
     engine.run([[0]] * 4, max_epochs=1)
     with pytest.raises(RuntimeError, match="only 4 iterations ran"):
         timer.throughput()
+
+
+def benchmark_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CXR_DEBUG", "MONAI_DEBUG_CONFIG")}
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "2")
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+QUICK = ["--iters", "1", "--warmup", "0", "--image_size", "32", "--batch_size", "1"]
+# (arguments, exit status, texts the message must hold); the command costs ~5-10 s of imports, so the real
+# command runs one flag error and one file error, and main() in this process the rest
+COMMAND_CASES = {
+    "iters 0": (["inference", "--iters", "0"], 2, ["--iters", ">= 1, got 0"]),
+    "no datalist": (["train", "--dataset_dir", ".", *QUICK], 1, ["--dataset_dir", "no datalist.json"]),
+}
+MAIN_CASES = {
+    "image size not a multiple of 32": (["train", "--image_size", "48"], ["--image_size", "multiple of 32"]),
+    "negative threads": (["all", "--threads", "-1"], ["--threads", ">= 0"]),
+    "unknown backbone": (["inference", "--backbone", "resnet19"], ["--backbone", "resnet18"]),
+    "bad datalist": (["pretrain", "--dataset_dir", "bad", *QUICK], ["--dataset_dir", "not readable JSON"]),
+    "json is a folder": (["inference", "--json", ".", *QUICK], ["--json", "is a folder"]),
+    "json under a file": (["inference", "--json", "notes.txt/out.json", *QUICK], ["--json", "is a file"]),
+    "ckpt missing": (["inference", "--ckpt", "nope.pt", *QUICK], ["--ckpt nope.pt", "not found"]),
+    "ckpt not weights": (["inference", "--ckpt", "notes.txt", *QUICK], ["--ckpt", "notes.txt"]),
+}
+
+
+@pytest.fixture
+def wrong_files(tmp_path: Path, monkeypatch) -> Path:
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "datalist.json").write_text("{not json")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(COMMAND_CASES))
+def test_command_stops_before_measuring_with_one_message(case, wrong_files):
+    """The real command: a non-zero status, one message naming the flag or file, no traceback, no report."""
+    args, status, named = COMMAND_CASES[case]
+    proc = benchmark_command(*args, cwd=wrong_files)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == status, output[-3000:]
+    assert "Traceback" not in output and "==" not in proc.stdout
+    for text in named:
+        assert text in output, (text, output[-3000:])
+
+
+@pytest.mark.parametrize("case", list(MAIN_CASES))
+def test_wrong_input_stops_before_measuring(case, wrong_files, capsys):
+    """argparse's usage error (exit 2) or bundle.errors.fail's one message (exit 1), before any measuring."""
+    args, named = MAIN_CASES[case]
+    with pytest.raises(SystemExit) as stop:
+        benchmark_main(args)
+    output = str(stop.value.code) + capsys.readouterr().err
+    assert stop.value.code != 0
+    for text in named:
+        assert text in output, (text, output)
+
+
+def test_cuda_without_cuda_is_one_message(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--device cuda: CUDA is not available"):
+        benchmark_main(["inference", "--device", "cuda"])
+
+
+def test_weights_of_another_model_are_named(tmp_path):
+    torch.save({"x": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match=r"--ckpt .*other.pt: does not fit MultiTaskClassifier\(num_classes=4"):
+        benchmark_main(["inference", "--ckpt", str(tmp_path / "other.pt"), *QUICK])
+
+
+def test_a_namespace_built_in_code_is_checked_too():
+    args = suite_parser("inference").parse_args([])
+    args.iters = 0
+    with pytest.raises(SystemExit, match="--iters must be an integer >= 1, got 0"):
+        SUITES["inference"].run(args)

@@ -1,4 +1,5 @@
-"""Curricula: stages run in order from the previous weights; a rerun after an interruption skips finished stages."""
+"""Curricula: stages run in order from the previous weights; a rerun after an interruption skips finished stages;
+a curriculum that cannot run as declared stops before any stage trains, with one message naming the stage."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from bundle import checkpoints
+from bundle.errors import DebugUserError, UserError
 from bundle.ssl.curriculum import STATE_FILE, CurriculumError, load_state, run_curriculum
-from tests.conftest import ROOT, write_dataset
+from tests.conftest import ROOT, run_bundle, write_dataset
 
 TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "probe_interval": 0}
 STAGES = [
@@ -98,7 +100,7 @@ def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_dat
     epochs_saved.clear()
     assert run_curriculum(STAGES, str(root), **where) == final and epochs_saved == []  # nothing left
     changed = [STAGES[0], {**STAGES[1], "overrides": {"ssl_method": "rotation", "max_epochs": 3}}]
-    with pytest.raises(CurriculumError, match="02_rotation was finished with other settings"):
+    with pytest.raises(UserError, match="02_rotation was finished with other settings"):
         run_curriculum(changed, str(root), **where)
 
 
@@ -110,8 +112,79 @@ def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_dat
         ([{"config": "configs/pretrain_pretext.json", "epochs": 3}], r"stages\[0\]: unknown keys \['epochs'\]"),
         ([{"config": "configs/pretrain_pretext.json", "overrides": {"ckpt_dir": "x"}}], "set by the curriculum"),
         ([{"config": "configs/pretrain_pretext.json"}] * 2, r"stages\[1\]: stage name 'pretrain_pretext' is used"),
+        (
+            [{"config": "configs/pretrain_pretext.json", "overrides": {"ssl_methd": "jigsaw"}}],
+            r"stages\[0\] \(pretrain_pretext\): 'overrides' sets \['ssl_methd'\].*did you mean 'ssl_method'",
+        ),
     ],
 )
 def test_bad_stages_are_named(stages, message, tmp_path):
-    with pytest.raises(CurriculumError, match=message):
+    with pytest.raises(UserError, match=message):
         run_curriculum(stages, str(tmp_path), bundle_root=str(ROOT))
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_a_bad_setting_of_a_later_stage_stops_before_the_first_trains(tiny_data, tmp_path):
+    stages = [STAGES[0], {**STAGES[1], "overrides": {"ssl_method": "rotation", "max_epochs": 0}}]
+    where = {"defaults": {"bundle_root": str(ROOT), "dataset_dir": str(tiny_data), **TINY}, "bundle_root": str(ROOT)}
+    message = r"(?s)curriculum stage 02_rotation \(configs/pretrain_pretext.json\): .*max_epochs: 0"
+    with pytest.raises(UserError, match=message):
+        run_curriculum(stages, str(tmp_path / "c"), **where)
+    assert not (tmp_path / "c" / "01_inpainting").exists() and not (tmp_path / "c" / STATE_FILE).exists()
+
+
+def test_debug_mode_keeps_the_cause(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_DEBUG", "1")
+    with pytest.raises(DebugUserError, match="config file not found") as raised:
+        run_curriculum([{"config": "configs/nope.json"}], str(tmp_path), bundle_root=str(ROOT))
+    assert isinstance(raised.value.__cause__, CurriculumError)
+
+
+def test_corrupt_state_file_is_named(tmp_path):
+    (tmp_path / STATE_FILE).write_text('{"stages": ')
+    with pytest.raises(CurriculumError, match="unreadable state file"):
+        load_state(str(tmp_path))
+
+
+# The real command (configs/pretrain_curriculum.json): each case fails before any stage trains. Each costs ~10 s
+# of imports, so one case per kind of mistake runs here; test_bad_stages_are_named and the rerun test above call
+# run_curriculum, what the command runs, with the others (a missing stage config, a finished stage changed since).
+# (overrides, what the state file holds first or None, texts the message must hold)
+COMMAND_CASES = {
+    "override of an unknown id": (
+        ["--stages#1#overrides#max_epoch", "3"],
+        None,
+        ["stages[1] (simclr)", "'max_epoch'", "configs/pretrain_contrastive.json", "did you mean 'max_epochs'"],
+    ),
+    "bad setting of the last stage": (
+        ["--stages#1#overrides#ssl_method", "simclear"],
+        None,
+        ["curriculum stage 02_simclr", "ssl_method", "'simclear'"],
+    ),
+    "corrupt state file": ([], '{"stages": {', [STATE_FILE, "unreadable state file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(COMMAND_CASES))
+def test_command_stops_before_training_with_one_message(case, tmp_path):
+    overrides, state, named = COMMAND_CASES[case]
+    root = tmp_path / "models" / "curriculum"
+    if state is not None:
+        root.mkdir(parents=True)
+        (root / STATE_FILE).write_text(state)
+    proc = run_bundle(
+        "run",
+        "--config_file",
+        "configs/pretrain_curriculum.json",
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        *overrides,
+        check=False,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for text in named:
+        assert text in output, (text, output[-3000:])
+    assert not list(root.glob("*/*.pt")) and not (root / "pretrained_curriculum.pt").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..files import find_file, image_files, index_by_name, iter_files, row_ref
+from ..files import find_file, image_files, index_by_name, iter_files, read_text, row_ref
 from ..labels import assign_classes, parse_mapping
 from ..records import PrepareError, Scan, Skip
 
@@ -57,32 +57,29 @@ def scan(args: argparse.Namespace) -> Scan:
     entries, skipped, listed = [], [], set()
     for label_file in label_files:
         split = _split_of(label_file)
-        with open(label_file, encoding="utf-8-sig") as f:
-            for line_no, line in enumerate(f, start=1):
-                tokens = line.split()
-                if not tokens:
-                    continue
-                where = row_ref(label_file, line_no)
-                if len(tokens) < 4:
-                    skipped.append(
-                        Skip(where, f"expected 'patient_id filename label source', got {line.strip()!r}", "bad_row")
-                    )
-                    continue
-                # File names may contain spaces: everything between the patient id and the last two fields.
-                patient, filename, label, source = tokens[0], " ".join(tokens[1:-2]), tokens[-2], tokens[-1]
-                image = find_file(filename, [src / split / filename, src / filename], index)
-                listed.add(image)
-                if image is None:
-                    skipped.append(
-                        Skip(
-                            where, f"image '{filename}' not found in {split}/ or elsewhere under --src", "missing_file"
-                        )
-                    )
-                    continue
-                entry = {"image": str(image), "_class": label, "patient": patient, "source": source}
-                if split == "test":
-                    entry["_official"] = "test"
-                entries.append(entry)
+        for line_no, line in enumerate(read_text(label_file).split("\n"), start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            where = row_ref(label_file, line_no)
+            if len(tokens) < 4:
+                skipped.append(
+                    Skip(where, f"expected 'patient_id filename label source', got {line.strip()!r}", "bad_row")
+                )
+                continue
+            # File names may contain spaces: everything between the patient id and the last two fields.
+            patient, filename, label, source = tokens[0], " ".join(tokens[1:-2]), tokens[-2], tokens[-1]
+            image = find_file(filename, [src / split / filename, src / filename], index)
+            listed.add(image)
+            if image is None:
+                skipped.append(
+                    Skip(where, f"image '{filename}' not found in {split}/ or elsewhere under --src", "missing_file")
+                )
+                continue
+            entry = {"image": str(image), "_class": label, "patient": patient, "source": source}
+            if split == "test":
+                entry["_official"] = "test"
+            entries.append(entry)
     names = ", ".join(f.name for f in label_files)
     skipped += [Skip(str(f), f"not listed in {names}", "no_label") for f in image_files(files) if f not in listed]
     entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"))

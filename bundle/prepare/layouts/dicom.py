@@ -85,6 +85,17 @@ def _read_labels(args: argparse.Namespace, path: Path) -> tuple[dict[str, tuple[
     return {k: v for k, v in labels.items() if k not in conflicts}, skipped
 
 
+def _check_key_tag(keyword: str) -> None:
+    """An unknown keyword would make every file look unreadable: name the option instead."""
+    from pydicom.datadict import tag_for_keyword
+
+    if tag_for_keyword(keyword) is None:
+        raise PrepareError(
+            f"--key-tag {keyword!r} is not a DICOM keyword; use one such as AccessionNumber, StudyInstanceUID, "
+            "SOPInstanceUID or PatientID (spelled as in the DICOM standard, case-sensitive)"
+        )
+
+
 def _keep(h: dict[str, str], args: argparse.Namespace) -> str | None:
     """Why a header is filtered out, or None to keep it."""
     modalities = {m.upper() for m in args.modalities}
@@ -101,6 +112,7 @@ def _keep(h: dict[str, str], args: argparse.Namespace) -> str | None:
 def scan(args: argparse.Namespace) -> Scan:
     """Entries for every readable frontal radiograph (with a label row, when labels are given)."""
     src = Path(args.src)
+    _check_key_tag(args.key_tag)
     labels_path = None
     if args.labels:  # as given (absolute, or relative to the working folder), else inside --src
         labels_path = Path(args.labels) if Path(args.labels).is_file() else src / args.labels

@@ -62,8 +62,16 @@ def _name_rules(pairs: list[str]) -> list[tuple[re.Pattern, str]]:
         regex, sep, cls = pair.rpartition("=")
         if not sep or not regex or not class_key(cls):
             raise PrepareError(f"--name-class: expected REGEX=CLASS, got {pair!r}")
-        rules.append((re.compile(regex), cls))
+        rules.append((_compile(regex, "--name-class"), cls))
     return rules
+
+
+def _compile(regex: str, option: str) -> re.Pattern:
+    """``regex`` compiled, or a message naming the option and what is wrong with it."""
+    try:
+        return re.compile(regex)
+    except re.error as e:
+        raise PrepareError(f"{option}: {regex!r} is not a valid regular expression ({e})") from None
 
 
 def _patient(name: str, patterns: list[re.Pattern]) -> str | None:
@@ -89,7 +97,11 @@ def scan(args: argparse.Namespace) -> Scan:
     """Entries for every image in a class folder under ``args.src``."""
     src = Path(args.src)
     mask_names = {d.lower() for d in args.mask_dirs}
-    patterns = [re.compile(args.patient_regex)] if args.patient_regex else [re.compile(p) for p in KERMANY_PATIENT]
+    patterns = (
+        [_compile(args.patient_regex, "--patient-regex")]
+        if args.patient_regex
+        else [re.compile(p) for p in KERMANY_PATIENT]
+    )
     name_rules = _name_rules(args.name_class)
     images, masks, other_masks, non_images = [], [], 0, Counter()
     for f in iter_files(src, args.exclude):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from pathlib import Path
 
-from ..files import find_file, image_files, index_by_name, iter_files, read_csv, row_ref
+from ..files import find_file, image_files, index_by_name, iter_files, read_csv, read_text, row_ref
 from ..labels import class_key, select_findings
 from ..records import PrepareError, Scan, Skip
 
@@ -65,14 +66,15 @@ def _boxes(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
     out: dict[str, list] = {}
     if not path.is_file():
         return out
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = csv.reader(f)
-        next(rows, None)
-        for row in rows:
-            try:
-                out.setdefault(row[0], []).append((row[1], [float(v) for v in row[2:6]]))
-            except (IndexError, ValueError):
-                continue  # boxes are extras: a bad box row does not remove the image
+    try:
+        rows = list(csv.reader(io.StringIO(read_text(path))))
+    except csv.Error as e:
+        raise PrepareError(f"{path}: not a CSV file ({e}); set --bbox-csv to the box list") from None
+    for row in rows[1:]:
+        try:
+            out.setdefault(row[0], []).append((row[1], [float(v) for v in row[2:6]]))
+        except (IndexError, ValueError):
+            continue  # boxes are extras: a bad box row does not remove the image
     return out
 
 
@@ -86,7 +88,7 @@ def scan(args: argparse.Namespace) -> Scan:
     available = list(FINDINGS) + sorted(seen - set(FINDINGS))  # canonical order, then any others
     findings = select_findings(available, args.findings)
     test_list = src / args.test_list
-    official = set(test_list.read_text().split()) if test_list.is_file() else set()
+    official = set(read_text(test_list).split()) if test_list.is_file() else set()
     if getattr(args, "official_test", False) and not official:
         raise PrepareError(f"--official-test: {test_list} not found or empty")
     boxes = _boxes(src / args.bbox_csv)

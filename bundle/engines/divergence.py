@@ -1,0 +1,178 @@
+"""Stop a diverging training run with one message, and let every user-caused failure end a run cleanly.
+
+``DivergenceGuard`` checks the loss after every iteration and the weights after every epoch (before validation
+runs on them); a NaN or infinite value stops training via ``bundle.errors.fail`` with the epoch, the iteration,
+the loss, the learning rate and what to try. The files of the last good epoch stay in ``ckpt_dir``: the
+``TrainingCheckpointer`` never writes non-finite weights.
+
+It also installs ``pass_user_errors`` for ``Events.EXCEPTION_RAISED``. Ignite calls that event's handlers in
+order and the first one that re-raises ends it; MONAI's ``StatsHandler`` logs a full traceback there. Listed
+first among a trainer's handlers, the guard lets a ``UserError`` through untouched, so the run ends with its one
+message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from ..errors import DebugUserError, UserError, fail
+from ..settings import as_bool
+
+__all__ = ["DivergenceGuard", "UserErrorPassThrough", "pass_user_errors", "loss_value"]
+
+_LOGGED = "_traceback_logged"  # set on an exception whose traceback is in the log
+
+
+def pass_user_errors(engine: Engine, e: BaseException) -> None:
+    """``EXCEPTION_RAISED`` handler: re-raise ``e`` before any handler that would wrap it in a traceback.
+
+    A ``UserError`` (or, in debug mode, a ``DebugUserError``, whose traceback Python prints anyway) is re-raised
+    as it is. Anything else is a bug: it is logged with its traceback through the engine's logger, as MONAI's
+    ``StatsHandler`` would, so that a run whose log (stdout) is kept but whose stderr is not still records where
+    it broke, then re-raised. Ignite fires the event twice for an exception raised inside an iteration; the
+    traceback is logged once. ``KeyboardInterrupt`` is re-raised without a log entry.
+    """
+    if not isinstance(e, (UserError, DebugUserError, KeyboardInterrupt)) and not getattr(e, _LOGGED, False):
+        engine.logger.exception(f"Exception: {e}")
+        try:
+            setattr(e, _LOGGED, True)
+        except AttributeError:  # an exception type without a __dict__: logged again if fired again
+            pass
+    raise e
+
+
+class UserErrorPassThrough:
+    """Ignite handler installing ``pass_user_errors``; attach it before any ``StatsHandler`` of the engine."""
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(pass_user_errors, Events.EXCEPTION_RAISED):
+            engine.add_event_handler(Events.EXCEPTION_RAISED, pass_user_errors)
+
+
+def loss_value(output: Any) -> torch.Tensor | float | None:
+    """The loss in an engine's ``state.output``: a dict's ``"loss"`` (also in a list of decollated dicts), a
+    tensor or a number; None when there is none."""
+    if isinstance(output, Mapping):
+        return output.get("loss")
+    if isinstance(output, Sequence) and not isinstance(output, str) and output and isinstance(output[0], Mapping):
+        return output[0].get("loss")
+    if isinstance(output, (torch.Tensor, float, int)):
+        return output
+    return None
+
+
+def _is_finite(value: torch.Tensor | float) -> bool:
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value.detach()).all()) if value.is_floating_point() else True
+    return math.isfinite(float(value))
+
+
+def _describe(value: torch.Tensor | float) -> str:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu()
+        if value.numel() != 1:
+            return f"non-finite in {int((~torch.isfinite(value)).sum())} of {value.numel()} elements"
+        value = value.item()
+    return f"{value}"
+
+
+class DivergenceGuard:
+    """Stop training at the first non-finite loss or weights, naming where and what to try.
+
+    Args:
+        optimizer: the trainer's optimizer: its learning rates go into the message. None: the engine's
+            ``optimizer`` attribute, if any.
+        amp: whether the trainer runs with mixed precision (a float16 overflow is then a likely cause);
+            ``true``/``false`` strings are accepted.
+        network: the module whose parameters and buffers (e.g. BatchNorm running statistics, which can overflow
+            while the loss is still finite) are checked after every epoch. None: the engine's ``network``
+            attribute, else the optimizer's parameters.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer | None = None, amp: bool | str = False, network: nn.Module | None = None
+    ) -> None:
+        self.optimizer, self.network = optimizer, network
+        self.amp = as_bool(amp, "amp")
+
+    def attach(self, engine: Engine) -> None:
+        """Register the checks (list this handler first, so the weights are checked before validation runs on
+        them) and the ``EXCEPTION_RAISED`` pass-through."""
+        UserErrorPassThrough().attach(engine)
+        if self.optimizer is None:
+            self.optimizer = getattr(engine, "optimizer", None)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.check_loss)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_weights)
+
+    def _tensors(self, engine: Engine) -> dict[str, torch.Tensor]:
+        """The floating-point tensors checked after every epoch, by name."""
+        # MONAI's trainers set ``network`` after attaching their handlers: looked up when needed
+        network = self.network if self.network is not None else getattr(engine, "network", None)
+        if isinstance(network, nn.Module):
+            named = {**dict(network.named_parameters()), **dict(network.named_buffers())}
+        elif self.optimizer is not None:
+            named = {
+                f"param_groups.{i}.params.{j}": p
+                for i, g in enumerate(self.optimizer.param_groups)
+                for j, p in enumerate(g["params"])
+            }
+        else:
+            named = {}
+        return {k: v.detach() for k, v in named.items() if v.is_floating_point()}
+
+    def _learning_rates(self) -> str:
+        if self.optimizer is None:
+            return "the learning rate"
+        lrs = sorted({float(g["lr"]) for g in self.optimizer.param_groups})
+        return f"the learning rate{'s' if len(lrs) > 1 else ''} (now {', '.join(f'{lr:g}' for lr in lrs)})"
+
+    def _where(self, engine: Engine) -> str:
+        length = engine.state.epoch_length
+        iteration = (engine.state.iteration - 1) % length + 1 if length else engine.state.iteration
+        return f"epoch {engine.state.epoch}, iteration {iteration}{f'/{length}' if length else ''}"
+
+    def _stop(self, engine: Engine, what: str) -> NoReturn:
+        cause = f"{self._learning_rates()} is likely too high"
+        if self.amp:
+            cause += ", or mixed precision overflowed float16 (try --amp false)"
+        done = engine.state.epoch - 1
+        kept = (
+            f"nothing non-finite is saved, the files of epoch {done} stay in ckpt_dir: rerun with a lower "
+            "--learning_rate to resume from them"
+            if done > 0
+            else "no epoch had completed: rerun with a lower --learning_rate"
+        )
+        fail(f"training diverged at {self._where(engine)}: {what}. {cause[0].upper()}{cause[1:]}; {kept}")
+
+    def check_loss(self, engine: Engine) -> None:
+        """ITERATION_COMPLETED: stop when the loss is NaN or infinite."""
+        loss = loss_value(engine.state.output)
+        if loss is not None and not _is_finite(loss):
+            self._stop(engine, f"the loss is {_describe(loss)}")
+
+    def check_weights(self, engine: Engine) -> None:
+        """EPOCH_COMPLETED: stop when the last steps left NaN or infinite weights (while the loss was finite)."""
+        tensors = self._tensors(engine)
+        if not tensors:
+            return
+        by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = defaultdict(list)
+        for name, t in tensors.items():
+            by_device[t.device].append((name, torch.isfinite(t).all()))
+        bad = []
+        for entries in by_device.values():  # one synchronisation per device
+            finite = torch.stack([f for _, f in entries]).cpu().tolist()
+            bad += [name for (name, _), ok in zip(entries, finite) if not ok]
+        if bad:
+            examples = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            self._stop(
+                engine,
+                f"{len(bad)} of the network's {len(tensors)} parameter and buffer tensors hold NaN or infinite "
+                f"values ({examples}), while the loss was still finite",
+            )

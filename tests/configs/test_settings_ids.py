@@ -1,0 +1,97 @@
+"""Every config checks every one of its settings before any work: ``settings`` lists them all, each has a rule.
+
+``settings`` repeats the config's setting ids by hand (``"label_fraction": "@label_fraction"``); these tests keep
+the copy complete, so a new setting cannot skip ``bundle.settings.check``, and check that the defaults pass.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from monai.bundle import ConfigParser
+
+from bundle.settings import RULES, WORKFLOW_RULES
+from tests.conftest import ROOT
+
+WORKFLOWS = {
+    "train": "train",
+    "inference": "inference",
+    "pretrain_contrastive": "pretrain_contrastive",
+    "pretrain_inpainting": "pretrain_inpainting",
+    "pretrain_pretext": "pretrain_pretext",
+    "pretrain_curriculum": "curriculum",
+}
+# top-level ids computed from settings (not set by users), and the recipe itself
+DERIVED = {
+    "splits",
+    "output_name",
+    "pretrained_out",
+    "resume_ckpt",
+    "log_dir",
+    "batch_keys",
+    "log_output",
+    "mask_mode",
+    "num_views",
+    "pretext_options",
+    "output_root",
+    "network",
+    "imports",
+    "initialize",
+    "run",
+    "finalize",
+    "settings",
+}
+
+
+def _config(name: str) -> dict:
+    return json.loads((ROOT / "configs" / f"{name}.json").read_text())
+
+
+def _setting_ids(config: dict) -> set[str]:
+    """Top-level ids holding a value a user sets: scalars, lists of scalars, or an expression of other ids."""
+    ids = set()
+    for key, value in config.items():
+        if key.startswith("_") or key in DERIVED or "#" in key:
+            continue
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+            continue  # a component or a list of transforms/stages: recipe, not a setting
+        ids.add(key)
+    return ids
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_settings_lists_every_setting_and_is_checked_first(name):
+    config = _config(name)
+    settings = config["settings"]
+    listed = {k for k in settings if not k.startswith("_")}
+    assert listed == _setting_ids(config), f"{name}.json settings differ from its setting ids"
+    assert all(settings[k] == f"@{k}" for k in listed)
+    # first in run, not initialize: monai.bundle.load and the zoo's property checks initialize without running,
+    # from folders where the data and output folders need not exist
+    assert config["run"][0] == f"$bundle.settings.check(@settings, '{WORKFLOWS[name]}')"
+    assert config["run"][1].startswith("$bundle.runlock.lock(")
+    assert not any("settings" in step or "runlock" in step or "pretrained" in step for step in config["initialize"])
+    rules = {**RULES, **WORKFLOW_RULES.get(WORKFLOWS[name], {})}
+    assert listed <= set(rules), f"no rule for {sorted(listed - set(rules))}"
+
+
+def test_evaluate_adds_its_own_settings_on_top_of_train():
+    evaluate = _config("evaluate")
+    own = _setting_ids(evaluate)
+    added = {k.split("#", 1)[1] for k in evaluate if k.startswith("settings#")}
+    assert own == added == {"saliency", "saliency_layer", "n_overlays"}
+    assert evaluate["run"][0] == "$bundle.settings.check(@settings, 'evaluate')"
+    assert added <= set(RULES)
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS) + ["evaluate"])
+def test_the_defaults_pass_the_check(name):
+    from bundle.settings import check
+
+    files = [ROOT / "configs" / "train.json", ROOT / "configs" / "evaluate.json"] if name == "evaluate" else None
+    parser = ConfigParser()
+    parser.read_config(files or ROOT / "configs" / f"{name}.json")
+    parser["bundle_root"] = str(ROOT)
+    settings = parser.get_parsed_content("settings")
+    assert check(settings, WORKFLOWS.get(name, "evaluate"))
