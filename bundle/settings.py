@@ -14,6 +14,7 @@ are in ``_combinations``. tests/configs keeps each config's ``settings`` complet
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 
 from .errors import fail, set_debug
 
-__all__ = ["as_bool", "check", "RULES", "WORKFLOW_RULES", "WORKFLOWS", "ENCODER_STRIDE"]
+__all__ = ["as_bool", "check", "option", "RULES", "WORKFLOW_RULES", "WORKFLOWS", "ENCODER_STRIDE"]
 
 _TRUE = ("true", "1", "yes", "y", "on", "t")
 _FALSE = ("false", "0", "no", "n", "off", "f", "none", "")
@@ -210,6 +211,20 @@ def device(v: Any) -> str | None:
     return None
 
 
+def image_size(v: Any) -> str | None:
+    """An integer >= 32 and a multiple of 32: FlexibleUNet's encoders halve the image five times and its decoder
+    concatenates skip connections of matching size."""
+    if not _is_int(v) or v < ENCODER_STRIDE:
+        return f"must be an integer >= {ENCODER_STRIDE} and a multiple of {ENCODER_STRIDE}"
+    if v % ENCODER_STRIDE:
+        lo = v // ENCODER_STRIDE * ENCODER_STRIDE
+        return (
+            f"cannot be halved five times by the encoder and decoder; use a multiple of {ENCODER_STRIDE} "
+            f"(e.g. {lo} or {lo + ENCODER_STRIDE})"
+        )
+    return None
+
+
 def _backbones() -> list[str]:
     from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
@@ -255,7 +270,7 @@ RULES: dict[str, Rule] = {
     "max_images": optional(integer(1)),
     # network and input
     "backbone": choice(_backbones),
-    "image_size": integer(ENCODER_STRIDE),
+    "image_size": image_size,
     # data loading
     "batch_size": integer(1),
     "num_workers": integer(0),
@@ -377,13 +392,7 @@ def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:
             "(or set multi_label true for one yes/no finding)"
         )
     size = s.get("image_size")
-    backbone = f"{s['backbone']} " if "backbone" in s and RULES["backbone"](s["backbone"]) is None else ""
-    if _is_int(size) and size >= ENCODER_STRIDE and size % ENCODER_STRIDE:
-        lo, hi = size // ENCODER_STRIDE * ENCODER_STRIDE, (size // ENCODER_STRIDE + 1) * ENCODER_STRIDE
-        problems.append(
-            f"image_size: {size} cannot be halved five times by the {backbone}encoder and "
-            f"decoder; use a multiple of {ENCODER_STRIDE} (e.g. {lo or hi} or {hi})"
-        )
+    backbone_ok = "backbone" in s and RULES["backbone"](s["backbone"]) is None
     amp, dev = s.get("amp"), s.get("device")
     if boolean(amp) is None and as_bool(amp, "amp") and "device" in s and device(dev) is None and str(dev) == "cpu":
         problems.append("amp: true needs a CUDA device (mixed precision here is float16 on the GPU); device is cpu")
@@ -401,7 +410,7 @@ def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:
         elif not isinstance(cls, str) and not _is_int(cls):
             problems.append(f"saliency_class: {_show(cls)} must be a class name, a class index, or null")
     layer = s.get("saliency_layer")
-    if isinstance(layer, str) and layer.strip() and backbone:
+    if isinstance(layer, str) and layer.strip() and backbone_ok:
         problem = _saliency_layer_problem(layer, s["backbone"])
         if problem:
             problems.append(f"saliency_layer: {_show(layer)} {problem}")
@@ -415,6 +424,35 @@ def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:
                 "at least one batch of keys"
             )
     return problems
+
+
+def _parse_text(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def option(rule: str | Rule) -> Callable[[str], Any]:
+    """An argparse ``type`` checking a command-line value with a rule, so that scripts and configs share them.
+
+    ``rule`` is a setting id of ``RULES`` (``option("batch_size")``) or a rule (``option(integer(8))``). The text
+    is read as an integer, else a number, else kept as text; a value the rule refuses stops argparse with
+    ``argument --<flag>: <value> <what is allowed>`` (exit status 2) before any work.
+    """
+    checker = RULES[rule] if isinstance(rule, str) else rule
+
+    def parse(text: str) -> Any:
+        value = _parse_text(text)
+        problem = checker(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{_show(value)} {problem}")
+        return value
+
+    parse.__name__ = rule if isinstance(rule, str) else "value"  # argparse names the type in some messages
+    return parse
 
 
 def check(settings: Mapping[str, Any], workflow: str) -> dict[str, Any]:

@@ -27,14 +27,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bundle.atomic import atomic_write
 from bundle.data.datalist import prepare_splits
 from bundle.errors import fail, run_main
-from bundle.settings import ENCODER_STRIDE  # the configs' image_size: halved five times by the encoder
+from bundle.settings import option
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,45 +60,6 @@ METHODS: dict[str, dict[str, Any] | None] = {
     # the shipped curriculum (inpainting, then SimCLR); max_epochs = --pretrain_epochs for EACH stage
     "inpainting_then_simclr": {"config": "configs/pretrain_curriculum.json", "overrides": {}},
 }
-
-
-MAX_SEED = 2**32 - 1  # the configs' seed range (numpy's)
-
-
-def integer(lo: int, hi: int | None = None, multiple_of: int = 1) -> Callable[[str], int]:
-    """An argparse type: an integer in [lo, hi] (a multiple of ``multiple_of``), checked at parsing."""
-    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
-    if multiple_of > 1:
-        allowed = f"a multiple of {multiple_of}" + allowed.removeprefix("an integer")
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-        if value < lo or (hi is not None and value > hi) or value % multiple_of:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
-        return value
-
-    parse.__name__ = allowed  # argparse names the type in its message for an unparsable value
-    return parse
-
-
-def fraction(lo_open: bool, hi_open: bool) -> Callable[[str], float]:
-    """An argparse type: a number between 0 and 1, each bound open or closed as given."""
-    allowed = f"a number in {'(' if lo_open else '['}0, 1{')' if hi_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-        if not (0 < value if lo_open else 0 <= value) or not (value < 1 if hi_open else value <= 1):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
-        return value
-
-    parse.__name__ = allowed
-    return parse
 
 
 def make_output_folder(out: Path) -> None:
@@ -292,27 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "label_efficiency")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
-    parser.add_argument("--seeds", nargs="+", type=integer(0, MAX_SEED), default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=option("seed"), default=[0, 1, 2])
     parser.add_argument(
         "--label_fraction",
-        type=fraction(lo_open=True, hi_open=False),
+        type=option("label_fraction"),
         default=0.1,
         help="share of the training labels used for fine-tuning, in (0, 1] (default: %(default)s)",
     )
+    parser.add_argument("--image_size", type=option("image_size"), default=224, help="default 224")
+    parser.add_argument("--pretrain_epochs", type=option("max_epochs"), default=100)
+    parser.add_argument("--finetune_epochs", type=option("max_epochs"), default=30)
+    parser.add_argument("--batch_size", type=option("batch_size"), default=32, help="fine-tuning batch size")
+    parser.add_argument("--pretrain_batch_size", type=option("batch_size"), default=None, help="default: --batch_size")
     parser.add_argument(
-        "--image_size", type=integer(ENCODER_STRIDE, multiple_of=ENCODER_STRIDE), default=224, help="default 224"
+        "--num_workers", type=option("num_workers"), default=None, help="DataLoader workers (default: the configs')"
     )
-    parser.add_argument("--pretrain_epochs", type=integer(1), default=100)
-    parser.add_argument("--finetune_epochs", type=integer(1), default=30)
-    parser.add_argument("--batch_size", type=integer(1), default=32, help="fine-tuning batch size")
-    parser.add_argument("--pretrain_batch_size", type=integer(1), default=None, help="default: --batch_size")
-    parser.add_argument(
-        "--num_workers", type=integer(0), default=None, help="DataLoader workers (default: the configs')"
-    )
-    parser.add_argument("--split_seed", type=integer(0, MAX_SEED), default=0)
-    parser.add_argument("--pretrain_seed", type=integer(0, MAX_SEED), default=0)
-    parser.add_argument("--val_fraction", type=fraction(lo_open=False, hi_open=True), default=0.15)
-    parser.add_argument("--test_fraction", type=fraction(lo_open=False, hi_open=True), default=0.15)
+    parser.add_argument("--split_seed", type=option("seed"), default=0)
+    parser.add_argument("--pretrain_seed", type=option("seed"), default=0)
+    parser.add_argument("--val_fraction", type=option("val_fraction"), default=0.15)
+    parser.add_argument("--test_fraction", type=option("test_fraction"), default=0.15)
     parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     return parser

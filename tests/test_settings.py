@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -107,8 +108,8 @@ def test_valid_settings_pass_unchanged(tmp_path):
         ("label_fraction", 0, "must be a number in (0, 1]"),
         ("label_fraction", 1.5, "must be a number in (0, 1]"),
         ("label_fraction", "half", "must be a number in (0, 1]"),
-        ("image_size", 16, "must be an integer >= 32"),
-        ("image_size", 64.0, "must be an integer >= 32"),
+        ("image_size", 16, "must be an integer >= 32 and a multiple of 32"),
+        ("image_size", 64.0, "must be an integer >= 32 and a multiple of 32"),
         ("batch_size", 0, "must be an integer >= 1"),
         ("learning_rate", float("nan"), "must be a number in (0, 10]"),
         ("learning_rate", -1e-3, "must be a number in (0, 10]"),
@@ -146,7 +147,10 @@ def test_an_output_folder_that_cannot_be_written(tmp_path):
 
 def test_combinations(tmp_path):
     good = {**_good(tmp_path), "ckpt_dir": str(tmp_path)}  # inference reads an existing ckpt_dir
-    assert "use a multiple of 32 (e.g. 96 or 128)" in _problems({**good, "image_size": 100})
+    assert (
+        "image_size: 100 cannot be halved five times by the encoder and decoder; use a multiple of 32 (e.g. 96 or 128)"
+        in _problems({**good, "image_size": 100})
+    )
     assert "has one class" in _problems({**good, "class_names": ["pneumonia"]})
     check_one_class = {**good, "class_names": ["pneumonia"], "multi_label": "true"}
     from bundle.settings import check
@@ -218,3 +222,23 @@ def test_the_guide_lists_every_rule():
     ids = set(RULES) | {k for rules in WORKFLOW_RULES.values() for k in rules}
     missing = sorted(i for i in ids if not any(fnmatch.fnmatchcase(i, n) for n in named))
     assert not missing, f"docs/reliability.md does not list {missing}"
+
+
+def test_option_gives_scripts_the_same_rules():
+    import argparse
+
+    from bundle.settings import integer, option
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--label_fraction", type=option("label_fraction"))
+    parser.add_argument("--image_size", type=option("image_size"))
+    parser.add_argument("--workers", type=option(integer(1)))
+    args = parser.parse_args(["--label_fraction", "1", "--image_size", "64", "--workers", "3"])
+    assert (args.label_fraction, args.image_size, args.workers) == (1, 64, 3)
+    for argv, expected in [
+        (["--label_fraction", "1.5"], "argument --label_fraction: 1.5 must be a number in (0, 1]"),
+        (["--image_size", "100"], "argument --image_size: 100 cannot be halved five times"),
+        (["--workers", "two"], "argument --workers: 'two' must be an integer >= 1"),
+    ]:
+        with pytest.raises(argparse.ArgumentError, match=re.escape(expected)):
+            parser.parse_args(argv)

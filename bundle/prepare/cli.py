@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import debug_enabled
+from ..settings import integer, option
 from .cache import CacheSpec
 from .layouts import LAYOUTS
 from .pipeline import Options, prepare
@@ -24,55 +25,32 @@ OUT/summary.json (counts per class and split, files left out and why, exact dupl
 training command. See docs/prepare_dataset.md for each dataset."""
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _at_least(lo: int):
-    """An argparse type: an integer >= ``lo`` (the option is named by argparse's message)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text}")
-        return value
-
-    parse.__name__ = f"integer >= {lo}"
-    return parse
-
-
 def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
     p.add_argument("--src", required=True, help="the dataset folder, as downloaded and unpacked")
     p.add_argument("--out", required=True, help="output folder for datalist.json and summary.json")
     p.add_argument("--name", help="datalist name (default: layout and source folder name)")
     p.add_argument(
         "--val-fraction",
-        type=_fraction,
+        type=option("val_fraction"),
         default=0.15,
         help="share of each class's patients for validation (default: %(default)s)",
     )
     p.add_argument(
         "--test-fraction",
-        type=_fraction,
+        type=option("val_fraction"),
         default=0.15,
         help="share of each class's patients for test (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
     p.add_argument(
         "--workers",
-        type=_at_least(1),
+        type=option(integer(1)),
         default=min(8, os.cpu_count() or 1),
         help="processes that read files (default: %(default)s)",
     )
     p.add_argument("--cache-dir", help="write resized PNG copies here and point the datalist at them (resumable)")
     p.add_argument(
-        "--cache-size", type=_at_least(8), default=256, help="cached image side in pixels (default: %(default)s)"
+        "--cache-size", type=option(integer(8)), default=256, help="cached image side in pixels (default: %(default)s)"
     )
     p.add_argument(
         "--cache-keep-aspect",

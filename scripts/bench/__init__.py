@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from bundle.settings import integer, option
+
 from . import inference, inpainting, pretrain, train
-from .harness import REPORT_KEYS, at_least, check_output_file, print_report, write_json
+from .harness import REPORT_KEYS, check_output_file, print_report, write_json
 
 __all__ = ["SUITES", "REPORT_KEYS", "build_parser", "run_suite", "main"]
 
@@ -34,7 +36,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         suite_parser(name, sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
     every = sub.add_parser("all", help="every suite with its defaults (--device and --threads apply to all)")
     every.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    every.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (default 0: torch's default)")
+    every.add_argument(
+        "--threads", type=option(integer(0)), default=0, help="torch CPU threads (default 0: torch's default)"
+    )
     every.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
 

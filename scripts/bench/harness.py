@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bundle.errors import fail
-from bundle.settings import ENCODER_STRIDE  # FlexibleUNet halves the image five times
+from bundle.settings import integer, option
 
 __all__ = [
     "ROOT",
@@ -33,7 +33,6 @@ __all__ = [
     "IterationTimer",
     "add_common_arguments",
     "add_data_arguments",
-    "at_least",
     "check_output_file",
     "choose_device",
     "compare_training",
@@ -71,61 +70,26 @@ REPORT_KEYS = (
 )
 
 
-def at_least(lo: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``lo``, so that a bad value stops before any work with argparse's
-    ``argument --<flag>: ...`` message."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {lo}"  # argparse names the type in its message for an unparsable value
-    return parse
-
-
-def _image_size(text: str) -> int:
-    value = at_least(ENCODER_STRIDE)(text)
-    if value % ENCODER_STRIDE:
-        lo = value // ENCODER_STRIDE * ENCODER_STRIDE
-        raise argparse.ArgumentTypeError(
-            f"must be a multiple of {ENCODER_STRIDE} (the encoder halves it five times), e.g. {lo} or "
-            f"{lo + ENCODER_STRIDE}; got {value}"
-        )
-    return value
-
-
-def _backbone(text: str) -> str:
-    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
-
-    names = sorted(FLEXUNET_BACKBONE.register_dict)
-    if text not in names:
-        raise argparse.ArgumentTypeError(f"unknown encoder {text!r}; choose one of {', '.join(names)}")
-    return text
-
-
 def add_common_arguments(
     parser: argparse.ArgumentParser, *, warmup: int, iters: int, batch_size: int, image_size: int = 224
 ) -> None:
     """The flags every suite takes (each suite chooses its defaults); values out of range stop at parsing."""
     parser.add_argument(
-        "--warmup", type=at_least(0), default=warmup, help=f"untimed iterations first (default {warmup})"
+        "--warmup", type=option(integer(0)), default=warmup, help=f"untimed iterations first (default {warmup})"
     )
-    parser.add_argument("--iters", type=at_least(1), default=iters, help=f"timed iterations (default {iters})")
+    parser.add_argument("--iters", type=option(integer(1)), default=iters, help=f"timed iterations (default {iters})")
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu"
     )
-    parser.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (default 0: torch's default)")
     parser.add_argument(
-        "--image_size", type=_image_size, default=image_size, help=f"a multiple of 32 (default {image_size})"
+        "--threads", type=option(integer(0)), default=0, help="torch CPU threads (default 0: torch's default)"
     )
-    parser.add_argument("--batch_size", type=at_least(1), default=batch_size, help=f"default {batch_size}")
     parser.add_argument(
-        "--backbone", type=_backbone, default="resnet18", help="FlexibleUNet encoder (default resnet18)"
+        "--image_size", type=option("image_size"), default=image_size, help=f"a multiple of 32 (default {image_size})"
+    )
+    parser.add_argument("--batch_size", type=option(integer(1)), default=batch_size, help=f"default {batch_size}")
+    parser.add_argument(
+        "--backbone", type=option("backbone"), default="resnet18", help="FlexibleUNet encoder (default resnet18)"
     )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -139,7 +103,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, num_workers: int = 2) ->
     )
     parser.add_argument(
         "--num_workers",
-        type=at_least(0),
+        type=option(integer(0)),
         default=num_workers,
         help=f"workflow DataLoader workers (default {num_workers})",
     )

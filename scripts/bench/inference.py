@@ -21,11 +21,11 @@ from bundle.checkpoints import load_weights
 from bundle.errors import fail
 from bundle.networks import MultiTaskClassifier
 from bundle.saliency import SaliencyInferer
+from bundle.settings import integer, option
 
 from .harness import (
     IterationTimer,
     add_common_arguments,
-    at_least,
     choose_device,
     make_report,
     memory_note,
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--saliency", default="gradcampp", choices=["gradcampp", "gradcam", "occlusion"], help="default gradcampp"
     )
-    parser.add_argument("--num_classes", type=at_least(1), default=4, help="default 4")
+    parser.add_argument("--num_classes", type=option(integer(1)), default=4, help="default 4")
     parser.add_argument("--ckpt", default=None, help="optional model.pt (speed does not depend on the weights)")
 
 

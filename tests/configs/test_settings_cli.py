@@ -25,7 +25,7 @@ CASES = {
     "train: an image size the encoder cannot halve five times": (
         ["configs/train.json"],
         ["--image_size", "200"],
-        ["image_size: 200 cannot be halved five times by the resnet10 encoder", "e.g. 192 or 224"],
+        ["image_size: 200 cannot be halved five times by the encoder and decoder", "e.g. 192 or 224"],
     ),
     "train: a missing dataset folder": (
         ["configs/train.json"],

@@ -115,7 +115,7 @@ QUICK = ["--iters", "1", "--warmup", "0", "--image_size", "32", "--batch_size", 
 # (arguments, exit status, texts the message must hold); the command costs ~5-10 s of imports, so the real
 # command runs one flag error and one file error, and main() in this process the rest
 COMMAND_CASES = {
-    "iters 0": (["inference", "--iters", "0"], 2, ["--iters", ">= 1, got 0"]),
+    "iters 0": (["inference", "--iters", "0"], 2, ["--iters: 0 must be an integer >= 1"]),
     "no datalist": (["train", "--dataset_dir", ".", *QUICK], 1, ["--dataset_dir", "no datalist.json"]),
 }
 MAIN_CASES = {
