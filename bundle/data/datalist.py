@@ -119,7 +119,7 @@ def labels_against_classes(entries: Sequence[dict], class_names: Sequence[str], 
         classes = sorted(set(ints))
         return (
             f"multi_label is true, but every label is a single class index (classes {classes}); set multi_label "
-            f"false, or give each label as a list of {n} values 0/1 (one per class name)"
+            f"false, or give each label as a list of {n} value{'s' if n > 1 else ''} 0/1 (one per class name)"
         )
     if not multi_label and len(lists) == len(labels):
         return "multi_label is false, but every label is a list of 0/1 values; set multi_label true"

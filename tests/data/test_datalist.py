@@ -145,3 +145,25 @@ def test_real_collection_split_has_no_shared_patient():
     assert not (tr & va or tr & te or va & te)
     assert {e["label"] for e in splits["test"]} == {0, 1, 2, 3}
     assert 0.07 < len(splits["training"]) / 567 < 0.13  # about 10 % of the 567 training images
+
+
+def test_labels_that_do_not_fit_the_settings_give_one_sentence():
+    """The datalist as a whole against class_names and multi_label: one line naming the setting to change."""
+    from bundle.data.datalist import labels_against_classes
+
+    names = ["normal", "pneumonia"]
+    ints = [{"label": 0}, {"label": 1}, {"label": None}]
+    lists = [{"label": [1, 0]}, {"label": [0, 1]}]
+    assert labels_against_classes(ints, names, multi_label=False) is None
+    assert labels_against_classes(lists, names, multi_label=True) is None
+    assert "multi_label is true, but every label is a single class index" in labels_against_classes(
+        ints, names, multi_label=True
+    )
+    assert "set multi_label true" in labels_against_classes(lists, names, multi_label=False)
+    assert "labels are lists of 3 values, but class_names has 2 names" in labels_against_classes(
+        [{"label": [1, 0, 0]}], names, multi_label=True
+    )
+    assert "labels go up to class index 3, but class_names has 2 names" in labels_against_classes(
+        [{"label": 3}, {"label": 0}], names, multi_label=False
+    )
+    assert labels_against_classes([{"label": None}], names, multi_label=True) is None  # no labels: nothing to say
