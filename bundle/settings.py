@@ -156,14 +156,18 @@ def class_names(v: Any) -> str | None:
     return None
 
 
+def _not_a_path(v: Any) -> bool:
+    return not isinstance(v, (str, os.PathLike)) or not str(v)
+
+
 def existing_folder(v: Any) -> str | None:
-    if not isinstance(v, (str, os.PathLike)) or not str(v):
+    if _not_a_path(v):
         return "must be the path of a folder"
     return None if os.path.isdir(v) else "no such folder"
 
 
 def existing_file(v: Any) -> str | None:
-    if not isinstance(v, (str, os.PathLike)) or not str(v):
+    if _not_a_path(v):
         return "must be the path of a file"
     if os.path.isdir(v):
         return "is a folder, not a file"
@@ -173,14 +177,16 @@ def existing_file(v: Any) -> str | None:
 
 
 def folder_or_file(v: Any) -> str | None:
-    if not isinstance(v, (str, os.PathLike)) or not str(v):
+    if _not_a_path(v):
         return "must be the path of a folder or a file"
     return None if os.path.exists(v) else "no such folder or file"
 
 
 def output_folder(v: Any) -> str | None:
-    """A folder the run can write: an existing writable folder, or one that can be created."""
-    if not isinstance(v, (str, os.PathLike)) or not str(v):
+    """A folder the run can write: an existing writable folder, or one that can be created (nothing is created).
+
+    Also the scripts' check of their output options (prepare_dataset, benchmark, label_efficiency)."""
+    if _not_a_path(v):
         return "must be the path of a folder"
     path = os.path.abspath(v)
     if os.path.exists(path) and not os.path.isdir(path):

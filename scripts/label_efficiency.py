@@ -34,7 +34,7 @@ from typing import Any
 from bundle.atomic import atomic_write
 from bundle.data.datalist import prepare_splits
 from bundle.errors import fail, run_main
-from bundle.settings import option
+from bundle.settings import option, output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,11 +64,9 @@ METHODS: dict[str, dict[str, Any] | None] = {
 
 def make_output_folder(out: Path) -> None:
     """Create ``--out`` (and ``logs`` in it), or stop with one message saying why it cannot be."""
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        fail(f"--out {out} is a file, not a folder" if existing == out else f"--out {out}: {existing} is a file")
+    problem = output_folder(out)
+    if problem:
+        fail(f"--out {out} {problem}")
     try:
         (out / "logs").mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import debug_enabled
-from ..settings import integer, option
+from ..settings import integer, option, output_folder
 from .cache import CacheSpec
 from .layouts import LAYOUTS
 from .pipeline import Options, prepare
@@ -110,16 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_output_folder(option: str, path: str) -> None:
     """Stop early when ``path`` cannot become a folder we write to: it is a file, lies under a file, or the
     nearest existing folder above it is read-only. Nothing is created here."""
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise PrepareError(f"{option} {path} is a file, not a folder")
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise PrepareError(f"{option} {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PrepareError(f"{option} {path}: cannot write in {existing} (permission denied)")
+    problem = output_folder(path)
+    if problem:
+        raise PrepareError(f"{option} {path} {problem}")
 
 
 def _check_paths(args: argparse.Namespace) -> None:

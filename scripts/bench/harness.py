@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bundle.errors import fail
-from bundle.settings import integer, option
+from bundle.settings import integer, option, output_folder
 
 __all__ = [
     "ROOT",
@@ -116,13 +116,9 @@ def check_output_file(option: str, path: str | os.PathLike | None) -> None:
     target = Path(path).absolute()
     if target.is_dir():
         fail(f"{option} {path} is a folder; give a file name such as {Path(path) / 'benchmark.json'}")
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        fail(f"{option} {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        fail(f"{option} {path}: cannot write in {folder} (permission denied)")
+    problem = output_folder(target.parent)
+    if problem:
+        fail(f"{option} {path}: its folder {target.parent} {problem}")
 
 
 def choose_device(name: str | None) -> torch.device:
