@@ -33,6 +33,7 @@ from ignite.handlers import Checkpoint
 from torch import nn
 
 from .atomic import atomic_save
+from .distributed import is_main_process, unwrap
 from .errors import fail
 from .settings import as_bool
 
@@ -264,7 +265,7 @@ def load_pretrained(
     """
     if not path:
         return {"matched": [], "missing": [], "unexpected": [], "mismatched": []}
-    path = os.fspath(path)
+    path, network = os.fspath(path), unwrap(network)
     try:
         source = load_weights(path, name=name)
         bad = non_finite_tensors(source)
@@ -342,7 +343,7 @@ def check_weights(path: str | os.PathLike, network: nn.Module | None = None, nam
         if bad:
             raise WeightsError(path, _non_finite_problem(bad), name)
         if network is not None:
-            problem = _mismatch(state, network.state_dict())
+            problem = _mismatch(state, unwrap(network).state_dict())
             if problem:
                 raise WeightsError(
                     path, f"does not match the network (another backbone or class list?): {problem}", name
@@ -373,7 +374,8 @@ class TrainingCheckpointer:
 
     Each new resume state is written after the current one is renamed to ``previous_path``, so a crash or a full
     disk during the write leaves a usable state behind. No file is written from weights holding NaN or infinite
-    values: the run stops instead, keeping the files of the last good epoch.
+    values: the run stops instead, keeping the files of the last good epoch. Under DDP every rank reads the
+    resume state and only rank 0 writes; states and model files hold the plain module's keys either way.
 
     Args:
         ckpt_dir: output folder.
@@ -405,7 +407,10 @@ class TrainingCheckpointer:
         model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         resume = as_bool(resume, "resume")
-        self.ckpt_dir, self.save_dict, self.network = ckpt_dir, dict(save_dict), network
+        # plain modules: a resume state or model file of a DDP run loads on one process and the other way round
+        network = unwrap(network)
+        self.ckpt_dir, self.network = ckpt_dir, network
+        self.save_dict = {k: unwrap(v) if isinstance(v, nn.Module) else v for k, v in save_dict.items()}
         self.validator, self.key_metric, self.resume = validator, key_metric, resume
         self.best_path = os.path.join(ckpt_dir, best_filename)
         self.last_path = os.path.join(ckpt_dir, last_filename)
@@ -561,6 +566,8 @@ class TrainingCheckpointer:
         )
 
     def _write(self, state: Any, path: str, what: str) -> None:
+        if not is_main_process():  # under DDP every rank holds the same weights: rank 0 writes them
+            return
         try:
             atomic_save(state, path)
         except OSError as e:
@@ -573,6 +580,8 @@ class TrainingCheckpointer:
         bad = non_finite_tensors(state)
         if bad:
             fail(self._refusal(self.last_path, bad, engine.state.epoch))
+        if not is_main_process():
+            return
         try:
             if self._last_ours and os.path.isfile(self.last_path):
                 os.replace(self.last_path, self.prev_path)

@@ -24,10 +24,23 @@ import numpy as np
 
 from .errors import fail, set_debug
 
-__all__ = ["as_bool", "check", "option", "RULES", "WORKFLOW_RULES", "WORKFLOWS", "ENCODER_STRIDE"]
+__all__ = [
+    "as_bool",
+    "autocast_dtype",
+    "check",
+    "option",
+    "RULES",
+    "WORKFLOW_RULES",
+    "WORKFLOWS",
+    "ENCODER_STRIDE",
+    "AMP_DTYPES",
+]
 
 _TRUE = ("true", "1", "yes", "y", "on", "t")
 _FALSE = ("false", "0", "no", "n", "off", "f", "none", "")
+
+# the autocast dtypes of ``amp`` (``amp_dtype``): bfloat16 keeps float32's range, float16 needs the loss scaling
+AMP_DTYPES = ("bfloat16", "float16")
 
 # FlexibleUNet's encoders halve the image five times and its decoder concatenates skip connections of matching size
 ENCODER_STRIDE = 32
@@ -51,6 +64,27 @@ def as_bool(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{name} must be true or false (or yes/no, on/off, 1/0), got {value!r}")
+
+
+def autocast_dtype(value: Any) -> Any:
+    """The ``torch.dtype`` named by ``amp_dtype`` (``bfloat16`` or ``float16``, any case), for MONAI's engines'
+    ``amp_kwargs``.
+
+    Raises:
+        ValueError: any other value.
+    """
+    import torch
+
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {value!r}")
+    return getattr(torch, name)
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,6 +315,9 @@ RULES: dict[str, Rule] = {
     "batch_size": integer(1),
     "num_workers": integer(0),
     "cache_rate": fraction,
+    "cache": choice(["memory", "disk", "none"]),  # bundle.data.cache.CACHE_KINDS
+    "cache_dtype": choice(["uint8", "uint16", "float32"]),  # bundle.data.precision.CACHE_DTYPES
+    "cache_dir": output_folder,
     "seed": integer(0, 2**32 - 1),
     "val_fraction": number(0, 1, hi_open=True),
     "test_fraction": number(0, 1, hi_open=True),
@@ -288,6 +325,10 @@ RULES: dict[str, Rule] = {
     # run
     "device": device,
     "amp": boolean,
+    "amp_dtype": choice(AMP_DTYPES),
+    "channels_last": boolean,
+    "compile": boolean,
+    "sync_batch_norm": boolean,
     "show_progress": boolean,
     "resume": boolean,
     "debug": boolean,
@@ -321,6 +362,7 @@ RULES: dict[str, Rule] = {
     "blur_sigma": number_or_range(non_negative),
     "noise_prob": probability,
     "noise_std": non_negative,
+    "views_on": choice(["device", "workers"]),
     "recon_loss": choice(["l1", "l2"]),
     "mask_ratio": number_or_range(number(0, 1, lo_open=True, hi_open=True)),
     "holes": optional(number_or_range(integer(1))),
@@ -363,6 +405,13 @@ WORKFLOWS = (
 )
 
 
+def _device_type(v: Any) -> str:
+    """``cpu``, ``cuda``, ... of a device or its name (one ``device`` accepts)."""
+    import torch
+
+    return torch.device(v).type
+
+
 def _show(value: Any) -> str:
     text_ = repr(value)
     return text_ if len(text_) <= 80 else text_[:77] + "..."
@@ -400,8 +449,36 @@ def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:
     size = s.get("image_size")
     backbone_ok = "backbone" in s and RULES["backbone"](s["backbone"]) is None
     amp, dev = s.get("amp"), s.get("device")
-    if boolean(amp) is None and as_bool(amp, "amp") and "device" in s and device(dev) is None and str(dev) == "cpu":
-        problems.append("amp: true needs a CUDA device (mixed precision here is float16 on the GPU); device is cpu")
+    amp_on = boolean(amp) is None and as_bool(amp, "amp")
+    if amp_on and "device" in s and device(dev) is None and str(dev) == "cpu":
+        problems.append(
+            "amp: true needs a CUDA device (mixed precision here is float16 or bfloat16 autocast on the GPU); "
+            "device is cpu"
+        )
+    dtype = s.get("amp_dtype")
+    cuda = "device" in s and device(dev) is None and _device_type(dev) == "cuda"
+    if amp_on and cuda and isinstance(dtype, str) and dtype.strip().lower() == "bfloat16" and not _bf16_supported():
+        problems.append(
+            "amp_dtype: 'bfloat16' is not supported by this GPU (torch.cuda.is_bf16_supported() is false); "
+            "use float16"
+        )
+    compile_ = s.get("compile")
+    if boolean(compile_) is None and as_bool(compile_, "compile") and "sync_batch_norm" in s:
+        problems.append(
+            "compile: true is not supported with the multi-GPU overlays (torch.compile of the "
+            "DistributedDataParallel network through MONAI's trainer has not been tried); use compile false"
+        )
+    if boolean(compile_) is None and as_bool(compile_, "compile") and "device" in s and _device_type(dev) == "cpu":
+        # measured with PyTorch 2.13: the CPU compiler fails in the backward of the encoder's padding
+        problems.append(
+            "compile: true fails on the CPU (PyTorch's CPU compiler cannot build the backward of this network); "
+            "use it on a CUDA device, or compile false"
+        )
+    sync = s.get("sync_batch_norm")
+    if boolean(sync) is None and as_bool(sync, "sync_batch_norm") and "device" in s and str(dev) == "cpu":
+        problems.append(
+            "sync_batch_norm: true needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); device is cpu"
+        )
     val, test = s.get("val_fraction"), s.get("test_fraction")
     if _is_number(val) and _is_number(test) and 0 <= val < 1 and 0 <= test < 1 and val + test >= 1:
         problems.append(f"val_fraction + test_fraction: {val} + {test} leaves no image for training; keep it below 1")

@@ -13,10 +13,10 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "bundle"
 # subpackage -> the bundle modules it may import (besides itself): the layers data -> networks -> ssl -> engines
 ALLOWED = {
-    "data": {"errors", "settings", "atomic"},
+    "data": {"errors", "settings", "atomic", "distributed"},
     "networks": {"errors", "settings"},
-    "ssl": {"errors", "settings", "atomic", "data", "networks", "checkpoints", "plots"},
-    "engines": {"errors", "settings", "networks", "ssl"},
+    "ssl": {"errors", "settings", "atomic", "data", "networks", "checkpoints", "plots", "distributed"},
+    "engines": {"errors", "settings", "data", "networks", "ssl", "distributed"},
 }
 
 

@@ -242,3 +242,36 @@ def test_option_gives_scripts_the_same_rules():
     ]:
         with pytest.raises(argparse.ArgumentError, match=re.escape(expected)):
             parser.parse_args(argv)
+
+
+def test_speed_switches(tmp_path, monkeypatch):
+    import torch
+
+    from bundle import settings
+    from bundle.settings import autocast_dtype, check
+
+    good = _good(tmp_path)
+    check({**good, "amp_dtype": "BFloat16", "channels_last": "true", "compile": "false"}, "train")
+    assert "amp_dtype: 'int8' must be one of bfloat16, float16" in _problems({**good, "amp_dtype": "int8"})
+    assert "channels_last: 'maybe' must be true or false" in _problems({**good, "channels_last": "maybe"})
+    assert "compile: 2 must be true or false" in _problems({**good, "compile": 2})
+    assert autocast_dtype(" bfloat16") is torch.bfloat16 and autocast_dtype("float16") is torch.float16
+    with pytest.raises(ValueError, match="amp_dtype must be one of bfloat16, float16"):
+        autocast_dtype("float32")
+    # the multi-GPU overlays add sync_batch_norm: compile is refused there
+    assert "compile: true is not supported with the multi-GPU overlays" in _problems(
+        {**good, "compile": "true", "sync_batch_norm": False}
+    )
+    # bfloat16 on a GPU without it (the device rule is bypassed: this machine may have no CUDA)
+    monkeypatch.setattr(settings, "device", lambda v: None)
+    monkeypatch.setattr(settings, "_device_type", lambda v: "cuda")
+    monkeypatch.setattr(settings, "_bf16_supported", lambda: False)
+    cuda = {**good, "device": "cuda", "amp": True}
+    assert any(
+        "amp_dtype: 'bfloat16' is not supported by this GPU" in p
+        for p in settings._combinations({**cuda, "amp_dtype": "bfloat16"}, "train")
+    )
+    assert not settings._combinations({**cuda, "amp_dtype": "float16"}, "train")
+    assert not settings._combinations({**cuda, "amp": False, "amp_dtype": "bfloat16"}, "train")
+    monkeypatch.setattr(settings, "_bf16_supported", lambda: True)
+    assert not settings._combinations({**cuda, "amp_dtype": "bfloat16"}, "train")

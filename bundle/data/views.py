@@ -15,13 +15,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, get_track_meta, set_track_meta
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, Randomizable
 from monai.utils import MAX_SEED, get_seed
 
 from ..settings import as_bool
+from .cache import cached_dataset
+from .precision import to_float
 
-__all__ = ["TwoViewDataset", "patient_groups"]
+__all__ = ["TwoViewDataset", "patient_groups", "VIEWS_ON", "views_on_device"]
+
+# where the random views are made: per image in the DataLoader workers, or batched on the training device
+VIEWS_ON = ("device", "workers")
+
+
+def views_on_device(views_on: str) -> bool:
+    """Whether ``views_on`` (``device`` | ``workers``, any case) makes the random transforms on the training device."""
+    where = str(views_on).strip().lower()
+    if where not in VIEWS_ON:
+        raise ValueError(f"views_on must be one of {', '.join(VIEWS_ON)}, got {views_on!r}")
+    return where == "device"
+
 
 logger = logging.getLogger(__name__)
 
@@ -43,42 +57,63 @@ def patient_groups(data: Sequence[Mapping[str, Any]], patient_key: str = "patien
 class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
     """Each item: ``{"view1", "view2", "label", "index", "partner"}`` for contrastive pretraining.
 
+    With ``views_on="device"`` the item holds the two cached images instead of views, ``{"image1", "image2",
+    "label", "index", "partner"}`` (``image2`` is the MICLe partner's image, or the same image), and the views are
+    made batched on the training device (``bundle.data.batch_views.BatchViews`` in ``SSLPrepareBatch``).
+
     Args:
         data: datalist entries (``image``, optional ``patient``; ``label`` is passed through for the probe only).
         load_transform: deterministic transforms from an entry to ``{"image": (1, H, W), "label"}``; cached.
-        view_transform: random array transforms applied to the image, once per view.
+        view_transform: random array transforms applied to the image, once per view (unused, and may be None,
+            with ``views_on="device"``).
         multi_instance: MICLe pairing: ``view2`` from another image of the same patient when there is one.
         patient_key: entry field holding the patient id.
         cache_rate, num_workers: as MONAI's ``CacheDataset`` (workers used while caching).
         track_meta: keep MONAI's MetaTensor metadata in the views; off by default because the views only feed
             the network and the metadata bookkeeping costs time on every random transform.
         progress: show MONAI's caching progress bar.
+        views_on: ``workers`` (default): the views are made here, per image, in the DataLoader workers;
+            ``device``: the items carry the images and the views are made from the batch on the training device.
+        cache, cache_dir: where the loaded images are kept (``memory`` | ``disk`` | ``none``,
+            ``bundle.data.cache.cached_dataset``).
     """
 
     def __init__(
         self,
         data: Sequence[Mapping[str, Any]],
         load_transform: Callable | Sequence[Callable],
-        view_transform: Callable | Sequence[Callable],
+        view_transform: Callable | Sequence[Callable] | None,
         multi_instance: bool = False,
         patient_key: str = "patient",
         cache_rate: float = 1.0,
         num_workers: int | None = 1,
         track_meta: bool = False,
         progress: bool = False,
+        cache: str = "memory",
+        cache_dir: str | None = None,
+        views_on: str = "workers",
     ) -> None:
         self.data = list(data)
         if not self.data:
             raise ValueError("no images to pretrain on: the training split is empty")
         load = load_transform if callable(load_transform) else Compose(list(load_transform))
-        self.view_transform = view_transform if callable(view_transform) else Compose(list(view_transform))
+        self.views_on = str(views_on).strip().lower()
+        if self.views_on not in VIEWS_ON:
+            raise ValueError(f"views_on must be one of {', '.join(VIEWS_ON)}, got {views_on!r}")
+        if view_transform is None and self.views_on == "workers":
+            raise ValueError("views_on='workers' needs the view transforms")
+        self.view_transform = (
+            view_transform if callable(view_transform) or view_transform is None else Compose(list(view_transform))
+        )
         self.multi_instance = as_bool(multi_instance, "multi_instance")
         self.track_meta = track_meta
         self.partners = patient_groups(self.data, patient_key) if self.multi_instance else [[] for _ in self.data]
         # copy_cache=False: the view transforms make new tensors and never write into the cached image
-        self.cache = CacheDataset(
+        self.cache = cached_dataset(
             self.data,
-            transform=load,
+            load,
+            cache=cache,
+            cache_dir=cache_dir,
             cache_rate=cache_rate,
             num_workers=num_workers,
             copy_cache=False,
@@ -126,7 +161,7 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
         previous = get_track_meta()
         set_track_meta(self.track_meta)
         try:
-            out = self.view_transform(image)
+            out = self.view_transform(to_float(torch.as_tensor(image)))  # the cache may hold compact integers
         finally:
             set_track_meta(previous)
         return torch.as_tensor(out) if not self.track_meta else out
@@ -135,6 +170,15 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
         item = self.cache[index]
         partner = self.randomize(index)
         other = self.cache[partner] if partner != index else item
+        if self.views_on == "device":
+            # as cached (compact integers stay compact): a quarter of the bytes to collate and copy to the device
+            return {
+                "image1": torch.as_tensor(item["image"]),
+                "image2": torch.as_tensor(other["image"]),
+                "label": item.get("label", torch.tensor(-1)),
+                "index": index,
+                "partner": partner,
+            }
         return {
             "view1": self.view(item["image"]),
             "view2": self.view(other["image"]),

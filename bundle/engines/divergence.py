@@ -91,16 +91,23 @@ class DivergenceGuard:
             ``optimizer`` attribute, if any.
         amp: whether the trainer runs with mixed precision (a float16 overflow is then a likely cause);
             ``true``/``false`` strings are accepted.
+        amp_dtype: the autocast dtype of ``amp``, ``float16`` or ``bfloat16`` (the message names the one in use:
+            float16 overflows past 65504, bfloat16 keeps float32's range but only 8 bits of precision).
         network: the module whose parameters and buffers (e.g. BatchNorm running statistics, which can overflow
             while the loss is still finite) are checked after every epoch. None: the engine's ``network``
             attribute, else the optimizer's parameters.
     """
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer | None = None, amp: bool | str = False, network: nn.Module | None = None
+        self,
+        optimizer: torch.optim.Optimizer | None = None,
+        amp: bool | str = False,
+        network: nn.Module | None = None,
+        amp_dtype: str = "float16",
     ) -> None:
         self.optimizer, self.network = optimizer, network
         self.amp = as_bool(amp, "amp")
+        self.amp_dtype = str(amp_dtype).strip().lower()
 
     def attach(self, engine: Engine) -> None:
         """Register the checks (list this handler first, so the weights are checked before validation runs on
@@ -140,8 +147,12 @@ class DivergenceGuard:
 
     def _stop(self, engine: Engine, what: str) -> NoReturn:
         cause = f"{self._learning_rates()} is likely too high"
-        if self.amp:
-            cause += ", or mixed precision overflowed float16 (try --amp false)"
+        if self.amp and self.amp_dtype == "bfloat16":
+            cause += ", or mixed precision lost too much precision in bfloat16 (try --amp false)"
+        elif self.amp:
+            cause += (
+                ", or mixed precision overflowed float16 (try --amp false, or --amp_dtype bfloat16 on a GPU with it)"
+            )
         done = engine.state.epoch - 1
         kept = (
             f"nothing non-finite is saved, the files of epoch {done} stay in ckpt_dir: rerun with a lower "

@@ -13,6 +13,7 @@ import torch
 from monai.transforms import Transform
 from torch.nn import functional as F
 
+from ..data.precision import mask_to_float, to_float
 from ..networks.multitask import class_probabilities
 from ..settings import as_bool
 
@@ -20,7 +21,14 @@ __all__ = ["MultiTaskPrepareBatch", "MultiTaskOutputs"]
 
 
 class MultiTaskPrepareBatch:
-    """``prepare_batch`` for MONAI engines: ``(image, {"label", "mask", "has_mask"})`` on ``device``."""
+    """``prepare_batch`` for MONAI engines: ``(image, {"label", "mask", "has_mask"})`` on ``device``.
+
+    Validation and evaluation batches come straight from the cache, with (B, 1, H, W) images in a compact
+    integer precision (``cache_dtype``) and uint8 0/1 masks, 8 pixels a byte (B, 1, H, W / 8): they are copied as
+    they are (a quarter of the bytes of float32 for uint8) and turned into [0, 1] float32 images (B, 1, H, W) and
+    0/1 float32 masks (B, 1, H, W) on ``device``. Float batches (training, after the worker's ``ToFloatd``;
+    inference) pass unchanged.
+    """
 
     target_keys = ("label", "mask", "has_mask")
 
@@ -32,11 +40,16 @@ class MultiTaskPrepareBatch:
         **kwargs,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = torch.as_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        if not image.is_floating_point():
+            image = to_float(image)
         targets = {
             k: torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking, **kwargs)
             for k in self.target_keys
             if k in batchdata
         }
+        if "mask" in targets and not targets["mask"].is_floating_point():
+            # 0/1 values kept (not scaled), unpacked to the image's width: the loss and Dice read float masks
+            targets["mask"] = mask_to_float(targets["mask"], image.shape[-1])
         return image, targets
 
 

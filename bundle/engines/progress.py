@@ -32,6 +32,8 @@ class TerminalProgressBar:
         output_transform: engine output -> value shown beside the bar (default: the ``loss`` entry).
     """
 
+    rank_zero_only = True  # one bar, rank 0's, under DDP (bundle.distributed.for_this_rank)
+
     def __init__(self, enabled: bool = True, output_transform: Callable[[Any], dict] | None = None) -> None:
         self.enabled = as_bool(enabled, "show_progress")
         self.output_transform = output_transform or _loss

@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..data.transforms import file_stem
+from ..distributed import gather_objects, is_main_process
 from ..networks.multitask import class_probabilities
 from ..plots import save_overlay
 from ..saliency import attention_and_masks
@@ -66,11 +67,28 @@ class LungAttentionReport:
         engine.add_event_handler(Events.COMPLETED, self._write_overlays)
 
     def _publish(self, engine: Engine) -> None:
+        self._gather()
         if not self.values:
             return
         if not hasattr(engine.state, "metric_details"):  # MONAI's engines have it; a plain ignite Engine may not
             engine.state.metric_details = {}
         engine.state.metric_details[self.detail_name] = torch.tensor(self.values, dtype=torch.float64).reshape(-1, 1)
+
+    def _gather(self) -> None:
+        """Under DDP: every rank's values in rank order (MetricsSaver gathers the image paths in that order)."""
+        parts = gather_objects((self.values, self.classes, self.gt))
+        if len(parts) > 1:
+            self.values, self.classes, self.gt = ([x for part in parts for x in part[i]] for i in range(3))
+
+    def _gather_overlays(self) -> None:
+        """Under DDP: the most and least confident images of the whole split, from every rank's candidates."""
+        parts = gather_objects((self._most, self._least))
+        if len(parts) > 1:
+            # -order breaks ties by rank first, then by the image's order on that rank
+            self._most, self._least = (
+                heapq.nlargest(self.n_overlays, [(e[0], (-r, e[1]), e[2]) for r, p in enumerate(parts) for e in p[i]])
+                for i in range(2)
+            )
 
     def _collect(self, engine: Engine) -> None:
         out = engine.state.output
@@ -115,6 +133,9 @@ class LungAttentionReport:
 
     def _write_overlays(self, engine: Engine) -> None:
         if self.n_overlays <= 0:
+            return
+        self._gather_overlays()
+        if not is_main_process():
             return
         folder = os.path.join(self.output_dir, "overlays")
         for tag, heap in (("most_confident", self._most), ("least_confident", self._least)):

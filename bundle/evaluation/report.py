@@ -17,6 +17,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..atomic import atomic_write_json
+from ..distributed import gather_objects, is_main_process
 from ..plots import plot_confusion, plot_roc
 from ..settings import as_bool
 from .metrics import confusion_table, harmonic_mean
@@ -98,7 +99,12 @@ class EvaluationReport:
             values.append(engine.state.output[key].detach().float().cpu())
 
     def _write(self, engine: Engine) -> None:
-        prob, pred, onehot = (torch.cat(v) for v in self.outputs.values())
+        # under DDP each rank holds its share of the split: all take part in the gathering, rank 0 writes
+        parts = gather_objects([torch.cat(v) if v else torch.zeros(0) for v in self.outputs.values()])
+        prob, pred, onehot = (torch.cat([p[i] for p in parts if p[i].numel()] or [parts[0][i]]) for i in range(3))
+        if not is_main_process():
+            self.metrics = {}
+            return
         results, names, c = engine.state.metrics, self.metric_names, len(self.class_names)
         auc = _per_class(results[names["auc"]], c)
         sensitivity = _per_class(results[names["sensitivity"]], c)

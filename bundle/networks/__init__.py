@@ -1,4 +1,5 @@
-"""Networks: the multi-task encoder-decoder and its tensor views, export-safe shortcuts, weight conversion."""
+"""Networks: the multi-task encoder-decoder and its tensor views, placement (device, memory format), export-safe
+shortcuts, weight conversion."""
 
 from .. import lazy_submodules
 from .multitask import (
@@ -9,6 +10,7 @@ from .multitask import (
     class_probabilities,
     encoder_channels,
 )
+from .placement import place
 
 __all__ = [
     "MultiTaskNet",
@@ -17,6 +19,7 @@ __all__ = [
     "build_encoder",
     "class_probabilities",
     "encoder_channels",
+    "place",
 ]
 
 __getattr__ = lazy_submodules(__name__)

@@ -1,5 +1,8 @@
 """Masks for reconstruction pretraining (``ReconstructionMaskd``, a MONAI dictionary transform run in the loader).
 
+With ``views_on`` device the training batches are masked on the device instead, by
+``bundle.ssl.batch_masking.BatchMasks`` (the same distributions); the reconstruction pictures keep this transform.
+
 - ``blocks``: context-encoder style holes, MONAI's ``RandCoarseDropout(dropout_holes=True)`` filled with noise;
 - ``outpaint``: MONAI's ``RandCoarseDropout(dropout_holes=False)``: the holes are kept, everything else is noise;
 - ``group``: GMML-style (SPCXR / SS-CXR): random rectangles of side <= ``max_side`` of the image are added until

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ..distributed import broadcast_, gather_no_grad, is_distributed, rank
 from .base import TwoViewMethod
 from .heads import mlp
 from .momentum import ema_update, frozen_copy
@@ -20,8 +21,9 @@ class MoCoV2(TwoViewMethod):
     ``forward`` encodes ``view1`` as queries and ``view2`` as keys (without gradient) and scores each query
     against its key and the queue; the current keys join the queue only in ``on_step_end``, after the loss, so
     the queue never holds the current positives. The key encoder is then moved towards the query encoder.
-    Projection head: Linear-ReLU-Linear (no BN), as in MoCo v2. On one device BatchNorm is not shuffled:
-    with a single process there is no per-GPU sub-batch for "shuffling BN" to decorrelate.
+    Projection head: Linear-ReLU-Linear (no BN), as in MoCo v2. Under DDP the keys are computed with MoCo's
+    shuffling BN (``shuffled_keys``) and the keys of every rank join the queue, so all ranks keep one queue; on
+    one process BatchNorm is not shuffled: there is no per-GPU sub-batch for shuffling to decorrelate.
 
     Args:
         backbone, in_channels: see ``TwoViewMethod``.
@@ -63,16 +65,35 @@ class MoCoV2(TwoViewMethod):
         """L2-normalised keys from the momentum encoder."""
         return F.normalize(self.momentum_projector(self.pooled(self.momentum_encoder, x)).float(), dim=1)
 
+    @torch.no_grad()
+    def shuffled_keys(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys of this rank's ``x`` (B, 1, H, W) computed on a random shard of the global batch; and all keys.
+
+        MoCo's shuffling BN: each rank's key encoder sees images of other ranks, so batch-norm statistics
+        cannot tell a query's own key apart. Returns (B, D) keys of this rank and (W * B, D) of every rank.
+        """
+        n = x.shape[0]
+        everyone = gather_no_grad(x)
+        order = broadcast_(torch.randperm(len(everyone), device=x.device))  # one permutation for all ranks
+        mine = slice(rank() * n, (rank() + 1) * n)
+        shuffled = gather_no_grad(self.keys(everyone[order[mine]]))  # row j holds the key of image order[j]
+        keys = torch.empty_like(shuffled)
+        keys[order] = shuffled
+        return keys[mine], keys
+
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         v1, v2 = self.views(batch)
         q = F.normalize(self.projector(self.pooled(self.encoder, v1)).float(), dim=1)
-        k = self.keys(v2)
+        if is_distributed() and self.training:
+            k, all_keys = self.shuffled_keys(v2)
+        else:
+            k = all_keys = self.keys(v2)
         l_pos = (q * k).sum(dim=1, keepdim=True)
         l_neg = q @ self.queue.T.clone()  # clone: the queue changes in place after this step
         logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
         loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
         if self.training:
-            self._pending_keys = k.detach()
+            self._pending_keys = all_keys.detach()  # every rank's keys: the ranks keep one queue
         return {"loss": loss, "embedding": q.detach()}
 
     @torch.no_grad()

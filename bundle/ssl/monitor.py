@@ -13,6 +13,8 @@ from ignite.engine import Engine, Events
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.precision import to_float
+from ..distributed import unwrap
 from .base import PretrainingMethod, pooled_features
 
 __all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled"]
@@ -27,7 +29,8 @@ def encode_pooled(encoder: nn.Module, loader: Any, device: torch.device | str) -
     encoder.eval()
     feats, labels = [], []
     for batch in loader:
-        x = torch.as_tensor(batch["image"]).to(device)
+        # the probe reads the training caches, which may hold compact integer images: floats after the copy
+        x = to_float(torch.as_tensor(batch["image"]).to(device))
         f = pooled_features(encoder, x)
         feats.append(F.normalize(f.float(), dim=1).cpu())
         labels.append(torch.as_tensor(batch["label"]).cpu())
@@ -88,6 +91,8 @@ class PretrainMonitor:
         collapse_ratio: warn when spread < ``collapse_ratio / sqrt(D)``.
     """
 
+    rank_zero_only = True  # under DDP rank 0 alone probes and logs (bundle.distributed.for_this_rank)
+
     def __init__(
         self,
         method: PretrainingMethod,
@@ -97,7 +102,7 @@ class PretrainMonitor:
         log_dir: str | None = None,
         collapse_ratio: float = 0.1,
     ) -> None:
-        self.method, self.optimizer = method, optimizer
+        self.method, self.optimizer = unwrap(method), optimizer
         self.probe_loaders, self.probe_interval = probe_loaders, probe_interval
         self.log_dir, self.collapse_ratio = log_dir, collapse_ratio
         self.history: list[dict[str, float]] = []

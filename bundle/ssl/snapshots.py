@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from ignite.engine import Engine, Events
 
+from ..distributed import unwrap
 from ..plots import plot_reconstructions
 
 __all__ = ["ReconstructionSnapshot"]
@@ -32,6 +33,8 @@ class ReconstructionSnapshot:
         seed: seed of the masks.
     """
 
+    rank_zero_only = True  # under DDP rank 0 alone draws (bundle.distributed.for_this_rank)
+
     def __init__(
         self,
         method: torch.nn.Module,
@@ -43,7 +46,7 @@ class ReconstructionSnapshot:
         seed: int = 0,
         prefix: str = "reconstruction",
     ) -> None:
-        self.method, self.data, self.transform = method, list(data)[:num_images], transform
+        self.method, self.data, self.transform = unwrap(method), list(data)[:num_images], transform
         self.output_dir, self.interval, self.seed, self.prefix = output_dir, interval, seed, prefix
         self._samples: dict[str, torch.Tensor] | None = None
         self.saved: list[str] = []

@@ -1,7 +1,8 @@
 """Benchmark suites of the bundle: each measures a bundle workflow (or inference mode) against a plain reference.
 
 ``SUITES`` maps a suite's name to its module; every module has ``add_arguments(parser)`` and ``run(args) -> report``
-(a dict with ``harness.REPORT_KEYS``). ``main`` is the command line of ``scripts/benchmark.py``.
+(a dict with ``harness.REPORT_KEYS``). ``main`` is the command line of ``scripts/benchmark.py``. ``ALL_RUNS`` is
+what ``all`` runs: every suite, the contrastive suite once per method (SimCLR, MoCo, BYOL, SimSiam, MICLe).
 """
 
 from __future__ import annotations
@@ -13,12 +14,53 @@ from typing import Any
 
 from bundle.settings import integer, option
 
-from . import inference, inpainting, pretrain, train
-from .harness import REPORT_KEYS, check_output_file, print_report, write_json
+from . import cache, inference, inpainting, pretrain, train
+from .harness import REPORT_KEYS, add_speed_arguments, check_output_file, print_report, speed_overrides, write_json
 
-__all__ = ["SUITES", "REPORT_KEYS", "build_parser", "run_suite", "main"]
+__all__ = ["SUITES", "ALL_RUNS", "REPORT_KEYS", "all_runs", "build_parser", "run_suite", "main"]
 
-SUITES: dict[str, ModuleType] = {"train": train, "pretrain": pretrain, "inpainting": inpainting, "inference": inference}
+SUITES: dict[str, ModuleType] = {
+    "train": train,
+    "pretrain": pretrain,
+    "inpainting": inpainting,
+    "inference": inference,
+    "cache": cache,
+}
+
+
+# what `all` runs, in order: (result key, suite, the suite's own flags)
+ALL_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("train", "train", ()),
+    *((f"pretrain:{m}", "pretrain", ("--method", m)) for m in pretrain.METHODS),
+    ("pretrain:micle", "pretrain", ("--method", "simclr", "--multi_instance")),
+    ("inpainting", "inpainting", ()),
+    ("inference", "inference", ()),
+    ("cache", "cache", ()),
+)
+# flags of `all` that reach every suite that has them, only when given (otherwise each suite keeps its default)
+PASSED_ON = (
+    "device",
+    "threads",
+    "warmup",
+    "iters",
+    "image_size",
+    "batch_size",
+    "backbone",
+    "dataset_dir",
+    "num_workers",
+    "channels_last",
+    "compile",
+    "amp_dtype",
+)
+
+
+def _suite_names(text: str) -> list[str]:
+    """``train,pretrain`` -> ["train", "pretrain"] (each a suite name)."""
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    unknown = [n for n in names if n not in SUITES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"give suite names among {', '.join(SUITES)}, got {text!r}")
+    return names
 
 
 def suite_parser(name: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -34,13 +76,53 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="suite", required=True)
     for name, module in SUITES.items():
         suite_parser(name, sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
-    every = sub.add_parser("all", help="every suite with its defaults (--device and --threads apply to all)")
+    every = sub.add_parser(
+        "all",
+        help="every suite, the contrastive one for each method (simclr, moco, byol, simsiam, MICLe); "
+        "a flag given here reaches every suite that has it, the rest keep each suite's defaults",
+    )
+    every.add_argument(
+        "--suites",
+        type=_suite_names,
+        default=list(SUITES),
+        help=f"comma-separated suites to run (default all: {','.join(SUITES)})",
+    )
     every.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     every.add_argument(
-        "--threads", type=option(integer(0)), default=0, help="torch CPU threads (default 0: torch's default)"
+        "--threads", type=option(integer(0)), default=None, help="torch CPU threads (default: torch's default)"
     )
+    every.add_argument("--warmup", type=option(integer(0)), default=None, help="default: each suite's")
+    every.add_argument("--iters", type=option(integer(1)), default=None, help="default: each suite's")
+    every.add_argument("--image_size", type=option("image_size"), default=None, help="default: each suite's (224)")
+    every.add_argument("--batch_size", type=option(integer(1)), default=None, help="default: each suite's")
+    every.add_argument("--backbone", type=option("backbone"), default=None, help="default: each suite's (resnet18)")
+    every.add_argument("--dataset_dir", default=None, help="default: the bundle's data/sample")
+    every.add_argument("--num_workers", type=option(integer(0)), default=None, help="default: each suite's (2)")
+    add_speed_arguments(every)
     every.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
+
+
+def all_runs(args: argparse.Namespace) -> list[tuple[str, str, argparse.Namespace]]:
+    """The runs of ``all`` for its parsed ``args``: (result key, suite, that suite's parsed flags).
+
+    Each suite starts from its own defaults; a flag of ``all`` that was given replaces the default of every suite
+    that has the flag (``--num_workers`` and the speed flags reach the training suites only). A speed flag whose
+    config id a training config lacks stops here, before any measuring.
+    """
+    runs = []
+    for key, name, flags in ALL_RUNS:
+        if name not in args.suites:
+            continue
+        suite_args = suite_parser(name).parse_args(list(flags))
+        for dest in PASSED_ON:
+            value = getattr(args, dest, None)
+            if value is not None and hasattr(suite_args, dest):
+                setattr(suite_args, dest, value)
+        if hasattr(suite_args, "channels_last"):
+            speed_overrides(suite_args, SUITES[name].CONFIG)
+        runs.append((key, name, suite_args))
+    return runs
 
 
 def run_suite(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -58,15 +140,12 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> d
     """
     args = build_parser(description).parse_args(argv)
     check_output_file("--json", args.json)  # before measuring, not after
-    if args.suite == "all":
-        results = {}
-        for name in SUITES:
-            suite_args = suite_parser(name).parse_args([])
-            suite_args.device, suite_args.threads = args.device, args.threads
-            results[name] = run_suite(name, suite_args)
-    else:
-        results = {args.suite: run_suite(args.suite, args)}
+    results: dict[str, dict[str, Any]] = {}
+    runs = all_runs(args) if args.suite == "all" else [(args.suite, args.suite, args)]  # flags checked up front
+    for key, name, suite_args in runs:
+        results[key] = run_suite(name, suite_args)
+        if args.json:  # after every suite: a long `all` that stops half-way keeps what it measured
+            write_json(args.json, results)
     if args.json:
-        write_json(args.json, results)
         print(f"results written to {args.json}", flush=True)
     return results

@@ -4,7 +4,10 @@ Every suite measures two things in this process, on the same network or method, 
 CUDA) and optimiser, and reports them with ``make_report``. The training suites compare a bundle workflow (run by
 ``run_workflow`` with an ``IterationTimer`` on ``train#trainer``) with a plain PyTorch loop (timed by
 ``time_loop`` with the same warm-up / iteration logic); ``compare_training`` runs the plain loop before and after
-the workflow and averages the two runs, which evens out drift on a shared machine.
+the workflow and averages the two runs, which evens out drift on a shared machine. It first measures the data
+path alone (``measure_data_path``): the workflow's own train DataLoader and ``prepare_batch`` (which makes the
+views on the device for ``views_on: device``) with no model, with one worker and with the configured workers, so
+that one run gives the data path, the model step (the plain loop) and the whole workflow.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bundle.errors import fail
-from bundle.settings import integer, option, output_folder
+from bundle.settings import as_bool, autocast_dtype, integer, option, output_folder
 
 __all__ = [
     "ROOT",
@@ -33,11 +36,15 @@ __all__ = [
     "IterationTimer",
     "add_common_arguments",
     "add_data_arguments",
+    "add_speed_arguments",
     "check_output_file",
     "choose_device",
     "compare_training",
+    "config_value",
     "dataset_size_needed",
+    "loader_with_workers",
     "make_report",
+    "measure_data_path",
     "memory_note",
     "parse_ids",
     "peak_memory_mb",
@@ -46,7 +53,10 @@ __all__ = [
     "reset_peak",
     "run_workflow",
     "settings",
+    "speed_overrides",
+    "SpeedUp",
     "sync",
+    "time_data_path",
     "time_loop",
     "OptimiserStep",
     "training_report",
@@ -56,6 +66,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
+SPEED_IDS = ("channels_last", "compile", "amp_dtype")  # config ids the speed flags set, only when given
 REPORT_KEYS = (
     "suite",
     "title",
@@ -109,6 +120,95 @@ def add_data_arguments(parser: argparse.ArgumentParser, num_workers: int = 2) ->
     )
 
 
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--channels_last``, ``--compile``, ``--amp_dtype``: config ids set on both sides, only when given."""
+    parser.add_argument(
+        "--channels_last",
+        type=option("channels_last"),
+        default=None,
+        help="true/false: channels_last memory format (config id channels_last; default: the config's)",
+    )
+    parser.add_argument(
+        "--compile",
+        type=option("compile"),
+        default=None,
+        help="true/false: torch.compile the network (config id compile; default: the config's)",
+    )
+    parser.add_argument(
+        "--amp_dtype",
+        type=option("amp_dtype"),
+        default=None,
+        help="bfloat16 | float16: the autocast dtype under AMP, i.e. on CUDA (config id amp_dtype; default: the config's)",
+    )
+
+
+def speed_overrides(args: argparse.Namespace, config: str) -> dict[str, Any]:
+    """The speed ids given on the command line, as config overrides; the others are left to the config.
+
+    A flag whose id ``configs/<config>`` does not have stops with one message: the workflow would ignore it while
+    the plain loop applied it, and the ratio would compare two different things.
+    """
+    given = {k: getattr(args, k, None) for k in SPEED_IDS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return {}
+    text = (CONFIGS / config).read_text(encoding="utf-8")
+    known = json.loads(text)
+    missing = [k for k in given if k not in known]
+    if missing:
+        flags = ", ".join(f"--{k}" for k in missing)
+        fail(f"{flags}: configs/{config} has no id {', '.join(missing)}; leave the flag out (the config decides)")
+    out: dict[str, Any] = {}
+    for k, v in given.items():
+        out[k] = str(v).strip().lower() if k == "amp_dtype" else as_bool(v, k)
+    return out
+
+
+class SpeedUp:
+    """What the speed ids do, for a plain loop: channels_last memory format, torch.compile, the autocast dtype.
+
+    ``from_config`` reads the values the workflow runs with (the config's, or the flags'), so that both sides run
+    alike; an id the config lacks keeps PyTorch's default (contiguous tensors, eager mode, float16 autocast).
+    """
+
+    def __init__(self, channels_last: bool = False, compile: bool = False, amp_dtype: Any = None) -> None:
+        self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self.amp_dtype = autocast_dtype(amp_dtype) if amp_dtype else None
+
+    @classmethod
+    def from_config(cls, config: str, overrides: Mapping[str, Any]) -> SpeedUp:
+        """The speed ids of ``configs/<config>`` with ``overrides``, as the workflow resolves them."""
+        known = json.loads((CONFIGS / config).read_text(encoding="utf-8"))
+        ids = [k for k in SPEED_IDS if k in known]
+        values = dict(zip(ids, parse_ids(config, overrides, *ids))) if ids else {}
+        return cls(
+            channels_last=as_bool(values.get("channels_last", False), "channels_last"),
+            compile=as_bool(values.get("compile", False), "compile"),
+            amp_dtype=values.get("amp_dtype"),
+        )
+
+    def as_settings(self) -> dict[str, Any]:
+        """The speed settings of a report (only those that differ from PyTorch's defaults)."""
+        out: dict[str, Any] = {}
+        if self.channels_last:
+            out["channels_last"] = True
+        if self.compile:
+            out["compile"] = True
+        if self.amp_dtype is not None:
+            out["amp_dtype"] = str(self.amp_dtype).replace("torch.", "")
+        return out
+
+    def module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` in the memory format (and compiled) as asked; returns the module to call."""
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return torch.compile(module) if self.compile else module
+
+    def tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch (N, C, H, W) in the memory format asked."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+
 def check_output_file(option: str, path: str | os.PathLike | None) -> None:
     """Stop before any measuring when ``path`` cannot be written: a folder, under a file, or read-only."""
     if not path:
@@ -142,9 +242,10 @@ def settings(args: argparse.Namespace, device: torch.device, **extra: Any) -> di
         fail("; ".join(problems))
     if args.threads:
         torch.set_num_threads(args.threads)
+    dtype = extra.pop("amp_dtype", None)  # a suite's SpeedUp.as_settings(): the autocast dtype belongs to precision
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": "AMP" if device.type == "cuda" else "fp32",
+        "precision": f"AMP {dtype or 'float16'}" if device.type == "cuda" else "fp32",
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "backbone": args.backbone,
@@ -181,6 +282,7 @@ class IterationTimer:
         self.done = 0
         self.timed: list[tuple[float, int]] = []  # (seconds, items) of each timed iteration
         self._last = 0.0
+        self._started = False
 
     def start(self) -> None:
         """Start the clock of the next iteration."""
@@ -208,8 +310,14 @@ class IterationTimer:
 
         if self.items is None:
             raise ValueError("IterationTimer needs items(batch) -> int to time an engine")
-        engine.add_event_handler(Events.GET_BATCH_STARTED(once=1), lambda _: self.start())
+        # not GET_BATCH_STARTED(once=1): ignite counts that event by iteration, which is still 0 at the first fetch
+        engine.add_event_handler(Events.GET_BATCH_STARTED, self._on_first_fetch)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
+
+    def _on_first_fetch(self, engine: Any) -> None:
+        if self.done == 0 and not self._started:
+            self._started = True
+            self.start()
 
     def _on_iteration(self, engine: Any) -> None:
         if self.tick(self.items(engine.state.batch)) and not engine.should_terminate:
@@ -238,16 +346,20 @@ class OptimiserStep:
     """One step of a plain PyTorch loop as MONAI's SupervisedTrainer takes it: AMP (CUDA only), backward, step.
 
     ``step(compute_loss)`` returns the loss as a float: the workflow's StatsHandler reads the loss every step too.
+    ``amp_dtype`` is the autocast dtype (default float16); loss scaling is only used with float16.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, device: torch.device, amp_dtype: torch.dtype | None = None
+    ) -> None:
         self.optimizer, self.device = optimizer, device
         self.amp = device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.dtype = amp_dtype or torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.dtype == torch.float16)
 
     def __call__(self, compute_loss: Callable[[], torch.Tensor]) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
             loss = compute_loss()
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -265,6 +377,100 @@ def time_loop(
         step(i)
         timer.tick(items_per_step)
     return timer
+
+
+def loader_with_workers(loader: Any, num_workers: int) -> Any:
+    """A copy of a DataLoader with ``num_workers`` workers and every other setting of ``loader``.
+
+    Same dataset (and its cache), batch size, sampler kind, collate, pinning, drop_last, worker seeding and
+    prefetching; ``persistent_workers`` is kept where workers exist.
+    """
+    from torch.utils.data import RandomSampler
+
+    kwargs: dict[str, Any] = {
+        "batch_size": loader.batch_size,
+        "shuffle": isinstance(loader.sampler, RandomSampler),
+        "num_workers": num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "drop_last": loader.drop_last,
+        "worker_init_fn": loader.worker_init_fn,
+        "generator": loader.generator,
+        "timeout": loader.timeout,
+    }
+    if num_workers > 0:
+        kwargs["persistent_workers"] = loader.persistent_workers or loader.num_workers == 0
+        kwargs["prefetch_factor"] = loader.prefetch_factor or 2
+        kwargs["multiprocessing_context"] = loader.multiprocessing_context
+    return type(loader)(loader.dataset, **kwargs)
+
+
+def time_data_path(
+    loader: Iterable[Any],
+    prepare: Callable[..., Any] | None,
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    items: Callable[[Any], int],
+) -> IterationTimer:
+    """Iterate ``loader`` with no model: each batch through ``prepare(batch, device, non_blocking)`` (the trainer's
+    ``prepare_batch``: to the device, views made there), timed like a workflow; epochs repeat as needed."""
+    timer = IterationTimer(device, warmup, iters)
+    timer.start()  # as the workflow's timer: worker start-up falls in the warm-up
+    while not timer.finished:
+        fetched = 0
+        for batch in loader:
+            fetched += 1
+            n = items(batch)  # the raw batch, as the workflow's timer counts engine.state.batch
+            if prepare is not None:
+                prepare(batch, device, False)
+            if timer.tick(n):
+                break
+        if not fetched:
+            raise RuntimeError("the data loader gave no batch")
+    return timer
+
+
+def measure_data_path(
+    config: str,
+    overrides: Mapping[str, Any],
+    items: Callable[[Any], int],
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    loader_alone: bool = False,
+) -> dict[str, Any]:
+    """The data path of ``configs/<config>`` alone: ``train#dataloader`` + ``train#trainer#prepare_batch``, no model.
+
+    Built from the config with the workflow's ``overrides`` (so the same dataset, cache, transforms, batch and
+    loader settings), measured with one DataLoader worker (``per_worker``) and with the configured workers
+    (``all_workers``), in the unit of ``items``. With ``loader_alone`` (``prepare_batch`` makes the views,
+    ``views_on: device``) also ``loader_per_worker``: the loader alone with one worker, without the views, i.e.
+    what one worker can supply to a device that makes the views itself.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / config))
+    parser.update({"bundle_root": str(ROOT), **overrides})
+    loader = parser.get_parsed_content("train#dataloader")
+    prepare = parser.get_parsed_content("train#trainer#prepare_batch")
+    configured = loader.num_workers
+    result: dict[str, Any] = {"num_workers": configured}
+
+    def measure(n: int, with_prepare: bool = True) -> float:
+        copy = loader if n == configured else loader_with_workers(loader, n)
+        try:
+            return time_data_path(copy, prepare if with_prepare else None, device, warmup, iters, items).throughput()
+        finally:
+            del copy
+            gc.collect()  # shut the copy's persistent workers down before the next measurement
+
+    result["per_worker"] = measure(1)
+    result["all_workers"] = result["per_worker"] if configured == 1 else measure(configured)
+    if loader_alone:
+        result["loader_per_worker"] = measure(1, with_prepare=False)
+    return result  # the caller collects the loader (and its persistent workers) once this frame is gone
 
 
 def reset_peak(device: torch.device) -> None:
@@ -383,6 +589,12 @@ def parse_ids(config: str, overrides: Mapping[str, Any], *ids: str) -> list[Any]
     return [parser.get_parsed_content(i) for i in ids]
 
 
+def config_value(config: str, overrides: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """The parsed value of the top-level id ``name`` of ``configs/<config>``, or ``default`` where it has none."""
+    known = json.loads((CONFIGS / config).read_text(encoding="utf-8"))
+    return parse_ids(config, overrides, name)[0] if name in known else default
+
+
 def run_workflow(config: str, overrides: Mapping[str, Any], timer: IterationTimer) -> IterationTimer:
     """Run ``configs/<config>`` as MONAI's ``ConfigWorkflow`` until ``timer`` (on ``train#trainer``) stops it.
 
@@ -410,21 +622,33 @@ def run_workflow(config: str, overrides: Mapping[str, Any], timer: IterationTime
 
 
 def compare_training(
-    bundle: Callable[[], IterationTimer], plain: Callable[[], IterationTimer], device: torch.device
+    bundle: Callable[[], IterationTimer],
+    plain: Callable[[], IterationTimer],
+    device: torch.device,
+    data: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Plain loop, bundle workflow, plain loop again: throughputs and the peak memory of each phase."""
+    """Data path (``data``, if given), plain loop, bundle workflow, plain loop again: throughputs, the median
+    iteration of each side and the peak memory of the plain and bundle phases."""
+    data_path = data() if data is not None else None
+    gc.collect()  # the data path's loaders hold persistent workers in reference cycles: release them first
     reset_peak(device)
-    plain_before = plain().throughput()
+    before = plain()
     plain_peak = peak_memory_mb(device)
     reset_peak(device)
-    bundle_throughput = bundle().throughput()
+    workflow = bundle()
     bundle_peak = peak_memory_mb(device)
-    plain_after = plain().throughput()
+    after = plain()
+    # the median iteration shrugs off a few iterations slowed by another process on a shared machine
     return {
-        "bundle": bundle_throughput,
-        "plain": (plain_before + plain_after) / 2,
-        "plain_runs": [plain_before, plain_after],
+        "bundle": workflow.throughput(),
+        "plain": (before.throughput() + after.throughput()) / 2,
+        "plain_runs": [before.throughput(), after.throughput()],
+        "median_seconds": {
+            "bundle": workflow.median_seconds(),
+            "plain": statistics.median(t for t, _ in before.timed + after.timed),
+        },
         "peak_memory_mb": {"bundle": bundle_peak, "plain": plain_peak},
+        "data_path": data_path,
     }
 
 
@@ -466,6 +690,23 @@ def training_report(
     """The report of a training suite: ``ratio`` = bundle / plain throughput (higher is better, 1.0 = no overhead)."""
     ratio = measured["bundle"] / measured["plain"] if measured["plain"] else float("nan")
     before, after = measured["plain_runs"]
+    details: dict[str, Any] = {}
+    data_path = measured.get("data_path")
+    if data_path:
+        # the three parts of one run side by side: data alone, model step alone (plain), whole workflow (bundle)
+        details["data_path"] = {k: round(float(v), 2) for k, v in data_path.items() if k != "num_workers"}
+        details["data_path_note"] = (
+            f"{unit} of the config's train DataLoader + prepare_batch with no model: per_worker with 1 worker, "
+            f"all_workers with num_workers {data_path['num_workers']}"
+            + ("; loader_per_worker: 1 worker, views not made" if "loader_per_worker" in data_path else "")
+        )
+        details["data_headroom"] = round(data_path["all_workers"] / measured["plain"], 2) if measured["plain"] else 0
+    details["plain_runs"] = f"{before:.2f} before, {after:.2f} after the workflow (plain = their mean)"
+    medians = measured.get("median_seconds")
+    if medians and medians["bundle"]:
+        details["median_iteration_s"] = {k: round(float(v), 3) for k, v in medians.items()}
+        details["median_ratio"] = round(medians["plain"] / medians["bundle"], 3)
+    details["memory"] = memory_note(device, workers=True)
     return make_report(
         suite,
         title,
@@ -477,11 +718,15 @@ def training_report(
         "1.0 = no overhead)",
         measured["peak_memory_mb"],
         settings,
-        {
-            "plain_runs": f"{before:.2f} before, {after:.2f} after the workflow (plain = their mean)",
-            "memory": memory_note(device, workers=True),
-        },
+        details,
     )
+
+
+def _detail_text(value: Any) -> str:
+    """One ``details`` entry as printed: a mapping as ``name value, ...`` (floats to two decimals)."""
+    if not isinstance(value, Mapping):
+        return str(value)
+    return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
 
 
 def print_report(report: Mapping[str, Any], file: Any = None) -> None:
@@ -492,7 +737,7 @@ def print_report(report: Mapping[str, Any], file: Any = None) -> None:
     rows += [(side, f"{v:10.2f} {unit}") for side, v in report["throughput"].items()]
     rows.append((report["figure"], f"{report['value']:10.3f}  {report['meaning']}"))
     rows.append(("peak_memory_mb", ", ".join(f"{k} {v:.0f}" for k, v in report["peak_memory_mb"].items())))
-    rows += [(k, str(v)) for k, v in report["details"].items()]
+    rows += [(k, _detail_text(v)) for k, v in report["details"].items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"== {report['suite']}: {report['title']}"] + [f"   {k:<{width}} : {v}" for k, v in rows]
     print("\n".join(lines), file=file or sys.stdout, flush=True)

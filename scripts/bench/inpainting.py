@@ -3,7 +3,9 @@
 Both sides train ``Inpainting`` on ``MultiTaskNet(seg_channels=1)`` with the masks of ``--method`` (inpainting:
 blocks, outpainting, group_masked: GMML, through ``bundle.ssl.methods.mask_mode_of`` as in the config), the
 config's loss, paste share and optimiser settings, batch and precision. The bundle side runs the config's trainer
-(DataLoader workers, MONAI transforms, handlers); the plain side masks in-memory images in its own loop.
+(DataLoader workers, MONAI transforms, handlers); the plain side masks in-memory images in its own loop. The data
+path alone (the config's train DataLoader, transforms and masks included, and its ``prepare_batch``, no model) is
+measured first, with one worker and with ``--num_workers``.
 """
 
 from __future__ import annotations
@@ -23,15 +25,20 @@ from bundle.ssl.methods import INPAINTING_METHODS, mask_mode_of
 from .harness import (
     IterationTimer,
     OptimiserStep,
+    SpeedUp,
     add_common_arguments,
     add_data_arguments,
+    add_speed_arguments,
     choose_device,
     compare_training,
+    config_value,
     dataset_size_needed,
+    measure_data_path,
     parse_ids,
     repeat_datalist,
     run_workflow,
     settings,
+    speed_overrides,
     time_loop,
     training_report,
     workflow_overrides,
@@ -45,46 +52,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This suite's flags."""
     add_common_arguments(parser, warmup=2, iters=5, batch_size=8)
     add_data_arguments(parser)
+    add_speed_arguments(parser)
     parser.add_argument(
         "--method", default="inpainting", choices=list(INPAINTING_METHODS), help="ssl_method (default inpainting)"
     )
 
 
-def plain_loop(args: argparse.Namespace, device: torch.device, overrides: dict[str, Any]) -> IterationTimer:
+def plain_loop(
+    args: argparse.Namespace, device: torch.device, overrides: dict[str, Any], speed: SpeedUp
+) -> IterationTimer:
     """A hand-written loop: mask in-memory images, forward, masked reconstruction loss, backward, step."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
     names = ("learning_rate", "weight_decay", "recon_loss", "replace_prob", "mask_ratio")
     lr, wd, recon_loss, replace_prob, mask_ratio = parse_ids(CONFIG, overrides, *names)
     net = MultiTaskNet(num_classes=1, backbone=args.backbone, seg_channels=1)
     method = Inpainting(net, recon_loss=recon_loss, replace_prob=replace_prob).to(device).train()
-    optimiser_step = OptimiserStep(torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=wd), device)
+    optimiser_step = OptimiserStep(
+        torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=wd), device, speed.amp_dtype
+    )
+    forward = speed.module(method)
     masking = ReconstructionMaskd(mode=mask_mode_of(args.method), mask_ratio=mask_ratio)
     masking.set_random_state(0)
     images = torch.rand(POOL, args.batch_size, 1, args.image_size, args.image_size)
 
     def step(i: int) -> float:
         items = [masking({"image": img}) for img in images[i % POOL]]
-        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("image", "target", "recon_mask")}
-        return optimiser_step(lambda: method(batch)["loss"])
+        batch = {
+            k: speed.tensor(torch.stack([it[k] for it in items]).to(device)) for k in ("image", "target", "recon_mask")
+        }
+        return optimiser_step(lambda: forward(batch)["loss"])
 
     return time_loop(step, device, args.warmup, args.iters, args.batch_size)
 
 
+def count_images(batch: dict[str, Any]) -> int:
+    """Images in a batch of the workflow."""
+    return len(batch["image"])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure the plain loop, the workflow and the plain loop again; return the report."""
+    """Measure the data path, the plain loop, the workflow and the plain loop again; return the report."""
     device = choose_device(args.device)
     mode = mask_mode_of(args.method)
-    setup = settings(args, device, num_workers=args.num_workers, method=args.method, mask_mode=mode)
+    given = speed_overrides(args, CONFIG)  # before any measuring: a flag the config cannot take stops here
     with tempfile.TemporaryDirectory() as out:
         datalist, _ = repeat_datalist(args.dataset_dir, dataset_size_needed(args), out)
         overrides = workflow_overrides(args, device, out, datalist)
-        overrides.update(ssl_method=args.method, probe_interval=0, sample_interval=0)
-        measured = compare_training(
-            lambda: run_workflow(
-                CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, lambda batch: len(batch["image"]))
-            ),
-            lambda: plain_loop(args, device, overrides),
+        overrides.update(ssl_method=args.method, probe_interval=0, sample_interval=0, **given)
+        speed = SpeedUp.from_config(CONFIG, overrides)
+        views_on = config_value(CONFIG, overrides, "views_on", "workers")  # random transforms and masks: where
+        setup = settings(
+            args,
             device,
+            num_workers=args.num_workers,
+            method=args.method,
+            mask_mode=mode,
+            views_on=views_on,
+            **speed.as_settings(),
+        )
+        measured = compare_training(
+            lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_images)),
+            lambda: plain_loop(args, device, overrides, speed),
+            device,
+            data=lambda: measure_data_path(
+                CONFIG, overrides, count_images, device, args.warmup, args.iters, loader_alone=views_on == "device"
+            ),
         )
     return training_report(
         "inpainting",

@@ -3,7 +3,9 @@
 Both sides train the method the config's ``network_def`` builds for ``--method`` (SimCLR, MoCo v2, BYOL, SimSiam;
 ``--multi_instance`` for MICLe pairs) with the config's optimiser settings. The bundle side is the whole workflow
 (cached images, two augmented views per image in DataLoader workers, MONAI's SupervisedTrainer and the pretraining
-handlers); the plain side feeds random in-memory views. Throughput is in views/s (two views per image).
+handlers); the plain side feeds random in-memory views. Throughput is in views/s (two views per image). The
+data path alone (the config's train DataLoader and ``SSLPrepareBatch``, which makes the views on the device with
+``views_on: device``, no model) is measured first, with one worker and with ``--num_workers``.
 """
 
 from __future__ import annotations
@@ -15,20 +17,26 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
+from bundle.data.views import VIEWS_ON
 from bundle.ssl.base import trainable_parameters
 
 from .harness import (
     IterationTimer,
     OptimiserStep,
+    SpeedUp,
     add_common_arguments,
     add_data_arguments,
+    add_speed_arguments,
     choose_device,
     compare_training,
+    config_value,
     dataset_size_needed,
+    measure_data_path,
     parse_ids,
     repeat_datalist,
     run_workflow,
     settings,
+    speed_overrides,
     time_loop,
     training_report,
     workflow_overrides,
@@ -43,22 +51,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This suite's flags."""
     add_common_arguments(parser, warmup=2, iters=5, batch_size=16)
     add_data_arguments(parser)
+    add_speed_arguments(parser)
     parser.add_argument("--method", default="simclr", choices=METHODS, help="ssl_method (default simclr)")
     parser.add_argument("--multi_instance", action="store_true", help="MICLe pairs (two images of one patient)")
+    parser.add_argument(
+        "--views_on",
+        choices=list(VIEWS_ON),
+        default=None,
+        help="where the views are made: device (batched) or workers (per image); default: the config's",
+    )
 
 
-def plain_loop(args: argparse.Namespace, device: torch.device, overrides: dict[str, Any]) -> IterationTimer:
+def plain_loop(
+    args: argparse.Namespace, device: torch.device, overrides: dict[str, Any], speed: SpeedUp
+) -> IterationTimer:
     """A hand-written loop of the config's method and optimiser on random in-memory views."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
     method, lr, wd = parse_ids(CONFIG, overrides, "network_def", "learning_rate", "weight_decay")
     method = method.to(device).train()
-    optimiser_step = OptimiserStep(torch.optim.AdamW(trainable_parameters(method), lr=lr, weight_decay=wd), device)
+    optimiser = torch.optim.AdamW(trainable_parameters(method), lr=lr, weight_decay=wd)
+    optimiser_step = OptimiserStep(optimiser, device, speed.amp_dtype)
+    forward = speed.module(method)
     b, s = args.batch_size, args.image_size
     views = torch.rand(POOL, 2, b, 1, s, s, device=device)
+    pool = [(speed.tensor(views[k, 0]), speed.tensor(views[k, 1])) for k in range(POOL)]
     method.on_epoch_start(0, 1)
 
     def step(i: int) -> float:
-        loss = optimiser_step(lambda: method({"view1": views[i % POOL, 0], "view2": views[i % POOL, 1]})["loss"])
+        view1, view2 = pool[i % POOL]
+        loss = optimiser_step(lambda: forward({"view1": view1, "view2": view2})["loss"])
         method.on_step_end(None)
         return loss
 
@@ -66,22 +87,42 @@ def plain_loop(args: argparse.Namespace, device: torch.device, overrides: dict[s
 
 
 def count_views(batch: dict[str, Any]) -> int:
-    """Views in a batch of the workflow: two per image (or image pair)."""
-    return 2 * len(batch["view1"])
+    """Views in a batch of the workflow: two per image (or image pair).
+
+    The loader's batch holds ``view1`` / ``view2`` (``views_on: workers``) or the images ``image1`` / ``image2``
+    whose views ``SSLPrepareBatch`` makes on the device (``views_on: device``).
+    """
+    return 2 * len(batch["view1"] if "view1" in batch else batch["image1"])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure the plain loop, the workflow and the plain loop again; return the report."""
+    """Measure the data path, the plain loop, the workflow and the plain loop again; return the report."""
     device = choose_device(args.device)
-    setup = settings(args, device, num_workers=args.num_workers, method=args.method, multi_instance=args.multi_instance)
+    given = speed_overrides(args, CONFIG)  # before any measuring: a flag the config cannot take stops here
     with tempfile.TemporaryDirectory() as out:
         datalist, _ = repeat_datalist(args.dataset_dir, dataset_size_needed(args), out)
         overrides = workflow_overrides(args, device, out, datalist)
-        overrides.update(ssl_method=args.method, multi_instance=args.multi_instance, probe_interval=0)
+        overrides.update(ssl_method=args.method, multi_instance=args.multi_instance, probe_interval=0, **given)
+        if args.views_on:
+            overrides["views_on"] = args.views_on
+        speed = SpeedUp.from_config(CONFIG, overrides)
+        views_on = config_value(CONFIG, overrides, "views_on", "workers")
+        setup = settings(
+            args,
+            device,
+            num_workers=args.num_workers,
+            method=args.method,
+            multi_instance=args.multi_instance,
+            views_on=views_on,
+            **speed.as_settings(),
+        )
         measured = compare_training(
             lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_views)),
-            lambda: plain_loop(args, device, overrides),
+            lambda: plain_loop(args, device, overrides, speed),
             device,
+            data=lambda: measure_data_path(
+                CONFIG, overrides, count_views, device, args.warmup, args.iters, loader_alone=views_on == "device"
+            ),
         )
     micle = " + MICLe" if args.multi_instance else ""
     return training_report(

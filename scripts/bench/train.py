@@ -3,6 +3,8 @@
 The bundle side is the whole workflow (cached images, random transforms in DataLoader workers, MONAI's
 SupervisedTrainer and its handlers); the plain side trains the same network, loss, optimiser (the config's
 hyperparameters), batch and precision on random in-memory tensors, with the same share of images carrying a mask.
+The data path alone (the config's train DataLoader with its random transforms, and ``MultiTaskPrepareBatch``, no
+model) is measured first, with one worker and with ``--num_workers``.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from bundle.networks import MultiTaskNet
 from .harness import (
     IterationTimer,
     OptimiserStep,
+    SpeedUp,
     add_common_arguments,
     add_data_arguments,
+    add_speed_arguments,
     choose_device,
     compare_training,
     dataset_size_needed,
+    measure_data_path,
     parse_ids,
     repeat_datalist,
     run_workflow,
     settings,
+    speed_overrides,
     time_loop,
     training_report,
     workflow_overrides,
@@ -42,19 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This suite's flags."""
     add_common_arguments(parser, warmup=2, iters=5, batch_size=16)
     add_data_arguments(parser)
+    add_speed_arguments(parser)
 
 
 def plain_loop(
-    args: argparse.Namespace, device: torch.device, hyper: dict[str, Any], mask_share: float
+    args: argparse.Namespace, device: torch.device, hyper: dict[str, Any], mask_share: float, speed: SpeedUp
 ) -> IterationTimer:
     """A hand-written training loop of the same network, loss and optimiser on in-memory tensors."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
     net = MultiTaskNet(hyper["num_classes"], backbone=args.backbone).to(device).train()
     loss_fn = MultiTaskLoss(w_cls=hyper["w_cls"], w_seg=hyper["w_seg"], multi_label=hyper["multi_label"])
     opt = torch.optim.AdamW(net.parameters(), lr=hyper["learning_rate"], weight_decay=hyper["weight_decay"])
-    optimiser_step = OptimiserStep(opt, device)
+    optimiser_step = OptimiserStep(opt, device, speed.amp_dtype)
+    forward = speed.module(net)
     b, s = args.batch_size, args.image_size
-    images = torch.rand(POOL, b, 1, s, s, device=device)
+    images = [speed.tensor(x) for x in torch.rand(POOL, b, 1, s, s, device=device)]
     targets = {
         "label": torch.randint(0, hyper["num_classes"], (POOL, b), device=device),
         "mask": (torch.rand(POOL, b, 1, s, s, device=device) > 0.5).float(),
@@ -62,29 +70,36 @@ def plain_loop(
     }
 
     def step(i: int) -> float:
-        return optimiser_step(lambda: loss_fn(net(images[i % POOL]), {k: v[i % POOL] for k, v in targets.items()}))
+        return optimiser_step(lambda: loss_fn(forward(images[i % POOL]), {k: v[i % POOL] for k, v in targets.items()}))
 
     return time_loop(step, device, args.warmup, args.iters, b)
 
 
+def count_images(batch: dict[str, Any]) -> int:
+    """Images in a batch of the workflow."""
+    return len(batch["image"])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure the plain loop, the workflow and the plain loop again; return the report."""
+    """Measure the data path, the plain loop, the workflow and the plain loop again; return the report."""
     device = choose_device(args.device)
-    setup = settings(args, device, num_workers=args.num_workers)
+    given = speed_overrides(args, CONFIG)  # before any measuring: a flag the config cannot take stops here
     with tempfile.TemporaryDirectory() as out:
         datalist, entries = repeat_datalist(args.dataset_dir, dataset_size_needed(args), out)
         overrides = workflow_overrides(args, device, out, datalist)
         overrides["val_interval"] = 2  # beyond max_epochs: training throughput only, no validation
+        overrides.update(given)
+        speed = SpeedUp.from_config(CONFIG, overrides)
+        setup = settings(args, device, num_workers=args.num_workers, **speed.as_settings())
         names = ("class_names", "learning_rate", "weight_decay", "w_cls", "w_seg", "multi_label")
         hyper = dict(zip(names, parse_ids(CONFIG, overrides, *names)))
         hyper["num_classes"] = len(hyper.pop("class_names"))
         mask_share = sum(1 for e in entries if e.get("mask")) / len(entries)
         measured = compare_training(
-            lambda: run_workflow(
-                CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, lambda batch: len(batch["image"]))
-            ),
-            lambda: plain_loop(args, device, hyper, mask_share),
+            lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_images)),
+            lambda: plain_loop(args, device, hyper, mask_share, speed),
             device,
+            data=lambda: measure_data_path(CONFIG, overrides, count_images, device, args.warmup, args.iters),
         )
     return training_report(
         "train", "configs/train.json trainer vs a plain PyTorch loop", "images/s", measured, setup, device

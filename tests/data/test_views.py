@@ -13,6 +13,7 @@ from monai.data import DataLoader
 from monai.transforms import Compose
 
 from bundle.data.datalist import prepare_splits, pretraining_splits
+from bundle.data.precision import to_float
 from bundle.data.views import TwoViewDataset, patient_groups
 from tests.conftest import CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, write_dataset
 
@@ -73,7 +74,9 @@ def test_micle_pairs_are_two_different_images_of_one_patient(entries) -> None:
             continue
         assert j != i and entries[j]["patient"] == entries[i]["patient"]
         assert entries[j]["image"] != entries[i]["image"]
-        assert torch.equal(item["view1"], ds.cache[i]["image"]) and torch.equal(item["view2"], ds.cache[j]["image"])
+        # the cache holds compact images (cache_dtype): the views are their [0, 1] floats
+        assert torch.equal(item["view1"], to_float(ds.cache[i]["image"]))
+        assert torch.equal(item["view2"], to_float(ds.cache[j]["image"]))
         assert not torch.equal(item["view1"], item["view2"])
         seen_partners.add((i, j))
     assert len(seen_partners) == 16
@@ -104,7 +107,7 @@ def test_horizontal_flip_is_off_by_default_and_on_by_option(entries) -> None:
     still = dict.fromkeys(("affine_prob", "contrast_prob", "hist_shift_prob", "blur_prob", "noise_prob"), 0.0)
     still["crop_min_scale"] = 1.0
     plain = make_dataset(entries[:2], **still)
-    image = plain.cache[0]["image"]
+    image = to_float(plain.cache[0]["image"])
     assert all(torch.allclose(plain[0]["view1"], image, atol=1e-5) for _ in range(5))
     flipped = make_dataset(entries[:2], hflip_prob=1.0, **still)
     assert torch.allclose(flipped[0]["view1"], torch.flip(image, dims=[-1]), atol=1e-5)

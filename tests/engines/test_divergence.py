@@ -63,10 +63,20 @@ def test_message_names_the_epoch_the_resume_state_and_amp():
     message = str(e.value)
     assert message.startswith("training diverged at epoch 2, iteration 2/3: the loss is nan.")
     assert (
-        "The learning rate (now 0.01) is likely too high, or mixed precision overflowed float16 (try --amp false)"
-        in (message)
+        "The learning rate (now 0.01) is likely too high, or mixed precision overflowed float16 (try --amp false, "
+        "or --amp_dtype bfloat16 on a GPU with it)" in message
     )
     assert "the files of epoch 1 stay in ckpt_dir: rerun with a lower --learning_rate to resume from them" in message
+
+
+def test_bfloat16_message_names_precision_not_overflow():
+    engine = Engine(lambda e, batch: batch)
+    DivergenceGuard(optimizer(1e-2), amp=True, amp_dtype="bfloat16").attach(engine)
+    with pytest.raises(UserError) as e:
+        engine.run([torch.tensor(float("nan"))], max_epochs=1)
+    message = str(e.value)
+    assert "mixed precision lost too much precision in bfloat16 (try --amp false)" in message
+    assert "float16 overflow" not in message and "overflowed" not in message
 
 
 def test_amp_strings_and_finite_runs():

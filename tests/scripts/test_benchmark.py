@@ -13,10 +13,10 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from scripts.bench import REPORT_KEYS, SUITES, build_parser
+from scripts.bench import REPORT_KEYS, SUITES, all_runs, build_parser, harness
 from scripts.bench import main as benchmark_main
 from scripts.bench import suite_parser
-from scripts.bench.harness import IterationTimer
+from scripts.bench.harness import IterationTimer, speed_overrides
 from tests.conftest import ROOT, write_dataset
 
 TINY = ["--image_size", "32", "--batch_size", "4", "--warmup", "1", "--iters", "2"]
@@ -50,6 +50,11 @@ def test_benchmark_suite_runs_tiny(suite, tiny_data, tmp_path, monkeypatch):
     check_report(report, suite, "ratio", {"bundle", "plain"})
     assert report["unit"] == ("views/s" if suite == "pretrain" else "images/s")
     assert report["settings"]["iters"] == 2 and report["settings"]["num_workers"] == 0
+    # the data path alone (loader + prepare_batch, no model) sits next to the plain loop and the workflow
+    data = report["details"]["data_path"]
+    assert data["per_worker"] > 0 and data["all_workers"] > 0 and report["details"]["data_headroom"] > 0
+    assert all(math.isfinite(v) for v in data.values())
+    assert ("loader_per_worker" in data) == (report["settings"].get("views_on") == "device")
 
 
 def test_inference_suite_runs_tiny(tmp_path, monkeypatch):
@@ -83,6 +88,38 @@ def test_every_suite_takes_the_shared_flags():
     assert suite_parser("inpainting").parse_args([]).batch_size == 8  # per-suite defaults may differ
     with pytest.raises(SystemExit):
         suite_parser("inpainting").parse_args(["--method", "blocks"])  # a mask mode, not an ssl_method
+
+
+def test_all_runs_every_method_with_only_the_flags_given():
+    """`all` covers fine-tuning, the four contrastive methods, MICLe and inpainting; a flag reaches a suite only
+    when given, so each suite otherwise keeps its own default."""
+    args = build_parser().parse_args(["all", "--suites", "train,pretrain,inpainting", "--image_size", "64"])
+    runs = {key: (name, suite_args) for key, name, suite_args in all_runs(args)}
+    methods = ["simclr", "moco", "byol", "simsiam", "micle"]
+    assert list(runs) == ["train", *(f"pretrain:{m}" for m in methods), "inpainting"]
+    assert [runs[f"pretrain:{m}"][1].method for m in methods] == ["simclr", "moco", "byol", "simsiam", "simclr"]
+    assert runs["pretrain:micle"][1].multi_instance and not runs["pretrain:simclr"][1].multi_instance
+    assert all(a.image_size == 64 for _, a in runs.values())
+    assert runs["inpainting"][1].batch_size == 8 and runs["train"][1].batch_size == 16  # the suites' defaults
+    assert all(a.channels_last is None and a.compile is None and a.amp_dtype is None for _, a in runs.values())
+    assert [k for k, _, _ in all_runs(build_parser().parse_args(["all"]))][-2:] == ["inference", "cache"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["all", "--suites", "trian"])
+
+
+def test_speed_flags_are_config_overrides_only_when_given(tmp_path, monkeypatch):
+    """--channels_last / --compile / --amp_dtype set the config ids of those names; one a config lacks stops."""
+    (tmp_path / "with.json").write_text(json.dumps({"channels_last": False, "compile": False, "amp_dtype": "float16"}))
+    (tmp_path / "without.json").write_text(json.dumps({"amp": False}))
+    monkeypatch.setattr(harness, "CONFIGS", tmp_path)
+    parse = suite_parser("train").parse_args
+    assert speed_overrides(parse([]), "without.json") == {}
+    given = parse(["--channels_last", "true", "--compile", "no", "--amp_dtype", "BFloat16"])
+    assert speed_overrides(given, "with.json") == {"channels_last": True, "compile": False, "amp_dtype": "bfloat16"}
+    with pytest.raises(SystemExit, match="--channels_last: configs/without.json has no id channels_last"):
+        speed_overrides(parse(["--channels_last", "true"]), "without.json")
+    with pytest.raises(SystemExit):
+        parse(["--amp_dtype", "int8"])
 
 
 def test_iteration_timer_stops_the_engine():

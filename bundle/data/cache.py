@@ -1,0 +1,120 @@
+"""One id chooses where the loaded images are kept between epochs: in memory, on disk, or nowhere.
+
+Every config builds its datasets with ``cached_dataset`` (``"cache": "memory" | "disk" | "none"``):
+
+* ``memory`` (default): MONAI's ``CacheDataset``; the deterministic transforms run once, before training, and
+  their results stay in RAM (50 KB per 224 x 224 image with ``cache_dtype`` uint8, 200 KB with float32).
+* ``disk``: MONAI's ``PersistentDataset`` under ``cache_dir``: one ``.pt`` file per image, written on first use and
+  read back on every later access, in this run and the next; for data sets larger than RAM. The file names hash
+  the datalist entry and the loading transforms with their settings (image size, precision), so runs with other
+  settings sharing the folder never read each other's files.
+* ``none``: MONAI's ``Dataset``; every access reads and resizes the image file again (no memory, no disk).
+
+In every case the random transforms run after the cache, on every access.
+
+A memory cache of compact images keeps small tensors (50 KB) among the freed float32 intermediates of loading
+(200 KB each). glibc's malloc raises its mmap threshold each time such a block is freed, after which the
+intermediates come from the heap and the small survivors pin it: measured, 260 KB of RSS per cached uint8 image,
+more than float32's 205 KB. ``keep_heap_compact`` fixes the threshold at glibc's default (128 KB), so blocks that
+large always map and unmap, and RSS follows the cache's contents (``scripts/benchmark.py cache``). ``Compactd``
+calls it for the integer precisions only: a float32 cache, whose survivors are the 200 KB blocks themselves, does
+better with glibc's moving threshold.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import pickle
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
+__all__ = ["CACHE_KINDS", "cached_dataset", "keep_heap_compact", "transform_hash"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_KINDS = ("memory", "disk", "none")
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_MMAP_THRESHOLD = 128 * 1024  # glibc's initial value; set explicitly, it stops moving
+_heap_compact: bool | None = None
+
+
+def keep_heap_compact() -> bool:
+    """Fix glibc's mmap threshold at 128 KB for this process (and the workers it forks); once, Linux only.
+
+    Returns whether the setting is in force (False on other C libraries and systems, where nothing changes).
+    """
+    global _heap_compact
+    if _heap_compact is None:
+        _heap_compact = False
+        if sys.platform.startswith("linux"):
+            try:
+                _heap_compact = bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+            except (OSError, AttributeError):  # not glibc (musl has no mallopt to call)
+                pass
+    return _heap_compact
+
+
+def transform_hash(transforms: Sequence[Any]) -> bytes:
+    """A hash of the cached (deterministic) transforms with their settings, for ``PersistentDataset`` file names.
+
+    MONAI's ``json_hashing`` falls back to the transforms' class names when they are not JSON serialisable, which
+    would let a run at another image size or precision read files written by this one; the pickled transforms
+    hold their settings. A transform that cannot be pickled falls back to its class name and ``vars``.
+    """
+    try:
+        payload = pickle.dumps(list(transforms), protocol=4)
+    except Exception:  # e.g. a lambda in a Lambdad: its settings cannot be read, name them
+        payload = repr([(type(t).__qualname__, sorted(map(str, vars(t).items()))) for t in transforms]).encode()
+    return hashlib.md5(payload).hexdigest().encode()
+
+
+def cached_dataset(
+    data: Sequence[Mapping[str, Any]],
+    transform: Callable | None,
+    cache: str = "memory",
+    cache_dir: str | None = None,
+    cache_rate: float = 1.0,
+    num_workers: int | None = 1,
+    progress: bool = False,
+    copy_cache: bool = True,
+) -> Dataset:
+    """A MONAI dataset over ``data`` that keeps the output of ``transform``'s deterministic part as ``cache`` says.
+
+    Args:
+        data: datalist entries.
+        transform: MONAI transforms; the part before the first random transform (or the first non-MONAI
+            callable) is what is kept.
+        cache: ``memory`` (``CacheDataset``) | ``disk`` (``PersistentDataset`` under ``cache_dir``) | ``none``
+            (``Dataset``).
+        cache_dir: the folder of the disk cache (created when missing); needed only for ``disk``.
+        cache_rate, num_workers, progress, copy_cache: as MONAI's ``CacheDataset`` (``memory`` only).
+
+    Raises:
+        ValueError: an unknown ``cache``, or ``disk`` without a ``cache_dir``.
+    """
+    kind = str(cache).lower()
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}, got {cache!r}")
+    if kind == "memory":
+        return CacheDataset(
+            data,
+            transform=transform,
+            cache_rate=cache_rate,
+            num_workers=num_workers,
+            progress=progress,
+            copy_cache=copy_cache,
+        )
+    if kind == "disk":
+        if not cache_dir:
+            raise ValueError("cache disk needs a cache_dir (the folder of the cached files)")
+        logger.info("disk cache of %d images in %s", len(data), cache_dir)
+        # track_meta=False: the loading transforms end with plain tensors; weights_only: nothing in a cache file runs
+        return PersistentDataset(
+            data, transform=transform, cache_dir=cache_dir, hash_transform=transform_hash, track_meta=False
+        )
+    return Dataset(data, transform=transform)

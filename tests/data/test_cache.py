@@ -1,0 +1,131 @@
+"""Where loaded images are kept (``cache`` memory | disk | none), and a real fine-tuning run on a compact cache."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import Compose
+
+from bundle.data.cache import CACHE_KINDS, cached_dataset
+from bundle.data.datalist import prepare_splits
+from bundle.data.precision import CACHE_DTYPES, cached_bytes
+from bundle.data.readers import CXRReadError
+from bundle.settings import RULES
+from tests.conftest import CLASS_NAMES, ROOT, write_dataset
+
+SIZE = 32
+
+
+def load_transforms(**override) -> Compose:
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.json"))
+    parser.update({"bundle_root": str(ROOT), "image_size": SIZE, **override})
+    return Compose(parser.get_parsed_content("load_transforms"))
+
+
+@pytest.fixture
+def entries(tmp_path: Path) -> list[dict]:
+    root = tmp_path / "data"
+    write_dataset(root, n_per_class=2)
+    splits = prepare_splits(root / "datalist.json", root, CLASS_NAMES, val_fraction=0, test_fraction=0)
+    return splits["training"]
+
+
+def test_the_rules_name_every_kind_and_precision():
+    assert "must be one of memory, disk, none" in RULES["cache"]("ram")
+    assert all(RULES["cache"](k) is None for k in CACHE_KINDS)
+    assert "must be one of uint8, uint16, float32" in RULES["cache_dtype"]("int8")
+    assert all(RULES["cache_dtype"](k) is None for k in CACHE_DTYPES)
+    assert RULES["cache_dir"](None) == "must be the path of a folder"
+
+
+def test_each_kind_is_its_monai_dataset(entries, tmp_path):
+    transform = load_transforms()
+    memory = cached_dataset(entries, transform, cache="memory", num_workers=0)
+    disk = cached_dataset(entries, transform, cache="DISK", cache_dir=str(tmp_path / "c"))
+    plain = cached_dataset(entries, transform, cache="none")
+    assert type(memory) is CacheDataset and type(disk) is PersistentDataset and type(plain) is Dataset
+    for dataset in (memory, disk, plain):
+        item = dataset[0]
+        assert item["image"].dtype == torch.uint8 and item["image"].shape == (1, SIZE, SIZE)
+        assert torch.equal(item["image"], memory[0]["image"])
+    with pytest.raises(ValueError, match="cache must be one of memory, disk, none, got 'ram'"):
+        cached_dataset(entries, transform, cache="ram")
+    with pytest.raises(ValueError, match="cache disk needs a cache_dir"):
+        cached_dataset(entries, transform, cache="disk")
+
+
+def test_disk_cache_is_written_once_and_read_back(entries, tmp_path):
+    """A first build writes one file per image under cache_dir; a second build reads them (the sources are gone)."""
+    cache_dir = tmp_path / "cache"
+    first = cached_dataset(entries, load_transforms(), cache="disk", cache_dir=str(cache_dir))
+    items = [first[i] for i in range(len(first))]
+    files = sorted(cache_dir.glob("*.pt"))
+    assert len(files) == len(entries)
+    stored = torch.load(files[0], weights_only=True)  # nothing in a cache file is executed
+    assert stored["image"].dtype == torch.uint8 and stored["mask"].dtype == torch.uint8
+    for e in entries:  # the second build can only succeed from the files
+        Path(e["image"]).unlink()
+    second = cached_dataset(entries, load_transforms(), cache="disk", cache_dir=str(cache_dir))
+    for i, item in enumerate(items):
+        again = second[i]
+        assert torch.equal(again["image"], item["image"]) and torch.equal(again["mask"], item["mask"])
+    assert sorted(cache_dir.glob("*.pt")) == files
+    # other loading settings never read these files: another image size or precision names other files
+    other = cached_dataset(entries, load_transforms(cache_dtype="float32"), cache="disk", cache_dir=str(cache_dir))
+    with pytest.raises(RuntimeError, match="LoadCXRd") as failed:
+        other[0]  # not cached under these settings, and the source is gone
+    assert isinstance(failed.value.__cause__, CXRReadError) and "file not found" in str(failed.value.__cause__)
+
+
+def test_memory_cache_holds_compact_images(entries):
+    """The memory cache's contents: uint8 images and bit-packed masks, 1/4 of float32 for the images."""
+    sizes = {}
+    for name in ("uint8", "float32"):
+        dataset = cached_dataset(entries, load_transforms(cache_dtype=name), cache="memory", num_workers=0)
+        sizes[name] = sum(cached_bytes(item) for item in dataset._cache) / len(dataset)
+    pixels = SIZE * SIZE
+    assert sizes["uint8"] == pixels + pixels // 8 + 12  # image, mask bits, label (int64) and has_mask (float32)
+    assert sizes["float32"] - sizes["uint8"] == 3 * pixels
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_one_epoch_on_the_sample_with_a_uint8_cache(cache, tmp_path):
+    """configs/train.json on data/sample at 64 px, cache_dtype uint8: finite training loss and validation AUC."""
+    overrides = {
+        "bundle_root": str(ROOT),
+        "image_size": 64,
+        "batch_size": 16,
+        "num_workers": 0,
+        "max_epochs": 1,
+        "cache": cache,
+        "cache_dtype": "uint8",
+        "cache_dir": str(tmp_path / "cache"),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        "show_progress": False,
+    }
+    if cache == "disk":  # the disk path on a fifth of the sample: the memory run covers all of it
+        overrides["label_fraction"] = 0.2
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "train.json"), workflow_type="train", logging_file=False, **overrides
+    )
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    batch = next(iter(wf.parser.get_parsed_content("validate#dataloader")))
+    assert batch["image"].dtype == torch.uint8  # validation batches travel compact, converted on the device
+    wf.run()
+    wf.finalize()
+    assert losses and all(math.isfinite(x) for x in losses), losses
+    metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert {"val_auc", "val_dice"} <= set(metrics)  # validation ran on the compact batches
+    if cache == "disk":
+        assert len(list((tmp_path / "cache").glob("*.pt"))) > 0
