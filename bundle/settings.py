@@ -468,7 +468,8 @@ def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:
             "compile: true is not supported with the multi-GPU overlays (torch.compile of the "
             "DistributedDataParallel network through MONAI's trainer has not been tried); use compile false"
         )
-    if boolean(compile_) is None and as_bool(compile_, "compile") and "device" in s and _device_type(dev) == "cpu":
+    on_cpu = "device" in s and device(dev) is None and _device_type(dev) == "cpu"
+    if boolean(compile_) is None and as_bool(compile_, "compile") and on_cpu:
         # measured with PyTorch 2.13: the CPU compiler fails in the backward of the encoder's padding
         problems.append(
             "compile: true fails on the CPU (PyTorch's CPU compiler cannot build the backward of this network); "

@@ -88,3 +88,35 @@ def prepare_run(wf) -> None:
     """
     for i in range(len(wf.parser["run"]) - 1):
         wf.parser.get_parsed_content(f"run#{i}")
+
+
+def sample_workflow(name: str, tmp_path: Path, images: int = 8, **overrides):
+    """An initialised ``ConfigWorkflow`` of ``configs/<name>.json`` for one quick epoch at 64 px on the first
+    ``images`` entries of the embedded sample (outputs under ``tmp_path``)."""
+    from monai.bundle import ConfigWorkflow
+
+    sample = ROOT / "data" / "sample"
+    entries = json.loads((sample / "datalist.json").read_text())["training"][:images]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": entries}))
+    settings = dict(
+        image_size=64,
+        batch_size=4,
+        num_workers=0,
+        max_epochs=1,
+        probe_interval=0,
+        show_progress=False,
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+    )
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / f"{name}.json"),
+        workflow_type="train",
+        logging_file=False,
+        bundle_root=str(ROOT),
+        datalist=str(datalist),
+        dataset_dir=str(sample),
+        **{**settings, **overrides},
+    )
+    wf.initialize()
+    return wf

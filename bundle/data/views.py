@@ -97,9 +97,7 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
         if not self.data:
             raise ValueError("no images to pretrain on: the training split is empty")
         load = load_transform if callable(load_transform) else Compose(list(load_transform))
-        self.views_on = str(views_on).strip().lower()
-        if self.views_on not in VIEWS_ON:
-            raise ValueError(f"views_on must be one of {', '.join(VIEWS_ON)}, got {views_on!r}")
+        self.views_on = "device" if views_on_device(views_on) else "workers"
         if view_transform is None and self.views_on == "workers":
             raise ValueError("views_on='workers' needs the view transforms")
         self.view_transform = (

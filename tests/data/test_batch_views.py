@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 from monai.data import set_track_meta
 from monai.transforms import Compose
 
 from bundle.data.batch_views import BatchViews
 from bundle.data.precision import compact, to_float
 from bundle.engines.pretraining import SSLPrepareBatch
-from tests.conftest import ROOT, synthetic_cxr
+from tests.conftest import ROOT, sample_workflow, synthetic_cxr
 
 SIZE = 32
 N = 300  # views per distribution: the KS statistic of two equal distributions stays below 0.1 (p ~ 0.1)
@@ -316,27 +316,7 @@ def test_views_on_cuda_match_the_cpu_views_for_the_same_parameters():
 
 def test_config_pretrains_with_views_on_the_device(tmp_path: Path):
     """One epoch at 64 px on eight sample images: the loader carries images, the trainer makes the views."""
-    sample = ROOT / "data" / "sample"
-    entries = json.loads((sample / "datalist.json").read_text())["training"][:8]
-    datalist = tmp_path / "datalist.json"
-    datalist.write_text(json.dumps({"training": entries}))
-    wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs" / "pretrain_contrastive.json"),
-        workflow_type="train",
-        logging_file=False,
-        bundle_root=str(ROOT),
-        datalist=str(datalist),
-        dataset_dir=str(sample),
-        image_size=64,
-        batch_size=4,
-        num_workers=0,
-        max_epochs=1,
-        probe_interval=0,
-        show_progress=False,
-        ckpt_dir=str(tmp_path / "models"),
-        output_dir=str(tmp_path / "eval"),
-    )
-    wf.initialize()
+    wf = sample_workflow("pretrain_contrastive", tmp_path)
     assert wf.parser.get_parsed_content("views_on") == "device"
     dataset = wf.parser.get_parsed_content("train#dataset")
     assert {"image1", "image2"} <= set(dataset[0]) and "view1" not in dataset[0]

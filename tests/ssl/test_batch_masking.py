@@ -5,7 +5,6 @@ device views agree with the configs' worker chains; short real runs of both conf
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from bundle.data.precision import compact, to_float
 from bundle.engines.pretraining import SSLPrepareBatch
 from bundle.ssl.batch_masking import BatchMasks
 from bundle.ssl.masking import ReconstructionMaskd
-from tests.conftest import ROOT, synthetic_cxr
+from tests.conftest import ROOT, sample_workflow, synthetic_cxr
 from tests.data.test_batch_views import KS_TOL, ks, view_stats
 
 SIZE = 32
@@ -215,28 +214,7 @@ def test_device_views_agree_with_the_worker_chain(name, wrong, stat):
 
 def run_config(name: str, tmp_path: Path, **overrides) -> ConfigWorkflow:
     """One epoch at 64 px on eight sample images."""
-    sample = ROOT / "data" / "sample"
-    entries = json.loads((sample / "datalist.json").read_text())["training"][:8]
-    datalist = tmp_path / "datalist.json"
-    datalist.write_text(json.dumps({"training": entries}))
-    wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs" / f"{name}.json"),
-        workflow_type="train",
-        logging_file=False,
-        bundle_root=str(ROOT),
-        datalist=str(datalist),
-        dataset_dir=str(sample),
-        image_size=64,
-        batch_size=4,
-        num_workers=0,
-        max_epochs=1,
-        probe_interval=0,
-        show_progress=False,
-        ckpt_dir=str(tmp_path / "models"),
-        output_dir=str(tmp_path / "eval"),
-        **overrides,
-    )
-    wf.initialize()
+    wf = sample_workflow(name, tmp_path, **overrides)
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and trainer.state.iteration == len(wf.parser.get_parsed_content("train#dataloader"))
