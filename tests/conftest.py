@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +121,12 @@ def sample_workflow(name: str, tmp_path: Path, images: int = 8, **overrides):
     )
     wf.initialize()
     return wf
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: for thousands of tiny tensor ops, thread hand-offs cost more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from tests.configs.test_train_config import out_args
 from tests.conftest import ROOT, run_bundle
 
 TRAIN = "configs/train.json"
@@ -22,12 +23,7 @@ def _args(tmp_path, dataset_dir, *extra: str) -> list[str]:
         "run",
         "--config_file",
         TRAIN,
-        "--dataset_dir",
-        str(dataset_dir),
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-        "--output_dir",
-        str(tmp_path / "eval"),
+        *out_args(tmp_path, dataset_dir),
         "--max_epochs",
         "1",
         "--batch_size",

@@ -44,13 +44,7 @@ STILL = dict.fromkeys(("hflip_prob", "affine_prob", "contrast_prob", "hist_shift
 STILL["crop_min_scale"] = 1.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of transforms of 32 x 32 images: thread hand-offs would cost more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of tiny tensor ops (tests/conftest.py)
 
 
 def parse(**override) -> ConfigParser:

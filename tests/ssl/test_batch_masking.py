@@ -26,13 +26,7 @@ SIZE = 32
 N = 300  # masks per distribution (KS_TOL: alpha = 0.001 for 300 + 300 samples)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Hundreds of 32 x 32 masks: thread hand-offs would cost more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of tiny tensor ops (tests/conftest.py)
 
 
 def image(seed: int = 0, size: int = SIZE) -> torch.Tensor:
