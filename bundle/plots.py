@@ -7,6 +7,7 @@ radiograph. This is the only module that imports matplotlib.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -20,7 +21,31 @@ import torch  # noqa: E402
 from .data.transforms import resize_2d  # noqa: E402
 from .evaluation.metrics import roc_curve  # noqa: E402
 
-__all__ = ["save_overlay", "plot_roc", "plot_confusion", "plot_reconstructions"]
+__all__ = [
+    "attention_caption",
+    "save_overlay",
+    "plot_roc",
+    "plot_confusion",
+    "plot_reconstructions",
+    "plot_label_efficiency",
+]
+
+
+def attention_caption(attention: float | None, share: float | None) -> str:
+    """Overlay text for a lung attention and its chance level: ``"lung attention 0.46\n(lung share 0.29, 1.6x)"``.
+
+    Two lines (three with ``"mostly outside the lungs"`` for a ratio below 1), so that it fits the 224-pixel
+    overlays of an evaluation; ``""`` when the attention is undefined (None or NaN).
+    """
+    if attention is None or math.isnan(attention):
+        return ""
+    text = f"lung attention {attention:.2f}"
+    if share is None or math.isnan(share):
+        return text
+    if share <= 0:
+        return f"{text}\n(no lung in the mask)"
+    ratio = attention / share
+    return f"{text}\n(lung share {share:.2f}, {ratio:.1f}x)" + ("\nmostly outside the lungs" if ratio < 1 else "")
 
 
 def save_overlay(
@@ -139,6 +164,40 @@ def plot_reconstructions(
                 ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_label_efficiency(
+    curves: dict[str, dict[str, Sequence[float]]], metric: str, path: str, title: str = ""
+) -> str:
+    """Metric against label fraction (log x), one line per initialisation with its interval as a band.
+
+    ``curves`` maps a name to ``{"fraction", "mean", "low", "high"}`` lists of equal length; NaN points are not
+    drawn (a band only where both ends are defined). Returns ``path``.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for name, c in curves.items():
+        x, mean = np.asarray(c["fraction"], float), np.asarray(c["mean"], float)
+        low, high = np.asarray(c["low"], float), np.asarray(c["high"], float)
+        shown = ~np.isnan(mean)
+        if not shown.any():
+            continue
+        (line,) = ax.plot(x[shown], mean[shown], marker="o", label=name)
+        band = shown & ~np.isnan(low) & ~np.isnan(high)
+        if band.any():
+            ax.fill_between(x[band], low[band], high[band], color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    fractions = sorted({f for c in curves.values() for f in c["fraction"]})
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.minorticks_off()
+    ax.set(xlabel="label fraction (log scale)", ylabel=metric, title=title or f"{metric} against label fraction")
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)

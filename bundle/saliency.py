@@ -5,14 +5,17 @@ The maps come from MONAI's ``GradCAM`` / ``GradCAMpp`` (gradient-based) and ``Oc
 ``torch.no_grad()`` and it re-enables gradients only where a map needs them, so class logits, the lung
 segmentation and the map come out of one call, on a batch, on CPU or CUDA.
 
-``lung_attention`` is the share of a map's mass that falls inside a lung mask: near 1 when the classifier looks at
-the lungs, low when it relies on text markers, borders or devices outside them.
+``lung_attention`` is the share of a map's mass that falls inside a lung mask, an energy-based pointing game over
+the lungs (Wang et al., Score-CAM, CVPR-W 2020). Its chance level is ``lung_share``, the lungs' share of the image
+(what a uniform map scores), so ``lung_attention_ratio`` = attention / share: above 1 when the classifier looks at
+the lungs more than chance, below 1 (``attention_outside_lungs``) when it relies on markers, borders or devices.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -28,9 +31,14 @@ from .settings import as_bool
 
 __all__ = [
     "SALIENCY_METHODS",
+    "DEFAULT_STAGES",
+    "encoder_stages",
     "default_target_layer",
+    "parse_target_layers",
+    "combine_maps",
     "normalize_maps",
     "lung_attention",
+    "lung_share",
     "attention_and_masks",
     "BatchClassScoreHooks",
     "SaliencyInferer",
@@ -39,21 +47,77 @@ __all__ = [
 SALIENCY_METHODS = ("gradcampp", "gradcam", "occlusion", "none")
 
 
-def default_target_layer(network: nn.Module) -> str:
-    """The layer whose activations Grad-CAM explains: the deepest encoder stage, i.e. the classifier's input.
+# Stages (shallow to deep, see ``encoder_stages``) explained when saliency_layer is null: chosen by the lung
+# attention, resolution, cost and cascading-randomisation check of docs/saliency.md.
+DEFAULT_STAGES = (2, 3)
+# How a saliency_layer joins module names: "+" averages the layers' normalised maps, "*" multiplies them.
+LAYER_JOINS = {"+": "mean", "*": "product"}
 
-    ``encoder.layer4`` for MONAI's ResNet encoders and the last MBConv stack (``encoder._blocks.<n-1>``, 7 stacks
-    for every efficientnet-b*) for EfficientNet encoders; both produce the feature map the classifier pools.
+
+def encoder_stages(network: nn.Module) -> list[str]:
+    """Module names of the encoder's last four feature stages, shallow to deep (strides 4, 8, 16, 32).
+
+    ``encoder.layer1`` ... ``encoder.layer4`` for MONAI's ResNet encoders; for EfficientNet encoders the MBConv
+    stacks whose outputs are the encoder's feature maps (``extract_stacks``), e.g. ``encoder._blocks.1, .2, .4,
+    .6`` for every efficientnet-b*. The last one produces the feature map the classifier pools.
     """
     encoder = getattr(network, "encoder", None)
     if encoder is None:
         raise ValueError(f"{type(network).__name__} has no 'encoder'; set saliency_layer to a module name")
-    if hasattr(encoder, "layer4"):
-        return "encoder.layer4"
-    blocks = getattr(encoder, "_blocks", None)
-    if isinstance(blocks, nn.Sequential) and len(blocks):
-        return f"encoder._blocks.{len(blocks) - 1}"
+    if all(hasattr(encoder, f"layer{i}") for i in range(1, 5)):
+        return [f"encoder.layer{i}" for i in range(1, 5)]
+    blocks, stacks = getattr(encoder, "_blocks", None), list(getattr(encoder, "extract_stacks", None) or [])
+    if isinstance(blocks, nn.Sequential) and len(stacks) >= 4 and all(0 < s <= len(blocks) for s in stacks[-4:]):
+        return [f"encoder._blocks.{s - 1}" for s in stacks[-4:]]
     raise ValueError(f"no default saliency layer for encoder {type(encoder).__name__}; set saliency_layer")
+
+
+def default_target_layer(network: nn.Module) -> str:
+    """The layer(s) Grad-CAM explains when saliency_layer is null: ``encoder.layer3+encoder.layer4`` for ResNets.
+
+    The mean of the maps of the two deepest encoder stages (``encoder_stages``; ``encoder._blocks.4+
+    encoder._blocks.6`` for EfficientNets): 14x14 cells at 224 px instead of the deepest stage's 7x7, and a map that
+    passes the cascading-randomisation check (docs/saliency.md has the measurements behind this choice).
+    """
+    stages = encoder_stages(network)
+    return "+".join(stages[i] for i in DEFAULT_STAGES)
+
+
+def parse_target_layers(target_layer: str | Sequence[str]) -> tuple[tuple[str, ...], str]:
+    """Module names and how to combine their maps, from a saliency_layer id.
+
+    ``"encoder.layer4"`` is one layer; ``"encoder.layer3+encoder.layer4"`` (or a list of names) averages the
+    layers' normalised maps; ``"encoder.layer3*encoder.layer4"`` multiplies them.
+
+    Returns:
+        (names, mode) with mode ``"mean"`` or ``"product"``.
+    """
+    if isinstance(target_layer, str):
+        joins = [j for j in LAYER_JOINS if j in target_layer]
+        if len(joins) > 1:
+            raise ValueError(f"saliency_layer {target_layer!r} joins layers with both '+' and '*'; use one of them")
+        mode = LAYER_JOINS[joins[0]] if joins else "mean"
+        names = [n.strip() for n in target_layer.split(joins[0])] if joins else [target_layer.strip()]
+    else:
+        mode, names = "mean", [str(n).strip() for n in target_layer]
+    if not names or not all(names):
+        raise ValueError(f"saliency_layer {target_layer!r} has an empty layer name")
+    if len(set(names)) != len(names):
+        raise ValueError(f"saliency_layer {target_layer!r} names a layer twice")
+    return tuple(names), mode
+
+
+def combine_maps(maps: Sequence[torch.Tensor], mode: str = "mean") -> torch.Tensor:
+    """One map from several layers' maps, each (B, 1, H, W) in [0, 1] on the input grid; result in [0, 1].
+
+    ``mean``: per-pixel mean, then ``normalize_maps``; a region either layer marks stays visible, and the fine
+    layer adds detail inside the coarse one's blobs. ``product``: per-pixel product, then ``normalize_maps``; only
+    what every layer marks survives (sharper, but one layer's empty map empties the result).
+    """
+    if mode not in LAYER_JOINS.values():
+        raise ValueError(f"combine mode must be one of {sorted(LAYER_JOINS.values())}, got {mode!r}")
+    stacked = torch.stack([m.float() for m in maps])
+    return normalize_maps(stacked.mean(0) if mode == "mean" else stacked.prod(0))
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -70,9 +134,14 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 def lung_attention(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of each map's mass inside its mask: ``sum(s * m) / sum(s)`` per image, NaN for an all-zero map.
 
+    This is the energy-based pointing game of Score-CAM (Wang et al., 2020) with the lung mask as the box. A
+    uniform map scores ``lung_share(mask)``, the chance level to compare it with.
+
     Args:
         saliency: (B, 1, H, W) non-negative maps.
         mask: (B, 1, H, W) lung masks (non-zero = lung), on the same grid.
+    Returns:
+        (B,) float in [0, 1].
     """
     s = saliency.float().clamp(min=0).flatten(1)
     m = (mask > 0).float().flatten(1)
@@ -82,12 +151,20 @@ def lung_attention(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, inside / total.clamp(min=torch.finfo(s.dtype).tiny), nan)
 
 
+def lung_share(mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of each image's pixels inside its mask, (B, 1, H, W) -> (B,): the lung attention of a uniform map."""
+    return (mask > 0).float().flatten(1).mean(1)
+
+
 def attention_and_masks(pred: Mapping[str, torch.Tensor], targets: Any = None) -> dict[str, torch.Tensor]:
-    """Lung probability and mask from ``pred["seg"]``, and lung attention of ``pred["saliency"]``.
+    """Lung probability and mask from ``pred["seg"]``, and lung attention of ``pred["saliency"]`` against chance.
 
     The attention uses the ground-truth mask where ``targets`` has one (``has_mask`` = 1), else the predicted
-    mask. Returns the keys it could compute among ``lung_prob``, ``lung_mask`` (B, 1, H, W),
-    ``lung_attention`` (B,) and ``attention_gt`` (B,) bool.
+    mask. Returns the keys it could compute among ``lung_prob``, ``lung_mask`` (B, 1, H, W) and, per image (B,):
+    ``lung_attention``, ``lung_share`` (that mask's share of the image, the attention of a uniform map),
+    ``lung_attention_ratio`` (attention / share; NaN for an all-zero map or an empty mask),
+    ``attention_outside_lungs`` (bool: ratio < 1, less mass inside the lungs than chance; False where the ratio
+    is NaN) and ``attention_gt`` (bool: the ground-truth mask was used).
     """
     out: dict[str, torch.Tensor] = {}
     seg = pred.get("seg")
@@ -105,13 +182,27 @@ def attention_and_masks(pred: Mapping[str, torch.Tensor], targets: Any = None) -
         true_mask = targets["mask"].to(saliency.device).float()
         mask = true_mask if mask is None else torch.where(gt.view(-1, 1, 1, 1), true_mask, mask)
     if mask is not None:
-        out["lung_attention"] = lung_attention(saliency, mask)
+        attention, share = lung_attention(saliency, mask), lung_share(mask)
+        nan = torch.full_like(attention, float("nan"))
+        ratio = torch.where(share > 0, attention / share.clamp(min=torch.finfo(share.dtype).tiny), nan)
+        out["lung_attention"] = attention
+        out["lung_share"] = share
+        out["lung_attention_ratio"] = ratio
+        out["attention_outside_lungs"] = ratio < 1  # NaN compares False: undefined is not flagged
         out["attention_gt"] = gt
     return out
 
 
 def _class_logits(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    """Class logits and, for this bundle's networks, the encoder features (reused by the segmentation head)."""
+    """(B, K) class logits and, for this bundle's networks, the encoder features of the full image ``x``.
+
+    The features are the ones the segmentation head reads, so the lungs are always segmented from the full image.
+    With ``lungs_only`` the logits come from a second encoder pass on the lung-masked image (``class_logits``):
+    the encoder's last call is then the class path, which is what Grad-CAM's hooks record and explain.
+    """
+    if hasattr(network, "encode") and hasattr(network, "class_logits"):
+        features = network.encode(x)
+        return network.class_logits(x, features), features
     if hasattr(network, "encode") and hasattr(network, "classify"):
         features = network.encode(x)
         return network.classify(features), features
@@ -129,53 +220,84 @@ class BatchClassScoreHooks(ModelWithHooks):
     * the score is each image's own class logit (``gather``); MONAI's ``logits[:, class_idx]`` with one class
       per image builds a B x B matrix and mixes other images' classes into each gradient;
     * ``score`` is kept as (B, 1, 1, 1), so that GradCAM++'s ``score.exp() * grad`` broadcasts per image;
-    * gradients are taken with ``torch.autograd.grad`` down to the target layer only, not back through the whole
-      encoder into every parameter: the map needs nothing below that layer, and this keeps the cost of a map
-      close to that of a forward pass.
+    * gradients are taken with ``torch.autograd.grad`` down to the target layer(s) only, not back through the whole
+      encoder into every parameter: the map needs nothing below the shallowest requested layer, and this keeps
+      the cost of a map close to that of a forward pass.
+
+    Several layers (``"a+b"`` or a list, see ``parse_target_layers``) are recorded in the same forward pass and
+    differentiated in one ``autograd.grad`` call. Within ``recorded(x)`` every call returns that one pass's
+    outputs, so MONAI's ``compute_map(..., layer_idx=i)`` turns each layer into its map without running again.
 
     It also runs under ``torch.enable_grad()``, so it works inside an evaluator's ``no_grad`` block, and keeps
     the encoder features of the last call (``features``) so that the segmentation head can reuse them.
     """
 
-    def __init__(self, nn_module: nn.Module, target_layer: str) -> None:
-        if target_layer not in dict(nn_module.named_modules()):
-            raise ValueError(f"saliency_layer {target_layer!r} is not a module of {type(nn_module).__name__}")
-        super().__init__(nn_module, target_layer, register_forward=True, register_backward=False)
-        self.target_layer = target_layer
+    def __init__(self, nn_module: nn.Module, target_layer: str | Sequence[str]) -> None:
+        layers, _ = parse_target_layers(target_layer)
+        modules = dict(nn_module.named_modules())
+        for name in layers:
+            if name not in modules:
+                raise ValueError(f"saliency_layer {name!r} is not a module of {type(nn_module).__name__}")
+        super().__init__(nn_module, layers, register_forward=True, register_backward=False)
+        self.target_layer = "+".join(layers) if not isinstance(target_layer, str) else target_layer
         self.features: list[torch.Tensor] | None = None
         self.logits: torch.Tensor | None = None
+        self._recorded: tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
 
     def class_score(self, logits: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return logits.gather(1, class_idx.view(-1, 1).to(logits.device)).squeeze(1)
 
+    @contextmanager
+    def recorded(self, x: torch.Tensor, class_idx: Any = None) -> Iterator[None]:
+        """Run the network once on ``x`` (B, C, H, W); inside the block every call returns that run's outputs."""
+        self._recorded = None
+        self._recorded = self(x, class_idx)
+        try:
+            yield
+        finally:
+            self._recorded = None
+
     def __call__(self, x: torch.Tensor, class_idx: Any = None, retain_graph: bool = False, **kwargs: Any):
+        if self._recorded is not None:
+            return self._recorded
         self.activations.clear()
         with torch.enable_grad():
             # an input that requires grad guarantees a graph even when the weights are frozen
             x = x.detach().requires_grad_(True)
             logits, self.features = _class_logits(self.model, x)
-            if self.target_layer not in self.activations:
-                raise ValueError(f"saliency_layer {self.target_layer!r} is not on the path to the class logits")
-            acti = self.activations[self.target_layer]
+            for name in self.target_layers:
+                if name not in self.activations:
+                    raise ValueError(f"saliency_layer {name!r} is not on the path to the class logits")
+            actis = [self.activations[name] for name in self.target_layers]
             if class_idx is None:
                 class_idx = logits.argmax(1)
             class_idx = torch.as_tensor(class_idx, device=logits.device).long().expand(logits.shape[0])
             score = self.class_score(logits, class_idx)
-            (grad,) = torch.autograd.grad(score.sum(), acti, retain_graph=retain_graph)
+            grads = torch.autograd.grad(score.sum(), actis, retain_graph=retain_graph, allow_unused=True)
+        for name, grad in zip(self.target_layers, grads):
+            if grad is None:  # recorded, but the class score does not depend on it
+                raise ValueError(f"saliency_layer {name!r} is not on the path to the class logits")
         self.class_idx = class_idx
         self.logits = logits.detach()
         # GradCAM++ weighs each image by exp(score), a positive per-image factor that normalize_maps cancels;
         # the clamp keeps large logits from overflowing to inf (inf * 0 = NaN in the weights).
-        self.score = score.detach().float().clamp(max=50.0).view(-1, *[1] * (acti.ndim - 1))
-        return self.logits, (acti.detach().float(),), (grad.detach().float(),)
+        self.score = score.detach().float().clamp(max=50.0).view(-1, *[1] * (actis[0].ndim - 1))
+        return self.logits, tuple(a.detach().float() for a in actis), tuple(g.detach().float() for g in grads)
 
 
 class _ClassifierView(nn.Module):
-    """Class logits of a multi-task network, for MONAI tools that need a tensor-returning module."""
+    """Class logits of a multi-task network, for MONAI tools that need a tensor-returning module.
+
+    The logits are ``_class_logits``'s, so with ``lungs_only`` an occluded patch acts through the whole class path
+    (it may also change the predicted lung mask), as it would in the network's own forward.
+    """
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        # a new module starts in training mode: MONAI's eval_mode (OcclusionSensitivity) would then "restore" the
+        # wrapped network to training mode afterwards, and the segmentation that follows would use batch statistics
+        self.training = network.training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _class_logits(self.network, x)[0]
@@ -192,7 +314,8 @@ class SaliencyInferer(Inferer):
 
     Args:
         method: ``gradcampp`` (default), ``gradcam``, ``occlusion`` or ``none``.
-        target_layer: module name for Grad-CAM; None picks ``default_target_layer`` for the backbone.
+        target_layer: module name(s) for Grad-CAM: one name, names joined by ``+`` (mean of their maps) or ``*``
+            (product), or a list (see ``parse_target_layers``); None picks ``default_target_layer``.
         class_idx: explain this class for every image (index, or name with ``class_names``); None = predicted.
         class_names: class names, to accept ``class_idx`` as a name.
         multi_label: sigmoid instead of softmax for occlusion probabilities.
@@ -204,7 +327,7 @@ class SaliencyInferer(Inferer):
     def __init__(
         self,
         method: str = "gradcampp",
-        target_layer: str | None = None,
+        target_layer: str | Sequence[str] | None = None,
         class_idx: int | str | None = None,
         class_names: Sequence[str] | None = None,
         multi_label: bool = False,
@@ -223,22 +346,37 @@ class SaliencyInferer(Inferer):
             class_idx = names.index(class_idx)
         if class_idx is not None and class_names is not None and not 0 <= int(class_idx) < len(class_names):
             raise ValueError(f"saliency_class {class_idx} out of range [0, {len(class_names) - 1}]")
+        if target_layer is not None:
+            parse_target_layers(target_layer)  # a malformed id fails here, before any batch
         self.method, self.target_layer, self.class_idx = method, target_layer, class_idx
         self.multi_label = as_bool(multi_label, "multi_label")
         self.occlusion_mask_size, self.occlusion_overlap = occlusion_mask_size, occlusion_overlap
         self.occlusion_n_batch = occlusion_n_batch
-        self._cams: dict[int, tuple[nn.Module, Callable]] = {}
+        self._cams: dict[int, tuple[nn.Module, GradCAM, str]] = {}
 
-    def _cam(self, network: nn.Module) -> GradCAM:
+    def _cam(self, network: nn.Module) -> tuple[GradCAM, str]:
         # hooks are registered once per network object, not on every batch
         cached = self._cams.get(id(network))
         if cached is None or cached[0] is not network:
-            layer = self.target_layer or default_target_layer(network)
-            hooks = BatchClassScoreHooks(network, layer)
+            layers, mode = parse_target_layers(self.target_layer or default_target_layer(network))
+            hooks = BatchClassScoreHooks(network, layers)
             cam_type = GradCAMpp if self.method == "gradcampp" else GradCAM
-            cam = cam_type(hooks, target_layers=layer, upsampler=default_upsampler, postprocessing=normalize_maps)
-            cached = self._cams[id(network)] = (network, cam)
-        return cached[1]
+            cam = cam_type(hooks, target_layers=layers, upsampler=default_upsampler, postprocessing=normalize_maps)
+            cached = self._cams[id(network)] = (network, cam, mode)
+        return cached[1], cached[2]
+
+    def hooks(self, network: nn.Module) -> BatchClassScoreHooks:
+        """The Grad-CAM hooks on ``network`` (``target_layer``: the explained layer(s); ``activations``: the last
+        batch's recorded feature maps, whose grid is the map's resolution)."""
+        return self._cam(network)[0].nn_module  # type: ignore[return-value]
+
+    def _gradcam(self, network: nn.Module, inputs: torch.Tensor, class_idx: Any) -> torch.Tensor:
+        """(B, 1, H, W) map in [0, 1]: each layer's MONAI map from one recorded pass, upsampled, normalised, combined."""
+        cam, mode = self._cam(network)
+        hooks: BatchClassScoreHooks = cam.nn_module  # type: ignore[assignment]
+        with hooks.recorded(inputs, class_idx):
+            maps = [cam(inputs, layer_idx=i) for i in range(len(hooks.target_layers))]
+        return maps[0] if len(maps) == 1 else combine_maps(maps, mode)
 
     def _occlusion(self, network: nn.Module, x: torch.Tensor, logits: torch.Tensor, class_idx: torch.Tensor):
         view = _ClassifierView(network)
@@ -268,13 +406,24 @@ class SaliencyInferer(Inferer):
             maps.append((prob[i, k] - occ_map[0, k].float()).clamp(min=0)[None, None])
         return normalize_maps(torch.cat(maps))
 
-    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Logits, lung segmentation and saliency for a batch ``inputs`` (B, C, H, W)."""
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        network: nn.Module,
+        *args: Any,
+        saliency_class: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        """Logits, lung segmentation and saliency for a batch ``inputs`` (B, C, H, W).
+
+        ``saliency_class`` (B,) explains these classes, one per image, instead of ``class_idx`` or the prediction
+        (the sanity check keeps the trained model's classes while it randomises the weights).
+        """
         out: dict[str, torch.Tensor] = {}
+        class_idx = self.class_idx if saliency_class is None else saliency_class
         if self.method in ("gradcam", "gradcampp"):
-            cam = self._cam(network)
-            out["saliency"] = cam(inputs, class_idx=self.class_idx)
-            hooks: BatchClassScoreHooks = cam.nn_module  # type: ignore[assignment]
+            out["saliency"] = self._gradcam(network, inputs, class_idx)
+            hooks = self.hooks(network)
             logits, features = hooks.logits, hooks.features
             out["saliency_class"] = hooks.class_idx
         else:
@@ -282,8 +431,8 @@ class SaliencyInferer(Inferer):
                 logits, features = _class_logits(network, inputs)
             if self.method == "occlusion":
                 idx = logits.argmax(1)
-                if self.class_idx is not None:
-                    idx = torch.full_like(idx, int(self.class_idx))
+                if class_idx is not None:
+                    idx = torch.as_tensor(class_idx, device=idx.device).long().expand_as(idx).clone()
                 with torch.no_grad():
                     out["saliency"] = self._occlusion(network, inputs, logits, idx)
                 out["saliency_class"] = idx

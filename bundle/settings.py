@@ -219,7 +219,7 @@ def folder_or_file(v: Any) -> str | None:
 def output_folder(v: Any) -> str | None:
     """A folder the run can write: an existing writable folder, or one that can be created (nothing is created).
 
-    Also the scripts' check of their output options (prepare_dataset, benchmark, label_efficiency)."""
+    Also the scripts' check of their output options (prepare_dataset, benchmark, study)."""
     if _not_a_path(v):
         return "must be the path of a folder"
     path = os.path.abspath(v)
@@ -303,6 +303,7 @@ RULES: dict[str, Rule] = {
     "output_dir": output_folder,
     "output_root": output_folder,
     "pretrained_ckpt": optional(existing_file),
+    "freeze_encoder": boolean,
     "ckpt_file": existing_file,
     "class_names": class_names,
     "multi_label": boolean,
@@ -311,6 +312,7 @@ RULES: dict[str, Rule] = {
     # network and input
     "backbone": choice(_backbones),
     "image_size": image_size,
+    "lungs_only": boolean,
     # data loading
     "batch_size": integer(1),
     "num_workers": integer(0),
@@ -421,18 +423,25 @@ def _show(value: Any) -> str:
 # rules over several ids
 
 
-def _saliency_layer_problem(layer: str, backbone: str) -> str | None:
-    """Grad-CAM explains an encoder layer: the classifier reads the pooled deepest encoder features."""
+def _saliency_layer_problem(layer: Any, backbone: str) -> str | None:
+    """Grad-CAM explains encoder layers (one, or several joined by ``+`` / ``*``): the classifier reads the encoder."""
     from types import SimpleNamespace
 
     from .networks.multitask import build_encoder
-    from .saliency import default_target_layer
+    from .saliency import default_target_layer, parse_target_layers
 
+    try:
+        names, _ = parse_target_layers(layer)
+    except ValueError as e:
+        return str(e).replace(f"saliency_layer {layer!r} ", "")
     encoder = build_encoder(backbone)  # a second or less, and only when a layer is named
-    if layer in {f"encoder.{n}" for n, _ in encoder.named_modules() if n}:
+    modules = {f"encoder.{n}" for n, _ in encoder.named_modules() if n}
+    unknown = [n for n in names if n not in modules]
+    if not unknown:
         return None
     default = default_target_layer(SimpleNamespace(encoder=encoder))
-    return f"is not a module of the {backbone} encoder (the default, when saliency_layer is null, is {default})"
+    which = "is not a module" if len(names) == 1 else f"names {', '.join(unknown)}, not modules"
+    return f"{which} of the {backbone} encoder (the default, when saliency_layer is null, is {default})"
 
 
 def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:

@@ -53,7 +53,8 @@ USER_SCRIPTS = (
     "convert_weights.py",
     "make_sample_data.py",
     "train_release_model.py",
-    "label_efficiency.py",
+    "study.py",
+    "saliency_check.py",
 )
 MODEL_FILES = ("model.pt", "model.ts")
 DEFAULT_URL_BASE = "https://REPLACE-WITH-THE-HOSTING-URL"

@@ -10,7 +10,15 @@ from monai.visualize import GradCAM, GradCAMpp
 from torch import nn
 
 from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter
-from bundle.saliency import BatchClassScoreHooks, SaliencyInferer, default_target_layer, lung_attention, normalize_maps
+from bundle.saliency import (
+    BatchClassScoreHooks,
+    SaliencyInferer,
+    attention_and_masks,
+    default_target_layer,
+    lung_attention,
+    lung_share,
+    normalize_maps,
+)
 
 SIZE = 64
 
@@ -25,9 +33,9 @@ def nets():
 
 
 def test_default_target_layer_per_backbone():
-    assert default_target_layer(MultiTaskNet(2, "resnet18")) == "encoder.layer4"
-    assert default_target_layer(MultiTaskNet(2, "resnet50")) == "encoder.layer4"
-    assert default_target_layer(MultiTaskNet(2, "efficientnet-b0")) == "encoder._blocks.6"
+    assert default_target_layer(MultiTaskNet(2, "resnet18")) == "encoder.layer3+encoder.layer4"
+    assert default_target_layer(MultiTaskNet(2, "resnet50")) == "encoder.layer3+encoder.layer4"
+    assert default_target_layer(MultiTaskNet(2, "efficientnet-b0")) == "encoder._blocks.4+encoder._blocks.6"
     with pytest.raises(ValueError, match="no 'encoder'"):
         default_target_layer(nn.Linear(2, 2))
 
@@ -37,7 +45,7 @@ def test_batched_maps_match_monai_per_image(nets, method, reference):
     full, cls = nets
     x = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # as inside SupervisedEvaluator
-        out = SaliencyInferer(method)(x, full)
+        out = SaliencyInferer(method, target_layer="encoder.layer4")(x, full)
         # one class per image, all different: MONAI's stock hooks would mix them within a batch
         hooks = BatchClassScoreHooks(cls, "encoder.layer4")
         mixed = reference(hooks, target_layers="encoder.layer4", postprocessing=normalize_maps)(
@@ -137,6 +145,33 @@ def test_normalize_maps_and_lung_attention():
     mask[:, 0, :2] = 1  # top half is "lung"
     att = lung_attention(out, mask)
     assert att[0] == pytest.approx(1.0) and att[1] == pytest.approx(0.5) and math.isnan(float(att[2]))
+    assert lung_share(mask).tolist() == [0.5, 0.5, 0.5]  # a uniform map scores the share: the chance level
+
+
+def test_attention_and_masks_chance_ratio_and_flag():
+    seg = torch.zeros(3, 2, 4, 4)
+    seg[:, 1, :, :1] = 5.0  # predicted lung: the left column (share 0.25)
+    sal = torch.zeros(3, 1, 4, 4)
+    sal[0, 0, :, :2] = 1  # half its mass in the left column
+    sal[1, 0, :, 3] = 1  # the right column: outside the predicted lung, half in the true one
+    true_mask = torch.zeros(3, 1, 4, 4)
+    true_mask[:, 0, :2] = 1  # top half (share 0.5), used for image 1 only
+    targets = {"mask": true_mask, "has_mask": torch.tensor([0, 1, 0])}
+    out = attention_and_masks({"seg": seg, "saliency": sal}, targets)
+    assert out["attention_gt"].tolist() == [False, True, False]
+    assert out["lung_share"].tolist() == [0.25, 0.5, 0.25]
+    assert out["lung_attention"][:2].tolist() == [0.5, 0.5]  # image 1: top half of the right column
+    assert out["lung_attention_ratio"][:2].tolist() == [2.0, 1.0] and math.isnan(float(out["lung_attention_ratio"][2]))
+    assert out["attention_outside_lungs"].tolist() == [False, False, False]  # ratio 1 is chance; NaN is not flagged
+    sal[1, 0, :2] = 0  # now nothing of image 1's map is in the top half
+    flagged = attention_and_masks({"seg": seg, "saliency": sal}, targets)
+    assert flagged["lung_attention_ratio"][1] == 0 and flagged["attention_outside_lungs"].tolist() == [
+        False,
+        True,
+        False,
+    ]
+    empty = attention_and_masks({"seg": torch.zeros(1, 2, 4, 4), "saliency": torch.ones(1, 1, 4, 4)})
+    assert empty["lung_share"].item() == 0 and math.isnan(empty["lung_attention_ratio"].item())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -151,3 +186,89 @@ def test_cuda_matches_cpu(nets):
     assert gpu["saliency"].is_cuda
     torch.testing.assert_close(gpu["class"].cpu(), cpu["class"], atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(gpu["saliency"].cpu(), cpu["saliency"], atol=2e-2, rtol=0)
+
+
+# --- explained layers: combinations of encoder stages -------------------------------------------------------------
+
+
+def test_parse_target_layers():
+    from bundle.saliency import parse_target_layers
+
+    assert parse_target_layers("encoder.layer4") == (("encoder.layer4",), "mean")
+    assert parse_target_layers(" encoder.layer3 + encoder.layer4") == (("encoder.layer3", "encoder.layer4"), "mean")
+    assert parse_target_layers("encoder.layer3*encoder.layer4") == (("encoder.layer3", "encoder.layer4"), "product")
+    assert parse_target_layers(["encoder.layer2", "encoder.layer4"])[0] == ("encoder.layer2", "encoder.layer4")
+    for bad, message in (("a+b*c", "both"), ("encoder.layer4+", "empty layer name"), ("a+a", "twice")):
+        with pytest.raises(ValueError, match=message):
+            SaliencyInferer("gradcam", target_layer=bad)
+
+
+def test_default_combination_per_backbone():
+    from bundle.saliency import encoder_stages
+
+    assert encoder_stages(MultiTaskNet(2, "resnet10")) == [f"encoder.layer{i}" for i in range(1, 5)]
+    assert encoder_stages(MultiTaskNet(2, "efficientnet-b0"))[-2:] == ["encoder._blocks.4", "encoder._blocks.6"]
+    assert default_target_layer(MultiTaskNet(2, "resnet10")) == "encoder.layer3+encoder.layer4"
+    assert default_target_layer(MultiTaskNet(2, "efficientnet-b0")) == "encoder._blocks.4+encoder._blocks.6"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+def test_combined_layers_map_is_finer_in_range_and_the_mean_of_the_layers(nets, method):
+    from bundle.saliency import combine_maps
+
+    full, _ = nets
+    x = torch.rand(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    combined = SaliencyInferer(method, target_layer="encoder.layer3+encoder.layer4")
+    calls = []
+    handle = full.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():  # as inside SupervisedEvaluator
+            out = combined(x, full)
+    finally:
+        handle.remove()
+    assert len(calls) == 1, "all layers' maps must come from one forward pass"
+    sal = out["saliency"]
+    assert sal.shape == (3, 1, SIZE, SIZE) and float(sal.min()) >= 0 and float(sal.max()) <= 1
+    assert torch.allclose(sal.flatten(1).amax(1), torch.ones(3))
+    grids = {k: tuple(v.shape[2:]) for k, v in combined.hooks(full).activations.items()}
+    assert grids == {"encoder.layer3": (4, 4), "encoder.layer4": (2, 2)}  # 64 px: strides 16 and 32
+    with torch.no_grad():
+        single = [SaliencyInferer(method, target_layer=f"encoder.layer{i}")(x, full)["saliency"] for i in (3, 4)]
+    torch.testing.assert_close(sal, combine_maps(single, "mean"))
+    product = SaliencyInferer(method, target_layer="encoder.layer3*encoder.layer4")
+    with torch.no_grad():
+        torch.testing.assert_close(product(x, full)["saliency"], combine_maps(single, "product"))
+    assert all(p.grad is None for p in full.parameters())
+
+
+def test_combined_layers_on_efficientnet():
+    net = MultiTaskNet(4, "efficientnet-b0").eval()
+    with torch.no_grad():
+        out = SaliencyInferer("gradcampp", target_layer="encoder._blocks.4+encoder._blocks.6")(
+            torch.rand(2, 1, 64, 64), net
+        )
+    assert (
+        out["saliency"].shape == (2, 1, 64, 64)
+        and 0 <= float(out["saliency"].min()) <= float(out["saliency"].max()) <= 1
+    )
+
+
+def test_combined_layer_errors(nets):
+    full, _ = nets
+    with pytest.raises(ValueError, match="'encoder.layer9' is not a module"):
+        SaliencyInferer("gradcam", target_layer="encoder.layer3+encoder.layer9")(torch.rand(1, 1, SIZE, SIZE), full)
+    with pytest.raises(ValueError, match="'decoder' is not on the path"):
+        SaliencyInferer("gradcam", target_layer="encoder.layer4+decoder")(torch.rand(1, 1, SIZE, SIZE), full)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_combined_layers_cuda_matches_cpu(nets):
+    full, _ = nets
+    x = torch.rand(2, 1, SIZE, SIZE)
+    layer = "encoder.layer2+encoder.layer3+encoder.layer4"
+    gpu_net = MultiTaskNet(4).eval().cuda()
+    gpu_net.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        cpu = SaliencyInferer("gradcampp", target_layer=layer)(x, full)["saliency"]
+        gpu = SaliencyInferer("gradcampp", target_layer=layer)(x.cuda(), gpu_net)["saliency"]
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=1e-3)

@@ -161,10 +161,20 @@ def test_combinations(tmp_path):
     assert "not one of the class names" in _problems({**good, "saliency_class": "covid"}, "inference")
     assert "not a class index in [0, 1]" in _problems({**good, "saliency_class": 2}, "inference")
     assert "larger than image_size" in _problems({**good, "occlusion_mask_size": 65}, "inference")
-    assert "(the default, when saliency_layer is null, is encoder.layer4)" in _problems(
-        {**good, "saliency_layer": "decoder.blocks.0"}, "inference"
+    from bundle.networks.multitask import MultiTaskNet
+    from bundle.saliency import default_target_layer
+
+    default = default_target_layer(MultiTaskNet(num_classes=2, backbone=good["backbone"]))
+    expected = (
+        f"is not a module of the {good['backbone']} encoder (the default, when saliency_layer is null, is {default})"
     )
+    assert expected in _problems({**good, "saliency_layer": "decoder.blocks.0"}, "inference")
     check({**good, "saliency_layer": "encoder.layer3"}, "inference")
+    check({**good, "saliency_layer": "encoder.layer3+encoder.layer4"}, "inference")
+    assert "names encoder.layer9, not modules" in _problems(
+        {**good, "saliency_layer": "encoder.layer3+encoder.layer9"}, "inference"
+    )
+    assert "empty layer name" in _problems({**good, "saliency_layer": "encoder.layer3+"}, "inference")
     moco = {**good, "ssl_method": "moco", "queue_size": 2, "batch_size": 4}
     assert "MoCo's queue" in _problems(moco, "pretrain_contrastive")
 

@@ -4,7 +4,8 @@ A datalist is MONAI's decathlon-style JSON: sections ``training`` / ``validation
 entries ``{"image", "label" (int, or a list of 0/1 for multi-label), "mask" (optional), "patient" (optional)}``
 whose paths are relative to ``dataset_dir``. When ``validation`` or ``test`` is missing, it is split from
 ``training`` by patient (no patient in two splits), stratified by class and seeded, so that training and
-evaluation rebuild the same split from the same arguments.
+evaluation rebuild the same split from the same arguments. Evaluation (``need_training=False``) also takes a
+datalist with only a ``test`` section, e.g. an external collection for a trained model.
 """
 
 from __future__ import annotations
@@ -196,6 +197,44 @@ def check_entries(
     return lines
 
 
+def _empty_split_message(
+    datalist: str,
+    sections: dict[str, list[dict]],
+    everything: Sequence[dict],
+    train: Sequence[dict],
+    val: Sequence[dict],
+    test: Sequence[dict],
+    val_fraction: float,
+    test_fraction: float,
+    need_training: bool,
+) -> str | None:
+    """The one sentence for a split that the workflow needs but came out empty; None when all are there."""
+    counts = f"{len(everything)} images in {len(group_by_patient(everything))} patients"
+    if not need_training:  # evaluation: only the test split matters
+        if test:
+            return None
+        if "test" in sections:
+            return f"{datalist}: the 'test' section is empty; list the images to evaluate there"
+        if not sections.get("training"):
+            return (
+                f"{datalist}: no 'test' section and no 'training' images to split a test split from ({counts}); "
+                "give the images to evaluate in a 'test' section (evaluation needs no other section)"
+            )
+        return (
+            f"{datalist}: the test split is empty ({counts}, test_fraction={test_fraction}); give the images to "
+            "evaluate in a 'test' section, or a test_fraction above 0"
+        )
+    empty = [
+        name for name, part, f in (("validation", val, val_fraction), ("test", test, test_fraction)) if f and not part
+    ]
+    if empty or not train:
+        return (
+            f"{datalist}: the {', '.join(empty or ['training'])} split is empty ({counts}); add images or give "
+            "the sections in the datalist"
+        )
+    return None
+
+
 def prepare_splits(
     datalist: str | os.PathLike,
     dataset_dir: str | os.PathLike,
@@ -208,14 +247,20 @@ def prepare_splits(
     require_label: bool = True,
     check: bool = True,
     exit_on_error: bool = True,
+    need_training: bool = True,
 ) -> dict[str, list[dict]]:
     """Load, check and split a datalist for a bundle workflow.
 
     Returns ``{"training", "validation", "test"}``; ``training`` holds ``label_fraction`` of the labelled
     training images. Every problem is reported at once; with ``exit_on_error`` the process stops with that
     message alone (a ``SystemExit``), instead of a traceback from inside the config parser.
+
+    With ``need_training=False`` (evaluation) only the test split must be non-empty: a datalist whose only section
+    is ``test`` is accepted (training and validation come back empty). A datalist without a ``test`` section is
+    split exactly as with ``need_training=True``, so evaluation sees the test patients that training left out.
     """
     multi_label = as_bool(multi_label, "multi_label")
+    need_training = as_bool(need_training, "need_training")
     try:
         sections = load_datalist(datalist, dataset_dir)
         everything = [e for s in SECTIONS for e in sections.get(s, [])]
@@ -237,14 +282,10 @@ def prepare_splits(
         )
         val = val if val is not None else split_val
         test = test if test is not None else split_test
-    empty = [
-        name for name, part, f in (("validation", val, val_fraction), ("test", test, test_fraction)) if f and not part
-    ]
-    if empty or not train:
-        message = (
-            f"{datalist}: the {', '.join(empty or ['training'])} split is empty ({len(everything)} images in "
-            f"{len(group_by_patient(everything))} patients); add images or give the sections in the datalist"
-        )
+    message = _empty_split_message(
+        str(datalist), sections, everything, train, val, test, val_fraction, test_fraction, need_training
+    )
+    if message:
         if exit_on_error:
             fail(message)
         raise DatalistError(str(datalist), [message])

@@ -1,4 +1,9 @@
-"""The lung attention of an evaluation: how much of each saliency map falls inside the lungs, over the test split."""
+"""The lung attention of an evaluation: how much of each saliency map falls inside the lungs, against chance.
+
+The attention is Score-CAM's energy-based pointing game over the lung mask (Wang et al., 2020). A uniform map
+scores the lungs' share of the image, so each image also gets that share, the ratio attention / share and a flag
+when the ratio is below 1 (the attention falls mostly outside the lungs).
+"""
 
 from __future__ import annotations
 
@@ -16,24 +21,59 @@ from ignite.engine import Engine, Events
 from ..data.transforms import file_stem
 from ..distributed import gather_objects, is_main_process
 from ..networks.multitask import class_probabilities
-from ..plots import save_overlay
+from ..plots import attention_caption, save_overlay
 from ..saliency import attention_and_masks
 from ..settings import as_bool
 
-__all__ = ["LungAttentionReport"]
+__all__ = ["LungAttentionReport", "distribution"]
 
 logger = logging.getLogger(__name__)
 
+# per-image values published for MetricsSaver (one <name>_raw.csv / _summary.csv each), in this order
+DETAILS = ("lung_attention", "lung_share", "lung_attention_ratio", "attention_outside_lungs")
+RATIO_BINS, RATIO_MAX = 12, 3.0  # histogram of the ratio over [0, 3] in steps of 0.25; larger ones counted apart
+
+
+def distribution(values: Sequence[float], bins: int = 10, upper: float = 1.0) -> dict:
+    """Mean, std, quartiles and a ``bins``-bin histogram over [0, ``upper``] of the defined (non-NaN) ``values``.
+
+    ``num_images`` counts the defined values; ``above_range`` (only when ``upper`` is not 1) counts those above
+    ``upper``, which the histogram leaves out.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    result: dict[str, Any] = {
+        "num_images": int(v.size),
+        "mean": float(v.mean()) if v.size else float("nan"),
+        "std": float(v.std()) if v.size else float("nan"),
+    }
+    if v.size:
+        result.update(
+            {
+                q: float(np.quantile(v, p))
+                for q, p in (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))
+            }
+        )
+    counts, edges = np.histogram(v, bins=bins, range=(0.0, upper))
+    result["histogram"] = {"bin_edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()}
+    if upper != 1.0:
+        result["histogram"]["above_range"] = int((v > upper).sum())
+    return result
+
 
 class LungAttentionReport:
-    """Ignite handler for an evaluator run with ``SaliencyInferer``: the test split's lung attention.
+    """Ignite handler for an evaluator run with ``SaliencyInferer``: the test split's lung attention against chance.
 
-    At EPOCH_COMPLETED it puts the per-image values, (N, 1) with NaN for an all-zero map, into
-    ``engine.state.metric_details["lung_attention"]``, so that a ``MetricsSaver`` attached after it writes them
-    with the image paths (``lung_attention_raw.csv``, ``lung_attention_summary.csv``). ``summary`` (pass it to
-    ``EvaluationReport(extra_metrics=[...])``) returns ``{"lung_attention": {...}}``: mean, std, quartiles, a
-    10-bin histogram over [0, 1], per-class means (by predicted class) and how many images used a ground-truth
-    mask. With ``n_overlays`` > 0 it also writes overlays of the N most and N least confident images to
+    At EPOCH_COMPLETED it puts the per-image values, each (N, 1), into ``engine.state.metric_details``:
+    ``lung_attention`` (NaN for an all-zero map), ``lung_share`` (the share of the image inside the mask the
+    attention used, i.e. the attention of a uniform map), ``lung_attention_ratio`` (attention / share, NaN where
+    undefined) and ``attention_outside_lungs`` (1 where the ratio is below 1, 0 where not, NaN where undefined), so
+    that a ``MetricsSaver`` attached after it writes them with the image paths (``<name>_raw.csv``,
+    ``<name>_summary.csv``). ``summary`` (pass it to ``EvaluationReport(extra_metrics=[...])``) returns
+    ``{"lung_attention": {...}}``: mean, std, quartiles, a 10-bin histogram over [0, 1], per-class means (by
+    predicted class), how many images used a ground-truth mask, the same distribution of the lung share and of the
+    ratio, and the flagged images overall, per true class (when labels exist) and per predicted class. With
+    ``n_overlays`` > 0 it also writes overlays of the N most and N least confident images to
     ``output_dir/overlays`` (at the model's input size).
     """
 
@@ -53,7 +93,10 @@ class LungAttentionReport:
 
     def _reset(self, engine: Engine | None = None) -> None:
         self.values: list[float] = []
+        self.shares: list[float] = []
+        self.ratios: list[float] = []
         self.classes: list[int] = []
+        self.labels: list[Any] = []  # class index (-1 unknown), or a 0/1 list (-1 unknown) for multi-label
         self.gt: list[bool] = []
         self._most: list[tuple] = []  # min-heap of the most confident: (confidence, order, payload)
         self._least: list[tuple] = []  # min-heap of (-confidence, ...): the least confident
@@ -66,19 +109,27 @@ class LungAttentionReport:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
         engine.add_event_handler(Events.COMPLETED, self._write_overlays)
 
+    @property
+    def flags(self) -> list[float]:
+        """Per image: 1.0 where the attention is below the lung share, 0.0 where not, NaN where the ratio is NaN."""
+        return [float("nan") if math.isnan(r) else float(r < 1) for r in self.ratios]
+
     def _publish(self, engine: Engine) -> None:
         self._gather()
         if not self.values:
             return
         if not hasattr(engine.state, "metric_details"):  # MONAI's engines have it; a plain ignite Engine may not
             engine.state.metric_details = {}
-        engine.state.metric_details[self.detail_name] = torch.tensor(self.values, dtype=torch.float64).reshape(-1, 1)
+        for name, values in zip(DETAILS, (self.values, self.shares, self.ratios, self.flags)):
+            engine.state.metric_details[name] = torch.tensor(values, dtype=torch.float64).reshape(-1, 1)
 
     def _gather(self) -> None:
         """Under DDP: every rank's values in rank order (MetricsSaver gathers the image paths in that order)."""
-        parts = gather_objects((self.values, self.classes, self.gt))
+        lists = (self.values, self.shares, self.ratios, self.classes, self.labels, self.gt)
+        parts = gather_objects(lists)
         if len(parts) > 1:
-            self.values, self.classes, self.gt = ([x for part in parts for x in part[i]] for i in range(3))
+            merged = [[x for part in parts for x in part[i]] for i in range(len(lists))]
+            self.values, self.shares, self.ratios, self.classes, self.labels, self.gt = merged
 
     def _gather_overlays(self) -> None:
         """Under DDP: the most and least confident images of the whole split, from every rank's candidates."""
@@ -90,6 +141,14 @@ class LungAttentionReport:
                 for i in range(2)
             )
 
+    @staticmethod
+    def _true_labels(target: Any, n: int) -> list[Any]:
+        """The batch's true labels as plain Python values; -1 (unknown) where the target has none."""
+        label = target.get("label") if isinstance(target, Mapping) else target
+        if not isinstance(label, torch.Tensor) or label.shape[:1] != (n,):
+            return [-1] * n
+        return label.detach().cpu().tolist()
+
     def _collect(self, engine: Engine) -> None:
         out = engine.state.output
         pred = out.get("pred", {})
@@ -99,10 +158,15 @@ class LungAttentionReport:
         if "lung_attention" not in found:
             return
         att = found["lung_attention"].cpu().numpy()
+        share = found["lung_share"].cpu().numpy()
+        ratio = found["lung_attention_ratio"].cpu().numpy()
         prob = out["prob"] if "prob" in out else class_probabilities(pred["class"], self.multi_label)
         prob = prob.detach().float().cpu().numpy()
         self.values.extend(att.tolist())
+        self.shares.extend(share.tolist())
+        self.ratios.extend(ratio.tolist())
         self.classes.extend(prob.argmax(1).tolist())
+        self.labels.extend(self._true_labels(out.get("label"), len(att)))
         self.gt.extend(found["attention_gt"].cpu().numpy().tolist())
         if self.n_overlays <= 0:
             return
@@ -122,6 +186,7 @@ class LungAttentionReport:
                 k,
                 conf,
                 float(att[i]),
+                float(share[i]),
             )
             self._order += 1
             for heap, key in ((self._most, conf), (self._least, -conf)):
@@ -140,16 +205,38 @@ class LungAttentionReport:
         folder = os.path.join(self.output_dir, "overlays")
         for tag, heap in (("most_confident", self._most), ("least_confident", self._least)):
             for rank, (_, _, item) in enumerate(sorted(heap, reverse=True), 1):
-                path, image, sal, mask, k, conf, att = item
-                text = f"{self.class_names[k]} {conf:.2f}" + ("" if math.isnan(att) else f"\nlung attention {att:.2f}")
+                path, image, sal, mask, k, conf, att, share = item
+                caption = attention_caption(att, share)
                 save_overlay(
                     os.path.join(folder, f"{tag}_{rank:02d}_{file_stem(path)}.png"),
                     image.astype(np.float32),
                     sal.astype(np.float32),
                     mask,
-                    text,
+                    f"{self.class_names[k]} {conf:.2f}" + (f"\n{caption}" if caption else ""),
                 )
         logger.info("overlays of the %d most and least confident images: %s", self.n_overlays, folder)
+
+    def _true_class_members(self) -> np.ndarray | None:
+        """(N, K) bool: image i has true class k (several per image for multi-label); None without any label."""
+        n, k = len(self.labels), len(self.class_names)
+        members = np.zeros((n, k), dtype=bool)
+        for i, label in enumerate(self.labels):
+            if isinstance(label, (list, tuple)):
+                members[i, : len(label)] = np.asarray(label[:k], dtype=np.float64) == 1
+            elif 0 <= int(label) < k:
+                members[i, int(label)] = True
+        return members if members.any() else None
+
+    def _flag_shares(self, members: np.ndarray, flags: np.ndarray) -> dict:
+        """Per class: the images with a defined ratio, how many are flagged, and that share (None without images)."""
+        defined = ~np.isnan(flags)
+        result = {}
+        for k, c in enumerate(self.class_names):
+            images = members[:, k] & defined
+            flagged = int((flags[images] == 1).sum())
+            n = int(images.sum())
+            result[c] = {"images": n, "flagged": flagged, "share": flagged / n if n else None}
+        return result
 
     def summary(self, report: Any = None) -> dict:
         """``{"lung_attention": {...}}`` for metrics.json; ``{}`` when no saliency was computed.
@@ -163,28 +250,42 @@ class LungAttentionReport:
         valid = ~np.isnan(values)
         v = values[valid]
         classes = np.asarray(self.classes)[valid]
-        counts, edges = np.histogram(v, bins=10, range=(0.0, 1.0))
         result = {
             "method": self.saliency_method or None,
-            "num_images": int(v.size),
             "num_undefined": int((~valid).sum()),  # all-zero saliency maps: no share to measure
             "ground_truth_masks": int(np.asarray(self.gt)[valid].sum()),
-            "mean": float(v.mean()) if v.size else float("nan"),
-            "std": float(v.std()) if v.size else float("nan"),
+            **distribution(v),
         }
-        if v.size:
-            result.update(
-                {
-                    q: float(np.quantile(v, p))
-                    for q, p in (("min", 0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1))
-                }
-            )
-        result["histogram"] = {"bin_edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()}
         result["per_predicted_class_mean"] = {
             c: (float(v[classes == k].mean()) if (classes == k).any() else None) for k, c in enumerate(self.class_names)
         }
+        # the chance level: the share is the attention of a uniform map (images whose attention is defined)
+        result["lung_share"] = distribution(np.asarray(self.shares, dtype=np.float64)[valid])
+        result["lung_attention_ratio"] = distribution(self.ratios, RATIO_BINS, RATIO_MAX)
+        flags = np.asarray(self.flags, dtype=np.float64)
+        defined = ~np.isnan(flags)
+        flagged = int((flags[defined] == 1).sum())
+        predicted = np.zeros((len(self.classes), len(self.class_names)), dtype=bool)
+        predicted[np.arange(len(self.classes)), np.asarray(self.classes, dtype=int)] = True
+        members = self._true_class_members()
+        result["attention_outside_lungs"] = {
+            "definition": "lung_attention_ratio < 1: less of the map inside the lungs than a uniform map",
+            "images": int(defined.sum()),
+            "flagged": flagged,
+            "share": flagged / int(defined.sum()) if defined.any() else None,
+            "per_true_class": None if members is None else self._flag_shares(members, flags),
+            "per_predicted_class": self._flag_shares(predicted, flags),
+        }
         if v.size:
             logger.info(
-                "lung attention: mean %.3f, median %.3f over %d images", result["mean"], result["median"], v.size
+                "lung attention: mean %.3f, median %.3f over %d images; lung share (chance) mean %.3f; ratio mean "
+                "%.2f; attention mostly outside the lungs in %d of %d images",
+                result["mean"],
+                result["median"],
+                v.size,
+                result["lung_share"]["mean"],
+                result["lung_attention_ratio"]["mean"],
+                flagged,
+                int(defined.sum()),
             )
         return {"lung_attention": result}

@@ -1,4 +1,4 @@
-"""The evaluation report: metrics.json, the ROC curves and the confusion matrix of a test split.
+"""The evaluation report: metrics.json, the ROC curves, the confusion matrix and the per-image predictions.
 
 The metrics are MONAI's and ignite's handlers' results (``engine.state.metrics`` / ``metric_details``, attached
 by configs/evaluate.json); this module only adds what they lack and writes the files.
@@ -6,6 +6,7 @@ by configs/evaluate.json); this module only adds what they lack and writes the f
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
@@ -16,13 +17,13 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write, atomic_write_json
 from ..distributed import gather_objects, is_main_process
 from ..plots import plot_confusion, plot_roc
 from ..settings import as_bool
 from .metrics import confusion_table, harmonic_mean
 
-__all__ = ["EvaluationReport", "METRIC_NAMES"]
+__all__ = ["EvaluationReport", "METRIC_NAMES", "PREDICTIONS_FILE", "write_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,33 @@ METRIC_NAMES = {
     "specificity": "test_specificity",  # ConfusionMatrix, reduction "sum_batch": (C,)
     "dice": "test_dice",  # MeanDice with save_details: per-image Dice (N, 1) in metric_details
 }
+
+
+# per test image: path, true label(s) and class probabilities, for intervals that resample the test images
+PREDICTIONS_FILE = "test_predictions.csv"
+
+
+def write_predictions(
+    path: str | os.PathLike,
+    image_paths: Sequence[str],
+    prob: torch.Tensor,
+    label_onehot: torch.Tensor,
+    class_names: Sequence[str],
+) -> str:
+    """Write one CSV row per image: ``image``, ``label`` and ``prob_<class>`` per class; returns ``path``.
+
+    ``prob`` and ``label_onehot`` are (N, C). ``label`` is the true class name, or for multi-label data the true
+    findings joined by ``|`` (empty when none). Written atomically, so a reader never sees half a file.
+    """
+    if len(image_paths) != prob.shape[0]:
+        raise ValueError(f"{len(image_paths)} image paths for {prob.shape[0]} predictions")
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "label"] + [f"prob_{c}" for c in class_names])
+        for name, p, y in zip(image_paths, prob.tolist(), label_onehot.tolist()):
+            label = "|".join(c for c, v in zip(class_names, y) if v > 0.5)
+            writer.writerow([name, label] + [f"{v:.6g}" for v in p])
+    return os.fspath(path)
 
 
 def _clean(value):
@@ -67,7 +95,9 @@ class EvaluationReport:
     Reads ``engine.state.metrics`` / ``metric_details`` under ``metric_names`` (default ``METRIC_NAMES``) and
     collects ``prob``, ``pred_onehot``, ``label_onehot`` (B, C) from ``MultiTaskOutputs`` for what no handler
     gives: the confusion counts table, the ROC curve points and the image count. ``extra_metrics`` are callables
-    ``(report_handler) -> dict`` merged into metrics.json (e.g. ``LungAttentionReport.summary``).
+    ``(report_handler) -> dict`` merged into metrics.json (e.g. ``LungAttentionReport.summary``). With
+    ``predictions`` (default on) it also writes ``test_predictions.csv`` (``write_predictions``) from the batches'
+    ``image_path``.
     """
 
     def __init__(
@@ -78,16 +108,19 @@ class EvaluationReport:
         extra_metrics: Sequence[Callable[[EvaluationReport], dict]] = (),
         filename: str = "metrics.json",
         metric_names: Mapping[str, str] | None = None,
+        predictions: bool = True,
     ) -> None:
         self.output_dir, self.class_names = output_dir, list(class_names)
         self.multi_label = as_bool(multi_label, "multi_label")
         self.extra_metrics, self.filename = list(extra_metrics), filename
         self.metric_names = {**METRIC_NAMES, **(metric_names or {})}
         self.metrics: dict = {}
+        self.predictions = as_bool(predictions, "predictions")
         self._reset()
 
     def _reset(self, engine: Engine | None = None) -> None:
         self.outputs: dict[str, list[torch.Tensor]] = {"prob": [], "pred_onehot": [], "label_onehot": []}
+        self.image_paths: list[str] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -97,11 +130,18 @@ class EvaluationReport:
     def _collect(self, engine: Engine) -> None:
         for key, values in self.outputs.items():
             values.append(engine.state.output[key].detach().float().cpu())
+        batch = engine.state.batch if isinstance(engine.state.batch, Mapping) else {}
+        paths = batch.get("image_path")
+        if paths is None:  # a loader without image paths: number the images instead
+            start, n = len(self.image_paths), engine.state.output["prob"].shape[0]
+            paths = [f"image_{start + i}" for i in range(n)]
+        self.image_paths.extend(str(p) for p in paths)
 
     def _write(self, engine: Engine) -> None:
         # under DDP each rank holds its share of the split: all take part in the gathering, rank 0 writes
         parts = gather_objects([torch.cat(v) if v else torch.zeros(0) for v in self.outputs.values()])
         prob, pred, onehot = (torch.cat([p[i] for p in parts if p[i].numel()] or [parts[0][i]]) for i in range(3))
+        image_paths = [p for part in gather_objects(self.image_paths) for p in part]  # rank order, as the tensors
         if not is_main_process():
             self.metrics = {}
             return
@@ -149,6 +189,10 @@ class EvaluationReport:
                 report["confusion_matrix"], self.class_names, os.path.join(self.output_dir, "confusion_matrix.png")
             )
         report["class_names"] = self.class_names
+        if self.predictions:
+            write_predictions(
+                os.path.join(self.output_dir, PREDICTIONS_FILE), image_paths, prob, onehot, self.class_names
+            )
         self.metrics = _clean(report)
         path = os.path.join(self.output_dir, self.filename)
         atomic_write_json(self.metrics, path)

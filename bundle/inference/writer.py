@@ -1,4 +1,4 @@
-"""What an inference run writes: ``predictions.csv`` / ``.json`` and per-image lung masks, saliency maps, overlays."""
+"""What an inference run writes: ``predictions.csv`` / ``.json``, ``summary.json`` and per-image masks, maps, overlays."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from ignite.engine import Engine, Events
 
 from ..data.readers import NIFTI_SUFFIXES, read_cxr
 from ..data.transforms import STATUS_OK
-from ..plots import save_overlay
+from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
+from ..plots import attention_caption, save_overlay
 from ..settings import as_bool
 from .outputs import lung_mask_at, saliency_at
 
@@ -24,6 +25,15 @@ __all__ = ["PredictionWriter"]
 def _float(v: Any) -> float | None:
     v = float(v)
     return None if math.isnan(v) else v
+
+
+def _nan_to_none(value: Any) -> Any:
+    """``value`` with every float NaN replaced by None, so that the JSON is standard (``null``, not ``NaN``)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _save_nifti_like(array: np.ndarray, reference: str, path: str) -> None:
@@ -46,8 +56,13 @@ class PredictionWriter:
     """Ignite handler writing everything ``configs/inference.json`` promises into ``output_dir``.
 
     * ``predictions.csv`` (appended batch by batch, so a partial run keeps its rows) and ``predictions.json``:
-      one row per input with ``image``, ``status``, ``predicted``, ``prob_<class>``, ``lung_attention``,
+      one row per input with ``image``, ``status``, ``predicted``, ``prob_<class>``, ``lung_attention`` (share of
+      the saliency inside the lung mask), ``lung_share`` (share of the image inside that mask: what a uniform map
+      scores), ``lung_attention_ratio`` (attention / share), ``attention_outside_lungs`` (ratio < 1),
       ``attention_mask`` (``predicted`` or ``ground_truth``), ``saliency_class`` and the written files;
+    * ``summary.json``: image counts, the distributions of attention, share and ratio over the run, and the share
+      of images flagged ``attention_outside_lungs`` overall and per predicted class (``predictions.json`` stays a
+      plain list of rows for its readers);
     * ``masks/<name>_lung.png`` (0/255) or ``.nii.gz`` for NIfTI input, at the input's own size;
     * ``saliency/<name>_saliency.npy`` (float32 in [0, 1]) or ``.nii.gz``, at the input's own size;
     * ``overlays/<name>_overlay.png``: radiograph, heat map, lung contour, prediction (longest side <= 1024).
@@ -74,10 +89,12 @@ class PredictionWriter:
         self.overlay_size, self.saliency_method = overlay_size, saliency_method
         self.csv_path = os.path.join(output_dir, "predictions.csv")
         self.json_path = os.path.join(output_dir, "predictions.json")
+        self.summary_path = os.path.join(output_dir, "summary.json")
         self.fields = (
             ["image", "status", "predicted"]
             + [f"prob_{c}" for c in self.class_names]
-            + ["lung_attention", "attention_mask", "saliency_class", "lung_mask_file", "saliency_file", "overlay_file"]
+            + ["lung_attention", "lung_share", "lung_attention_ratio", "attention_outside_lungs", "attention_mask"]
+            + ["saliency_class", "lung_mask_file", "saliency_file", "overlay_file"]
         )
         self.rows: list[dict] = []
 
@@ -106,6 +123,8 @@ class PredictionWriter:
         sal_class = pred["saliency_class"].detach().cpu().numpy() if "saliency_class" in pred else None
         attention = out["lung_attention"].detach().cpu().numpy() if "lung_attention" in out else None
         attention_gt = out["attention_gt"].detach().cpu().numpy() if "attention_gt" in out else None
+        share = out["lung_share"].detach().cpu().numpy() if "lung_share" in out else None
+        ratio = out["lung_attention_ratio"].detach().cpu().numpy() if "lung_attention_ratio" in out else None
         rows = []
         for i, path in enumerate(batch["image_path"]):
             row: dict[str, Any] = dict.fromkeys(self.fields, None)
@@ -116,6 +135,11 @@ class PredictionWriter:
                 if attention is not None:
                     row["lung_attention"] = _float(attention[i])
                     row["attention_mask"] = "ground_truth" if attention_gt[i] else "predicted"
+                if share is not None:
+                    row["lung_share"] = _float(share[i])
+                    row["lung_attention_ratio"] = _float(ratio[i])
+                    # None (an empty cell) where the ratio is undefined: neither flagged nor cleared
+                    row["attention_outside_lungs"] = None if row["lung_attention_ratio"] is None else bool(ratio[i] < 1)
                 if sal_class is not None:
                     row["saliency_class"] = self.class_names[int(sal_class[i])]
                 try:
@@ -176,14 +200,56 @@ class PredictionWriter:
         if self.write_overlays:
             k = int(prob.argmax())
             text = f"{self.class_names[k]} {prob[k]:.2f}"
-            if row.get("lung_attention") is not None:
-                text += f"\nlung attention {row['lung_attention']:.2f}"
+            caption = attention_caption(row.get("lung_attention"), row.get("lung_share"))
+            if caption:
+                text += f"\n{caption}"
             f = os.path.join(self.output_dir, "overlays", f"{name}_overlay.png")
             row["overlay_file"] = save_overlay(f, read_cxr(path), sal, mask, text, max_size=self.overlay_size)
 
     def _write_json(self, engine: Engine) -> None:
         with open(self.json_path, "w") as f:
             json.dump(self.rows, f, indent=1)
+        with open(self.summary_path, "w") as f:
+            json.dump(self.summary(), f, indent=1)
+
+    def summary(self) -> dict:
+        """The run at a glance: image counts, lung attention / share / ratio distributions, flagged shares.
+
+        ``attention_outside_lungs`` counts the images whose ratio is defined; ``per_predicted_class`` uses the top
+        class (the class the saliency explains by default), also for multi-label models.
+        """
+        ok = [r for r in self.rows if r["status"] == STATUS_OK]
+        scored = [r for r in ok if r.get("lung_attention_ratio") is not None]
+        flagged = [r for r in scored if r["attention_outside_lungs"]]
+
+        def values(key: str) -> list[float]:
+            return [r[key] for r in ok if r.get(key) is not None]
+
+        def top_class(r: dict) -> str:
+            return max(self.class_names, key=lambda c: r[f"prob_{c}"])
+
+        per_class = {}
+        for c in self.class_names:
+            n = sum(top_class(r) == c for r in scored)
+            k = sum(top_class(r) == c for r in flagged)
+            per_class[c] = {"images": n, "flagged": k, "share": k / n if n else None}
+        result = {
+            "images": len(self.rows),
+            "ok": len(ok),
+            "failed": len(self.rows) - len(ok),
+            "saliency_method": self.saliency_method or None,
+            "lung_attention": distribution(values("lung_attention")),
+            "lung_share": distribution(values("lung_share")),
+            "lung_attention_ratio": distribution(values("lung_attention_ratio"), RATIO_BINS, RATIO_MAX),
+            "attention_outside_lungs": {
+                "definition": "lung_attention_ratio < 1: less of the map inside the lungs than a uniform map",
+                "images": len(scored),
+                "flagged": len(flagged),
+                "share": len(flagged) / len(scored) if scored else None,
+                "per_predicted_class": per_class,
+            },
+        }
+        return _nan_to_none(result)
 
     @property
     def failures(self) -> list[dict]:

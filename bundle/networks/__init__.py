@@ -1,5 +1,5 @@
-"""Networks: the multi-task encoder-decoder and its tensor views, placement (device, memory format), export-safe
-shortcuts, weight conversion."""
+"""Networks: the multi-task encoder-decoder (optionally classifying the lungs only) and its tensor views,
+placement (device, memory format), export-safe shortcuts, weight conversion."""
 
 from .. import lazy_submodules
 from .multitask import (
@@ -9,6 +9,7 @@ from .multitask import (
     build_encoder,
     class_probabilities,
     encoder_channels,
+    lung_mask,
 )
 from .placement import place
 
@@ -19,6 +20,7 @@ __all__ = [
     "build_encoder",
     "class_probabilities",
     "encoder_channels",
+    "lung_mask",
     "place",
 ]
 

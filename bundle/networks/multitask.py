@@ -3,6 +3,10 @@
 Built on MONAI's FlexibleUNet backbones (resnet10...200, efficientnet-b0...b8), 1-channel input, no torchvision.
 Parameter names are stable across the family (``encoder.*``, ``decoder.*``, ``segmentation_head.*``,
 ``classifier.*``), so pretraining heads, fine-tuning and the tensor-out views all share one state_dict layout.
+
+``lungs_only`` changes only the class path, never the parameters: the lungs are segmented from the full image,
+and the classifier sees the image with everything outside the (detached, thresholded, slightly dilated)
+predicted lung mask set to zero, so markers, borders and devices outside the lungs cannot move the class.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import FlexibleUNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
@@ -24,7 +29,22 @@ __all__ = [
     "encoder_channels",
     "build_encoder",
     "class_probabilities",
+    "lung_mask",
 ]
+
+
+def lung_mask(seg: torch.Tensor, dilation: int = 0) -> torch.Tensor:
+    """(B, 1, H, W) 0/1 float lung mask from (B, C, H, W) segmentation logits, detached, grown by ``dilation`` px.
+
+    Lung = lung probability > 0.5 (sigmoid for one channel, softmax channel 1 otherwise), the rule the lung masks
+    written by evaluation and inference follow. The dilation is a max-pool with a (2 * dilation + 1) square window.
+    """
+    seg = seg.detach().float()
+    prob = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)[:, 1:2]
+    mask = (prob > 0.5).float()
+    if dilation > 0:
+        mask = F.max_pool2d(mask, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
+    return mask
 
 
 def encoder_channels(backbone: str) -> tuple[int, ...]:
@@ -44,6 +64,14 @@ class MultiTaskNet(nn.Module):
         seg_channels: segmentation output channels (2: background, lung).
         decoder_channels: UNet decoder widths, deep to shallow.
         dropout: dropout before the classification layer.
+        lungs_only: classify ``image * lung_mask`` (the mask predicted from the full image by this network's own
+            segmentation, detached) instead of the full image; costs a second encoder pass. The segmentation is
+            always of the full image, and the parameters are the same either way. Training uses the predicted mask
+            too, never a datalist's: ground-truth masks exist for some sources and classes only and differ in style
+            by source (so they would tell the class), and evaluation and inference have only the predicted one.
+            The mask is hard (0/1): a soft mask would pass a dimmed copy of what lies outside, still readable.
+        lung_margin: with ``lungs_only``, the predicted mask is dilated by this fraction of the image width
+            (0.02: 3 px at 128 px, 4 px at 224 px), so that lung borders and under-segmented opacities stay in.
     """
 
     def __init__(
@@ -54,8 +82,12 @@ class MultiTaskNet(nn.Module):
         seg_channels: int = 2,
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         dropout: float = 0.2,
+        lungs_only: bool = False,
+        lung_margin: float = 0.02,
     ) -> None:
         super().__init__()
+        if not 0 <= lung_margin < 0.5:
+            raise ValueError(f"lung_margin must be in [0, 0.5), got {lung_margin!r}")
         channels = encoder_channels(backbone)
         unet = FlexibleUNet(
             in_channels=in_channels,
@@ -67,6 +99,8 @@ class MultiTaskNet(nn.Module):
         )
         self.backbone = backbone
         self.num_classes = num_classes
+        self.lungs_only = as_bool(lungs_only, "lungs_only")
+        self.lung_margin = float(lung_margin)
         self.skip_connect = unet.skip_connect
         self.encoder = exportable(unet.encoder)  # TorchScript-safe shortcuts; same parameters and outputs
         self.decoder = unet.decoder
@@ -87,20 +121,42 @@ class MultiTaskNet(nn.Module):
         """Segmentation logits from all feature maps."""
         return self.segmentation_head(self.decoder(features, self.skip_connect))
 
+    def lungs_input(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """The classifier's input with ``lungs_only``: (B, C, H, W) ``x`` times the dilated mask of ``seg`` (B, 2, H, W)."""
+        dilation = int(self.lung_margin * x.shape[-1] + 0.5)
+        return x * lung_mask(seg, dilation).to(x.dtype)
+
+    def class_logits(
+        self, x: torch.Tensor, features: list[torch.Tensor], seg: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, K) class logits of ``x`` (B, C, H, W) given its encoder ``features`` (``encode(x)``).
+
+        By default the classifier reads ``features``. With ``lungs_only`` it reads a second encoding, of
+        ``lungs_input(x, seg)``; ``seg`` (the full image's segmentation logits) is computed when not given. That
+        second pass is the encoder's last call, so hooks on an encoder layer (Grad-CAM) see the class path.
+        """
+        if not self.lungs_only:
+            return self.classify(features)
+        if seg is None:
+            seg = self.segment(features)
+        return self.classify(self.encode(self.lungs_input(x, seg)))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.encode(x)
-        return {"class": self.classify(features), "seg": self.segment(features)}
+        seg = self.segment(features)
+        return {"class": self.class_logits(x, features, seg), "seg": seg}
 
 
 class MultiTaskClassifier(MultiTaskNet):
     """The same network (same state_dict) returning class logits only: for saliency, export and MONAI's tools."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.classify(self.encode(x))
+        return self.class_logits(x, self.encode(x))
 
 
 class MultiTaskSegmenter(MultiTaskNet):
-    """The same network (same state_dict) returning lung segmentation logits only."""
+    """The same network (same state_dict) returning lung segmentation logits only (of the full image, whatever
+    ``lungs_only`` says)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.segment(self.encode(x))

@@ -167,3 +167,39 @@ def test_labels_that_do_not_fit_the_settings_give_one_sentence():
         [{"label": 3}, {"label": 0}], names, multi_label=False
     )
     assert labels_against_classes([{"label": None}], names, multi_label=True) is None  # no labels: nothing to say
+
+
+def test_evaluation_takes_a_test_only_datalist(tmp_path):
+    data = tmp_path / "d"
+    path = write_dataset(data, n_per_class=2)
+    entries = json.loads(path.read_text())["training"]
+    path.write_text(json.dumps({"test": entries}))
+    with pytest.raises(SystemExit, match="validation split is empty"):
+        prepare_splits(path, data, CLASS_NAMES)  # training still needs its own images
+    splits = prepare_splits(path, data, CLASS_NAMES, need_training=False)
+    assert splits["training"] == [] and splits["validation"] == []
+    assert [e["_id"] for e in splits["test"]] == [f"test[{i}]" for i in range(len(entries))]
+    path.write_text(json.dumps({"training": entries, "test": []}))
+    with pytest.raises(SystemExit, match="'test' section is empty"):
+        prepare_splits(path, data, CLASS_NAMES, need_training=False)
+
+
+def test_evaluation_splits_a_training_only_datalist_as_training_did(tiny_dataset):
+    path = tiny_dataset / "datalist.json"
+    for seed in (0, 3):
+        train = prepare_splits(path, tiny_dataset, CLASS_NAMES, seed=seed, label_fraction=0.5)
+        evaluate = prepare_splits(path, tiny_dataset, CLASS_NAMES, seed=seed, label_fraction=0.5, need_training=False)
+        assert [e["image"] for e in evaluate["test"]] == [e["image"] for e in train["test"]] != []
+
+
+def test_evaluation_without_test_section_or_training_images_fails_once(tmp_path):
+    data = tmp_path / "d"
+    path = write_dataset(data, n_per_class=2)
+    path.write_text(json.dumps({"validation": json.loads(path.read_text())["training"]}))
+    with pytest.raises(SystemExit) as err:
+        prepare_splits(path, data, CLASS_NAMES, need_training=False)
+    message = str(err.value)
+    assert str(path) in message and "no 'test' section and no 'training' images" in message
+    assert message.count("\n") == 0  # one sentence, not a list of problems
+    with pytest.raises(DatalistError, match="no 'test' section"):
+        prepare_splits(path, data, CLASS_NAMES, need_training=False, exit_on_error=False)

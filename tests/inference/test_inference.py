@@ -153,6 +153,9 @@ def test_inference_run_mixed_folder_with_bad_files(mixed_folder, weights, tmp_pa
     for r in ok.values():
         assert r["predicted"] in CLASS_NAMES and abs(sum(float(r[f"prob_{c}"]) for c in CLASS_NAMES) - 1) < 1e-4
         assert 0 <= float(r["lung_attention"]) <= 1 and r["attention_mask"] == "predicted"
+        share, ratio = float(r["lung_share"]), r["lung_attention_ratio"]
+        assert 0 <= share <= 1 and (ratio == "" or float(ratio) == pytest.approx(float(r["lung_attention"]) / share))
+        assert r["attention_outside_lungs"] == ("" if ratio == "" else str(float(ratio) < 1))
         assert r["saliency_class"] == r["predicted"] and Path(r["overlay_file"]).stat().st_size > 500
     mask = np.asarray(Image.open(ok["a.png"]["lung_mask_file"]))
     assert mask.shape == (60, 44) and set(np.unique(mask)) <= {0, 255}  # at the input's own size
@@ -167,7 +170,14 @@ def test_inference_run_mixed_folder_with_bad_files(mixed_folder, weights, tmp_pa
     assert set(as_json) == set(rows) and as_json["a.png"]["prob_covid19"] == pytest.approx(
         float(rows["a.png"]["prob_covid19"])
     )
-    assert as_json["notes.txt"]["lung_attention"] is None
+    assert as_json["notes.txt"]["lung_attention"] is None and as_json["notes.txt"]["attention_outside_lungs"] is None
+    assert isinstance(as_json["a.png"]["lung_share"], float)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["images"], summary["ok"], summary["failed"]) == (7, 5, 2)
+    assert summary["lung_attention"]["num_images"] == summary["lung_share"]["num_images"] == 5
+    flagged = summary["attention_outside_lungs"]
+    assert flagged["flagged"] == sum(r["attention_outside_lungs"] == "True" for r in ok.values())
+    assert sum(v["images"] for v in flagged["per_predicted_class"].values()) == flagged["images"]
 
 
 def test_inference_workflow_datalist_ground_truth_mask(weights, tmp_path):
@@ -197,6 +207,8 @@ def test_inference_workflow_datalist_ground_truth_mask(weights, tmp_path):
     wf.finalize()  # raises SystemExit if any image failed
     rows = read_rows(tmp_path / "out" / "predictions.csv")
     assert rows["x.png"]["attention_mask"] == "ground_truth" and rows["y.png"]["attention_mask"] == "predicted"
+    # the chance level of x.png is its own lung mask's share of the picture (at the model's input size)
+    assert float(rows["x.png"]["lung_share"]) == pytest.approx(float(mask.mean()), abs=0.03)
     assert rows["x.png"]["overlay_file"] == "" and not (tmp_path / "out" / "overlays").exists()
 
 

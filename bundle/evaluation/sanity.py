@@ -1,0 +1,413 @@
+"""Saliency sanity check by cascading randomisation (Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018),
+and the comparison of candidate Grad-CAM layers behind the default ``saliency_layer``.
+
+A map that explains the trained model must change when the weights it explains are destroyed. The check takes the
+trained model's maps of N images, then re-initialises the network's weights from the top (classifier, deepest encoder
+stage, ..., stem), keeping the earlier steps, and after each step compares the new maps with the trained ones: mean
+Spearman rank correlation and mean structural similarity (MONAI's ``SSIMMetric``). The trained model against itself
+is the control (1.0 for a deterministic method). Maps that stay similar after the network is random show the image's
+edges, not what the classifier learned.
+
+The explained class stays the trained model's class for each image at every step, so that only the weights change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import SSIMMetric
+from torch import nn
+
+from ..atomic import atomic_write
+from ..saliency import SaliencyInferer, encoder_stages, lung_attention, lung_share, parse_target_layers
+
+__all__ = [
+    "MAX_CORRELATION",
+    "cascade_steps",
+    "randomize_",
+    "rank_correlation",
+    "structural_similarity",
+    "saliency_maps",
+    "cascading_randomization",
+    "compare_layers",
+    "candidate_layers",
+    "write_cascade",
+    "write_comparison",
+]
+
+logger = logging.getLogger(__name__)
+
+# A map passes when, once the classifier and the deepest encoder stage are random (and at every later step), its
+# mean rank correlation with the trained model's maps stays below this: at 0.5 less than a quarter of the rank
+# variance is shared (r^2 < 0.25).
+MAX_CORRELATION = 0.5
+
+
+def cascade_steps(network: nn.Module) -> list[tuple[str, list[str]]]:
+    """The randomisation steps, top first: ``(label, module names)`` from the classifier down to the stem.
+
+    ResNet encoders: ``classifier``, ``encoder.layer4`` ... ``encoder.layer1``, ``stem`` (``conv1``, ``bn1``).
+    EfficientNet encoders: ``classifier``, ``encoder._blocks.<n-1>`` ... ``encoder._blocks.0``, ``stem``
+    (``_conv_stem``, ``_bn0``). The decoder is left alone: the classification maps never read it.
+    """
+    modules = dict(network.named_modules())
+    encoder = getattr(network, "encoder", None)
+    if "classifier" not in modules or encoder is None:
+        raise ValueError(f"{type(network).__name__} has no 'classifier' and 'encoder' to randomise")
+    steps = [("classifier", ["classifier"])]
+    if all(hasattr(encoder, f"layer{i}") for i in range(1, 5)):
+        steps += [(f"encoder.layer{i}", [f"encoder.layer{i}"]) for i in range(4, 0, -1)]
+        stem = ["encoder.conv1", "encoder.bn1"]
+    elif isinstance(getattr(encoder, "_blocks", None), nn.Sequential):
+        steps += [(f"encoder._blocks.{i}", [f"encoder._blocks.{i}"]) for i in range(len(encoder._blocks) - 1, -1, -1)]
+        stem = ["encoder._conv_stem", "encoder._bn0"]
+    else:
+        raise ValueError(f"no randomisation steps for encoder {type(encoder).__name__} (ResNet or EfficientNet only)")
+    steps.append(("stem", [n for n in stem if n in modules]))
+    return steps
+
+
+def randomize_(network: nn.Module, names: Sequence[str], seed: int = 0) -> int:
+    """Re-initialise, in place, the named modules' weights with their layers' own initialisation; returns the count.
+
+    ``reset_parameters`` of every convolution, linear and normalisation layer inside them (BatchNorm: weight 1,
+    bias 0, running statistics 0 / 1), under ``seed``, leaving the global random state as it was.
+    """
+    modules = dict(network.named_modules())
+    devices = sorted({p.device.index or 0 for p in network.parameters() if p.is_cuda})
+    count = 0
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for name in names:
+            for sub in modules[name].modules():
+                if callable(getattr(sub, "reset_parameters", None)):
+                    sub.reset_parameters()
+                    count += 1
+    if not count:
+        raise ValueError(f"nothing to randomise in {list(names)}")
+    return count
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D array, tied values sharing their average rank (as Spearman's correlation needs)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
+    ends = np.r_[starts[1:], xs.size]
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+    return ranks
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair of maps, (B, 1, H, W) x 2 -> (B,), ties ranked by their average.
+
+    Written here because MONAI (and the bundle's pinned packages) have no rank correlation. A constant map (all
+    zero, say) ranks nothing: its correlation with any map is taken as 0 rather than undefined, so that a map that
+    vanished counts as changed.
+    """
+    out = []
+    for x, y in zip(a.detach().flatten(1).cpu().double().numpy(), b.detach().flatten(1).cpu().double().numpy()):
+        rx, ry = _average_ranks(x), _average_ranks(y)
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        denom = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+        out.append(float((rx * ry).sum()) / denom if denom > 0 else 0.0)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def structural_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM (MONAI's ``SSIMMetric``, 2D, 11-px Gaussian window, data range 1) of maps (B, 1, H, W) -> (B,)."""
+    metric = SSIMMetric(spatial_dims=2, data_range=1.0)
+    return metric(a.detach().float().cpu(), b.detach().float().cpu()).reshape(-1).double()
+
+
+def saliency_maps(
+    network: nn.Module,
+    images: torch.Tensor,
+    inferer: SaliencyInferer,
+    classes: torch.Tensor | None = None,
+    batch_size: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps (N, 1, H, W) and explained classes (N,) of ``images`` (N, C, H, W), in batches, as an evaluator runs.
+
+    ``classes`` (N,) fixes the class each map explains; None explains the prediction.
+    """
+    maps, explained = [], []
+    device = next(network.parameters()).device
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch_size):
+            cls = None if classes is None else classes[i : i + batch_size].to(device)
+            out = inferer(images[i : i + batch_size].to(device), network, saliency_class=cls)
+            maps.append(out["saliency"].float().cpu())
+            explained.append(out["saliency_class"].cpu())
+    return torch.cat(maps), torch.cat(explained)
+
+
+def _summary(name: str, modules: Sequence[str], rho: torch.Tensor, ssim: torch.Tensor) -> dict[str, Any]:
+    return {
+        "step": name,
+        "randomised": list(modules),
+        "spearman_mean": float(rho.mean()),
+        "spearman_std": float(rho.std()) if rho.numel() > 1 else 0.0,
+        "ssim_mean": float(ssim.mean()),
+        "ssim_std": float(ssim.std()) if ssim.numel() > 1 else 0.0,
+    }
+
+
+def cascading_randomization(
+    network: nn.Module,
+    images: torch.Tensor,
+    method: str = "gradcampp",
+    target_layer: str | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_correlation: float = MAX_CORRELATION,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The cascading randomisation check of ``network``'s maps on ``images`` (N, C, H, W); the network is not changed.
+
+    Returns:
+        ``{"method", "saliency_layer", "n_images", "max_correlation", "passed", "steps": [...]}``; the first step
+        is the control (``trained``: the trained model against itself), each later one holds ``spearman_mean``,
+        ``spearman_std``, ``ssim_mean``, ``ssim_std`` after randomising ``randomised`` (and every step above it).
+        ``worst_random``: the highest mean rank correlation from the step that randomises the deepest encoder
+        stage on; ``passed``: ``worst_random`` is below ``max_correlation``.
+    """
+    log = log or logger.info
+    net = copy.deepcopy(network).eval()  # randomised in place: never the caller's network
+    inferer = SaliencyInferer(method, target_layer)
+    reference, classes = saliency_maps(net, images, inferer, batch_size=batch_size)
+    again, _ = saliency_maps(net, images, inferer, classes, batch_size)
+    steps = [_summary("trained", [], rank_correlation(reference, again), structural_similarity(reference, again))]
+    log(
+        f"step {0:2d} {'trained (control)':<22} spearman {steps[0]['spearman_mean']:.3f} ssim {steps[0]['ssim_mean']:.3f}"
+    )
+    for i, (name, modules) in enumerate(cascade_steps(net), start=1):
+        randomize_(net, modules, seed + i)
+        maps, _ = saliency_maps(net, images, inferer, classes, batch_size)
+        steps.append(_summary(name, modules, rank_correlation(reference, maps), structural_similarity(reference, maps)))
+        s = steps[-1]
+        log(
+            f"step {i:2d} {'+ ' + name:<22} spearman {s['spearman_mean']:.3f} +- {s['spearman_std']:.3f}"
+            f"  ssim {s['ssim_mean']:.3f} +- {s['ssim_std']:.3f}"
+        )
+    layer = target_layer or inferer.hooks(net).target_layer
+    worst = max(s["spearman_mean"] for s in steps[2:])  # steps 0, 1: the control and the classifier alone
+    return {
+        "method": method,
+        "saliency_layer": layer,
+        "n_images": int(images.shape[0]),
+        "max_correlation": max_correlation,
+        "worst_random": worst,
+        "passed": worst < max_correlation,
+        "steps": steps,
+    }
+
+
+def candidate_layers(network: nn.Module) -> list[str]:
+    """The layers and combinations compared for the default: each encoder stage, deep to shallow, then the mean
+    of the two and of the three deepest stages, and the product of the two deepest."""
+    s = encoder_stages(network)
+    return [s[3], s[2], s[1], s[0], f"{s[2]}+{s[3]}", f"{s[1]}+{s[2]}+{s[3]}", f"{s[2]}*{s[3]}"]
+
+
+def _ms_per_image(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, batch_size: int, repeats: int) -> float:
+    """Median over ``repeats`` of the time to run ``fn`` on every batch, in ms per image (after one warm-up)."""
+    with torch.no_grad():
+        fn(images[:batch_size])
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for i in range(0, images.shape[0], batch_size):
+                fn(images[i : i + batch_size])
+            times.append((time.perf_counter() - start) * 1000 / images.shape[0])
+    return float(np.median(times))
+
+
+def compare_layers(
+    network: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    layers: Sequence[str],
+    method: str = "gradcampp",
+    seed: int = 0,
+    batch_size: int = 8,
+    timing_images: int = 16,
+    repeats: int = 3,
+    threads: int | None = 1,
+    max_correlation: float = MAX_CORRELATION,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Lung attention ratio, map resolution, CPU cost and the cascading check for each candidate layer.
+
+    Args:
+        network: the trained network (not changed).
+        images: (N, C, H, W) images the network was not trained on.
+        masks: (N, 1, H, W) lung masks of those images (non-zero = lung), or None (no lung figures).
+        layers: saliency_layer ids (``parse_target_layers``).
+        timing_images: images timed per layer; timing runs on the CPU with ``threads`` threads (None: as set).
+
+    Returns:
+        ``{"method", "n_images", "image_size", "forward_ms", "rows": [...]}``, a row per layer with ``layer``,
+        ``cells`` (cells per side of the finest layer), ``lung_ratio_mean`` / ``_std`` (lung attention divided by
+        the lung share, per image), ``ms_per_image``, ``cost_vs_forward``, ``spearman_random`` and
+        ``ssim_random`` (fully randomised network) and ``passed``.
+    """
+    log = log or logger.info
+    for layer in layers:
+        parse_target_layers(layer)
+    cpu_net = copy.deepcopy(network).eval().cpu()
+    timed = images[:timing_images].cpu()
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        plain = SaliencyInferer("none")
+        forward_ms = _ms_per_image(lambda x: plain(x, cpu_net), timed, batch_size, repeats)
+        costs = {}
+        for layer in layers:
+            inferer = SaliencyInferer(method, layer)
+            costs[layer] = _ms_per_image(lambda x, inf=inferer: inf(x, cpu_net), timed, batch_size, repeats)
+    finally:
+        torch.set_num_threads(old_threads)
+    log(f"plain forward {forward_ms:.1f} ms/image on the CPU ({threads or old_threads} thread(s))")
+    rows = []
+    for layer in layers:
+        inferer = SaliencyInferer(method, layer)
+        maps, _ = saliency_maps(network, images, inferer, batch_size=batch_size)
+        hooks = inferer.hooks(network)
+        cells = max(min(a.shape[2:]) for a in hooks.activations.values())
+        row: dict[str, Any] = {"layer": layer, "cells": int(cells)}
+        if masks is not None:
+            ratio = lung_attention(maps, masks.cpu()) / lung_share(masks.cpu())
+            ratio = ratio[torch.isfinite(ratio)]
+            row["lung_ratio_mean"] = float(ratio.mean()) if ratio.numel() else float("nan")
+            row["lung_ratio_std"] = float(ratio.std()) if ratio.numel() > 1 else 0.0
+        row["ms_per_image"] = costs[layer]
+        row["cost_vs_forward"] = costs[layer] / forward_ms
+        check = cascading_randomization(
+            network, images, method, layer, seed, batch_size, max_correlation, log=lambda _: None
+        )
+        row["spearman_random"] = check["steps"][-1]["spearman_mean"]
+        row["ssim_random"] = check["steps"][-1]["ssim_mean"]
+        row["spearman_classifier_random"] = check["steps"][1]["spearman_mean"]
+        row["spearman_worst_random"] = check["worst_random"]
+        row["passed"] = check["passed"]
+        rows.append(row)
+        log(
+            f"{layer:<45} {cells:3d}x{cells:<3d} lung ratio {row.get('lung_ratio_mean', float('nan')):.2f}"
+            f"  {row['ms_per_image']:.1f} ms/image ({row['cost_vs_forward']:.2f}x forward)"
+            f"  random: spearman {row['spearman_random']:.3f} ssim {row['ssim_random']:.3f}"
+            f"  {'pass' if row['passed'] else 'FAIL'}"
+        )
+    return {
+        "method": method,
+        "n_images": int(images.shape[0]),
+        "n_masks": 0 if masks is None else int(masks.shape[0]),
+        "image_size": list(images.shape[2:]),
+        "threads": threads or old_threads,
+        "forward_ms": forward_ms,
+        "max_correlation": max_correlation,
+        "rows": rows,
+    }
+
+
+def _write_json(path: str, content: dict[str, Any]) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(content, indent=2, allow_nan=True) + "\n")
+
+
+def _write_text(path: str, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def cascade_table(result: dict[str, Any]) -> str:
+    """The check as a Markdown table, a row per step."""
+    lines = [
+        f"Cascading randomisation, {result['method']} on `{result['saliency_layer']}`, {result['n_images']} images: "
+        f"{'passed' if result['passed'] else 'FAILED'} (highest mean Spearman once the deepest stage is random: "
+        f"{result['worst_random']:.3f}, must be < {result['max_correlation']})",
+        "",
+        "| step | randomised (cumulative) | Spearman (mean +- std) | SSIM (mean +- std) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for i, s in enumerate(result["steps"]):
+        what = "none (control: trained vs itself)" if not s["randomised"] else "+ " + ", ".join(s["randomised"])
+        lines.append(
+            f"| {i} | {what} | {s['spearman_mean']:.3f} +- {s['spearman_std']:.3f} "
+            f"| {s['ssim_mean']:.3f} +- {s['ssim_std']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(result: dict[str, Any]) -> str:
+    """The layer comparison as a Markdown table, a row per candidate layer."""
+    lines = [
+        f"{result['method']}, {result['n_images']} images ({result['n_masks']} with lung masks), "
+        f"{'x'.join(map(str, result['image_size']))} px; plain forward {result['forward_ms']:.1f} ms/image "
+        f"(CPU, {result['threads']} thread(s))",
+        "",
+        "| saliency_layer | cells | lung attention ratio | ms/image | x forward | Spearman, random classifier "
+        "| Spearman, worst once deepest stage random | Spearman, all random | SSIM, all random | sanity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["rows"]:
+        lung = f"{r['lung_ratio_mean']:.2f} +- {r['lung_ratio_std']:.2f}" if "lung_ratio_mean" in r else "-"
+        lines.append(
+            f"| `{r['layer']}` | {r['cells']}x{r['cells']} | {lung} | {r['ms_per_image']:.1f} "
+            f"| {r['cost_vs_forward']:.2f} | {r['spearman_classifier_random']:.3f} "
+            f"| {r['spearman_worst_random']:.3f} | {r['spearman_random']:.3f} "
+            f"| {r['ssim_random']:.3f} | {'pass' if r['passed'] else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot_cascade(result: dict[str, Any], path: str) -> None:
+    from ..plots import plt  # the bundle's one plotting module, set up for files only
+
+    steps = result["steps"]
+    x = range(len(steps))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(steps)), 3.6))
+    for key, label in (("spearman", "Spearman rank correlation"), ("ssim", "SSIM")):
+        mean = np.array([s[f"{key}_mean"] for s in steps])
+        std = np.array([s[f"{key}_std"] for s in steps])
+        ax.plot(x, mean, marker="o", label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.axhline(result["max_correlation"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(list(x), ["trained"] + [s["step"].replace("encoder.", "") for s in steps[1:]], rotation=30)
+    ax.set_ylim(-0.2, 1.05)
+    ax.set_ylabel("similarity to the trained maps")
+    ax.set_title(f"{result['method']} on {result['saliency_layer']}: cascading randomisation", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_cascade(result: dict[str, Any], out_dir: str, plot: bool = True) -> list[str]:
+    """``saliency_check.json``, ``saliency_check.md`` and (with ``plot``) ``saliency_check.png`` in ``out_dir``."""
+    paths = [os.path.join(out_dir, f"saliency_check.{ext}") for ext in ("json", "md", "png")]
+    _write_json(paths[0], result)
+    _write_text(paths[1], cascade_table(result))
+    if not plot:
+        return paths[:2]
+    _plot_cascade(result, paths[2])
+    return paths
+
+
+def write_comparison(result: dict[str, Any], out_dir: str) -> list[str]:
+    """``saliency_layers.json`` and ``saliency_layers.md`` in ``out_dir``."""
+    paths = [os.path.join(out_dir, f"saliency_layers.{ext}") for ext in ("json", "md")]
+    _write_json(paths[0], result)
+    _write_text(paths[1], comparison_table(result))
+    return paths

@@ -1,0 +1,66 @@
+"""scripts/saliency_check.py: the sanity check and the layer comparison end to end on data/sample, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bundle.errors import run_main
+from scripts import saliency_check
+from tests.conftest import ROOT
+
+SAMPLE = str(ROOT / "data" / "sample")
+
+
+def run(tmp_path, *args: str) -> int:
+    argv = ["--dataset_dir", SAMPLE, "--device", "cpu", "--out", str(tmp_path / "out"), *args]
+    return run_main(saliency_check.main, argv)
+
+
+def test_check_runs_end_to_end_and_writes_its_outputs(tmp_path, capsys):
+    status = run(tmp_path, "--n_images", "3", "--batch_size", "3")
+    out = tmp_path / "out"
+    result = json.loads((out / "saliency_check.json").read_text())
+    assert status == (0 if result["passed"] else 2)  # 2: the maps failed the check
+    assert result["n_images"] == 3 and result["saliency_layer"] == "encoder.layer3+encoder.layer4"
+    assert [s["step"] for s in result["steps"]][:3] == ["trained", "classifier", "encoder.layer4"]
+    assert (out / "saliency_check.png").stat().st_size > 0
+    assert "| 0 | none (control: trained vs itself) | 1.000" in (out / "saliency_check.md").read_text()
+    printed = capsys.readouterr().out
+    assert printed.count("spearman") >= 7  # a log line per step
+
+
+def test_compare_layers_option(tmp_path):
+    assert run(tmp_path, "--n_images", "2", "--image_size", "64", "--compare_layers", "encoder.layer4") == 0
+    result = json.loads((tmp_path / "out" / "saliency_layers.json").read_text())
+    assert [r["layer"] for r in result["rows"]] == ["encoder.layer4"] and result["n_masks"] == 2
+    assert "`encoder.layer4` | 2x2 |" in (tmp_path / "out" / "saliency_layers.md").read_text()
+
+
+def test_missing_weights_end_in_one_message(tmp_path):
+    missing = tmp_path / "nope.pt"
+    cmd = [sys.executable, str(ROOT / "scripts" / "saliency_check.py"), "--ckpt_file", str(missing)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd + ["--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and str(missing) in proc.stderr and "file not found" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--saliency_layer", "encoder.layer9"], "saliency_layer 'encoder.layer9' is not a module"),
+        (["--saliency_layer", "encoder.layer3+"], "has an empty layer name"),
+        (["--backbone", "resnet18"], "does not match the network"),
+    ],
+)
+def test_bad_arguments_end_in_one_message(tmp_path, capsys, args, expected):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, *args)
+    message = str(e.value) if e.value.code != 1 else capsys.readouterr().err
+    assert expected in message and "Traceback" not in message

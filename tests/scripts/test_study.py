@@ -1,0 +1,197 @@
+"""scripts/study.py: options checked before the first step; a dry run prints every command; one small real study
+on data/sample writes report.md, results.json and the curves, and a rerun skips what finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, write_dataset
+
+SCRIPT = ROOT / "scripts" / "study.py"
+SAMPLE = ROOT / "data" / "sample"
+
+
+def study_command(*args: str, cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CXR_DEBUG", "MONAI_DEBUG_CONFIG")}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Path:
+    """``data/`` with a datalist (its images are never read by a failing run), a file, and a broken datalist."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "datalist.json").write_text(json.dumps({"training": []}))
+    (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "datalist.json").write_text("{not json")
+    (tmp_path / "not_weights.pt").write_text("text, not a checkpoint\n")
+    return tmp_path
+
+
+# (arguments after --data data --out out --dry_run, exit status, texts the message must hold)
+CASES = {
+    "fraction 0": (["--fractions", "0.1", "0"], 2, ["--fractions: 0 must be a number in (0, 1]"]),
+    "fraction above 1": (["--fractions", "1.5"], 2, ["--fractions: 1.5 must be a number in (0, 1]"]),
+    "fractions sum above 1": (
+        ["--val_fraction", "0.5", "--test_fraction", "0.6"],
+        2,
+        ["--val_fraction 0.5 plus --test_fraction 0.6", "below 1"],
+    ),
+    "unknown method": (["--methods", "simclr", "simclear"], 2, ["--methods", "simclear", "curriculum"]),
+    "unknown protocol": (["--protocols", "probe", "tune"], 2, ["--protocols", "tune"]),
+    "no initialisation": (["--methods", "none", "--no_scratch"], 2, ["no initialisation"]),
+    "loso init": (["--loso_init", "simclr", "--methods", "none"], 2, ["--loso_init simclr"]),
+    "loso without 100 %": (["--leave_one_source_out", "--fractions", "0.1"], 2, ["--leave_one_source_out"]),
+    "image size": (["--image_size", "100"], 2, ["--image_size", "multiple of 32"]),
+    "epochs 0": (["--finetune_epochs", "0"], 2, ["--finetune_epochs", ">= 1"]),
+    "bootstrap 0": (["--bootstrap", "0"], 2, ["--bootstrap", ">= 1"]),
+    "negative seed": (["--seeds", "0", "-1"], 2, ["--seeds: -1 must be an integer in [0, 4294967295]"]),
+    "no datalist": (["--data", "nope"], 2, ["--data nope", "datalist.json"]),
+    "data is a file": (["--data", "a_file"], 2, ["--data a_file", "not a folder"]),
+    "natural weights missing": (["--natural_weights", "nope.pt"], 1, ["--natural_weights nope.pt", "no such file"]),
+    "natural weights not weights": (["--natural_weights", "not_weights.pt"], 1, ["--natural_weights", "not_weights"]),
+    "out is a file": (["--out", "a_file"], 1, ["--out", "a_file is a file"]),
+    "datalist not JSON": (["--data", "broken"], 1, ["broken/datalist.json", "JSON"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_wrong_option_stops_before_any_step(case, folders, capsys, monkeypatch):
+    """In-process (one interpreter for every case): argparse exits with status 2, ``fail`` with its message."""
+    from scripts.study import main
+
+    args, status, named = CASES[case]
+    monkeypatch.chdir(folders)
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", "data", "--out", "out", "--dry_run", "--methods", "none", *args])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err + ("" if isinstance(stop.value.code, int) else str(stop.value))
+    assert (stop.value.code if isinstance(stop.value.code, int) else 1) == status, output
+    for text in named:
+        assert text in output, (text, output)
+    assert not (folders / "out" / "split_datalist.json").exists() and "[run ]" not in output
+
+
+def test_dry_run_prints_every_command_of_the_grid_and_the_source_runs(tmp_path):
+    write_dataset(tmp_path / "data", n_per_class=4)
+    args = ["--data", "data", "--out", "study", "--dry_run", "--methods", "simclr", "curriculum", "--seeds", "0", "1"]
+    proc = study_command(*args, "--fractions", "0.5", "1", "--image_size", "32", "--leave_one_source_out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    split = json.loads((tmp_path / "study" / "split_datalist.json").read_text())
+    assert {"training", "validation", "test"} <= set(split) and split["test"]
+    commands = json.loads((tmp_path / "study" / "results.json").read_text())["commands"]
+    # 2 pretrainings, then 2 protocols x 3 initialisations x 2 fractions x 2 seeds x (train + test); the synthetic
+    # datalist has no source field, so no leave-one-source-out run
+    assert len(commands) == 2 + 2 * 3 * 2 * 2 * 2
+    assert "pretrain_curriculum.json" in commands[1] and "--image_size 32" in commands[0]
+    probes = [c for c in commands if "--freeze_encoder True" in c]
+    assert len(probes) == 3 * 2 * 2 and all("/runs/probe/" in c for c in probes)
+    assert sum("--label_fraction 0.5 " in c for c in commands) == 2 * 3 * 2 * 2
+    assert all(line in proc.stdout for line in commands)
+
+
+def _natural_weights(path: Path) -> Path:
+    """Encoder weights as scripts/convert_weights.py writes them (``encoder.*`` keys): another seed than the
+    scratch runs', and batch-norm statistics away from a fresh network's zeros and ones."""
+    from bundle.networks import MultiTaskNet
+
+    torch.manual_seed(123)
+    state = {k: v for k, v in MultiTaskNet(4, backbone="resnet10").state_dict().items() if k.startswith("encoder.")}
+    for k, v in state.items():
+        if k.endswith(("running_mean", "running_var")):
+            state[k] = torch.rand_like(v) + 0.5
+    torch.save(state, path)
+    return path
+
+
+def test_small_study_writes_the_report_and_a_rerun_skips_what_finished(tmp_path):
+    if not (SAMPLE / "datalist.json").is_file():
+        pytest.skip(f"{SAMPLE} (the embedded sample data) is missing")
+    args = ["--data", str(SAMPLE), "--out", "study", "--methods", "none", "--seeds", "0", "--fractions", "0.5"]
+    args += ["--natural_weights", str(_natural_weights(tmp_path / "natural.pt")), "--image_size", "32"]
+    args += ["--finetune_epochs", "1", "--batch_size", "16", "--num_workers", "0", "--bootstrap", "50"]
+    proc = study_command(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = tmp_path / "study"
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["ran"]) == 2 * 2 * 2  # protocols x initialisations x (train + test), one fraction
+    assert set(results["cells"]) == {
+        f"{p}/{i}/{f}" for p in ("finetune", "probe") for i in ("scratch", "natural") for f in (0.5,)
+    }
+    for cell in results["cells"].values():
+        auc = cell["metrics"]["auc_macro"]
+        assert 0 <= auc["mean"] <= 1 and auc["std"] is None  # one seed
+        assert auc["interval"] is None or auc["interval"][0] <= auc["interval"][1]
+        assert "lung_attention_ratio" in cell["metrics"]
+    report = (out / "report.md").read_text()
+    assert "| probe | natural | 0.5 |" in report and "python -m monai.bundle run" in report
+    for png in ("finetune_auc_macro", "probe_auc_macro", "finetune_lung_attention_ratio"):
+        assert (out / "curves" / f"{png}.png").stat().st_size > 1000
+        assert f"curves/{png}.png" in report
+    # the probe's encoder did not train: its BN statistics equal the natural weights' in the fine-tuned model
+    natural = torch.load(tmp_path / "natural.pt")
+    probe = torch.load(out / "runs/probe/natural/frac0.5/seed0/models/model.pt")
+    tuned = torch.load(out / "runs/finetune/natural/frac0.5/seed0/models/model.pt")
+    assert all(torch.equal(probe[k], v) for k, v in natural.items() if v.is_floating_point())
+    stats = [k for k in natural if k.endswith("running_mean")]
+    assert not any(torch.equal(tuned[k], natural[k]) for k in stats)
+    scratch = json.loads((out / "runs/probe/scratch/frac0.5/seed0/test/metrics.json").read_text())
+    assert json.loads((out / "runs/probe/natural/frac0.5/seed0/test/metrics.json").read_text()) != scratch
+
+    # an interruption lost one test run's output: the rerun redoes that step only
+    (out / "runs/probe/scratch/frac0.5/seed0/test/metrics.json").unlink()
+    again = study_command(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert again.stdout.count("[run ]") == 1 and "[run ] test_probe_scratch_frac0.5_seed0" in again.stdout
+    assert again.stdout.count("[skip]") == 2 * 2 * 2 - 1
+
+
+def test_leave_one_source_out_writes_a_datalist_per_source_without_it_in_training(tmp_path):
+    if not (SAMPLE / "datalist.json").is_file():
+        pytest.skip(f"{SAMPLE} (the embedded sample data) is missing")
+    args = ["--data", str(SAMPLE), "--out", "study", "--dry_run", "--methods", "none", "--protocols", "finetune"]
+    proc = study_command(*args, "--fractions", "1", "--leave_one_source_out", "--loso_min_images", "10", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    entries = json.loads((SAMPLE / "datalist.json").read_text())["training"]
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e["source"]] = counts.get(e["source"], 0) + 1
+    expected = sorted(s for s, n in counts.items() if n >= 10)
+    files = sorted((tmp_path / "study" / "loso").glob("datalist_*.json"))
+    assert expected and len(files) == len(expected)
+    for path in files:
+        datalist = json.loads(path.read_text())
+        held_out = {e["source"] for e in datalist["test"]}
+        assert len(held_out) == 1 and len(datalist["test"]) == counts[held_out.pop()]
+        assert not {e["source"] for e in datalist["training"] + datalist["validation"]} & {
+            datalist["test"][0]["source"]
+        }
+        assert datalist["training"] and datalist["validation"]
+    assert proc.stdout.count("[run ] train_loso_") == len(expected)
+
+
+def test_per_source_scores_leave_auc_undefined_on_a_single_class_source():
+    import numpy as np
+
+    from bundle.evaluation.bootstrap import Predictions
+    from scripts.study import per_source_scores
+
+    prob = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    truth = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=float)
+    pred = Predictions(["a", "b", "c", "d"], prob, truth, ["x", "y"])
+    sources = {"a": "mixed", "b": "mixed", "c": "single", "d": "single"}
+    mixed, single = per_source_scores(pred, sources, "mixed"), per_source_scores(pred, sources, "single")
+    assert mixed == {"images": 2, "accuracy": 1.0, "true_class_prob": pytest.approx(0.85), "auc_macro": 1.0}
+    assert (
+        single["auc_macro"] is None and single["accuracy"] == 0.5 and single["true_class_prob"] == pytest.approx(0.45)
+    )
