@@ -80,3 +80,10 @@ def test_no_test_section_and_no_training_images_is_one_message(tmp_path):
     datalist.write_text(json.dumps({"validation": sample_entries(1)}))
     with pytest.raises(SystemExit, match="no 'test' section and no 'training' images"):
         parsed_test_split(str(datalist), CONFIGS)
+
+
+def test_evaluate_builds_its_splits_as_train_does_but_without_needing_training():
+    """evaluate.json's ``splits`` is train.json's expression with ``need_training=False`` added, nothing else."""
+    train = json.loads((ROOT / "configs" / "train.json").read_text())["splits"]
+    evaluate = json.loads((ROOT / "configs" / "evaluate.json").read_text())["splits"]
+    assert train.endswith(")") and evaluate == train[:-1] + ", need_training=False)"
