@@ -14,7 +14,6 @@ The explained class stays the trained model's class for each image at every step
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ import torch
 from monai.metrics import SSIMMetric
 from torch import nn
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_json
 from ..saliency import SaliencyInferer, encoder_stages, lung_attention, lung_share, parse_target_layers
 
 __all__ = [
@@ -321,11 +320,6 @@ def compare_layers(
     }
 
 
-def _write_json(path: str, content: dict[str, Any]) -> None:
-    with atomic_write(path, "w") as f:
-        f.write(json.dumps(content, indent=2, allow_nan=True) + "\n")
-
-
 def _write_text(path: str, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
@@ -397,7 +391,7 @@ def _plot_cascade(result: dict[str, Any], path: str) -> None:
 def write_cascade(result: dict[str, Any], out_dir: str, plot: bool = True) -> list[str]:
     """``saliency_check.json``, ``saliency_check.md`` and (with ``plot``) ``saliency_check.png`` in ``out_dir``."""
     paths = [os.path.join(out_dir, f"saliency_check.{ext}") for ext in ("json", "md", "png")]
-    _write_json(paths[0], result)
+    atomic_write_json(result, paths[0])
     _write_text(paths[1], cascade_table(result))
     if not plot:
         return paths[:2]
@@ -408,6 +402,6 @@ def write_cascade(result: dict[str, Any], out_dir: str, plot: bool = True) -> li
 def write_comparison(result: dict[str, Any], out_dir: str) -> list[str]:
     """``saliency_layers.json`` and ``saliency_layers.md`` in ``out_dir``."""
     paths = [os.path.join(out_dir, f"saliency_layers.{ext}") for ext in ("json", "md")]
-    _write_json(paths[0], result)
+    atomic_write_json(result, paths[0])
     _write_text(paths[1], comparison_table(result))
     return paths
