@@ -22,7 +22,7 @@ demo: install
 	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo.sh
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The MONAI model zoo's code-format rules (setup.cfg, [tool.black] in pyproject.toml); `make format` applies them.
 lint: install
