@@ -145,6 +145,15 @@ def test_small_study_writes_the_report_and_a_rerun_skips_what_finished(tmp_path)
     assert all(torch.equal(probe[k], v) for k, v in natural.items() if v.is_floating_point())
     stats = [k for k in natural if k.endswith("running_mean")]
     assert not any(torch.equal(tuned[k], natural[k]) for k in stats)
+    # and the natural run is not a scratch run: its test metrics differ from the fine-tuned model's, and its
+    # encoder is not the one a fresh network of the same seed starts from
+    probe_metrics = json.loads((out / "runs/probe/natural/frac0.5/seed0/test/metrics.json").read_text())
+    assert probe_metrics != json.loads((out / "runs/finetune/natural/frac0.5/seed0/test/metrics.json").read_text())
+    from bundle.networks import MultiTaskNet
+
+    torch.manual_seed(0)
+    fresh = MultiTaskNet(4, backbone="resnet10").state_dict()
+    assert not all(torch.equal(probe[k], fresh[k]) for k in natural if k in fresh and fresh[k].is_floating_point())
 
     # an interruption lost one test run's output: the rerun redoes that step only
     (out / "runs/probe/natural/frac0.5/seed0/test/metrics.json").unlink()
