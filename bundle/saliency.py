@@ -64,6 +64,8 @@ def encoder_stages(network: nn.Module) -> list[str]:
     encoder = getattr(network, "encoder", None)
     if encoder is None:
         raise ValueError(f"{type(network).__name__} has no 'encoder'; set saliency_layer to a module name")
+    if callable(getattr(encoder, "saliency_stages", None)):  # the ViTs: patch-token maps (bundle.networks.vit)
+        return [f"encoder.{name}" for name in encoder.saliency_stages()]
     if all(hasattr(encoder, f"layer{i}") for i in range(1, 5)):
         return [f"encoder.layer{i}" for i in range(1, 5)]
     blocks, stacks = getattr(encoder, "_blocks", None), list(getattr(encoder, "extract_stacks", None) or [])
@@ -77,9 +79,15 @@ def default_target_layer(network: nn.Module) -> str:
 
     The mean of the maps of the two deepest encoder stages (``encoder_stages``; ``encoder._blocks.4+
     encoder._blocks.6`` for EfficientNets): 14x14 cells at 224 px instead of the deepest stage's 7x7, and a map that
-    passes the cascading-randomisation check (docs/saliency.md has the measurements behind this choice).
+    passes the cascading-randomisation check (docs/saliency.md has the measurements behind this choice). For a
+    ViT: the last block's patch tokens on the 14x14 patch grid (``encoder.patch_grid``; ``encoder.grids.11``, the
+    last block's input, with ``vit_pool`` token).
     """
     stages = encoder_stages(network)
+    if callable(getattr(network.encoder, "saliency_stages", None)):
+        # a ViT's patch-token maps all lie on one 1/16 grid: deeper stages add no resolution, so the last one
+        # (the grid whose gradients carry the class) is explained alone
+        return stages[-1]
     return "+".join(stages[i] for i in DEFAULT_STAGES)
 
 

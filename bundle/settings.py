@@ -266,9 +266,9 @@ def image_size(v: Any) -> str | None:
 
 
 def _backbones() -> list[str]:
-    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+    from .networks.multitask import backbones
 
-    return sorted(FLEXUNET_BACKBONE.register_dict)
+    return backbones()
 
 
 def _saliency_methods() -> Sequence[str]:
@@ -313,6 +313,7 @@ RULES: dict[str, Rule] = {
     "backbone": choice(_backbones),
     "image_size": image_size,
     "lungs_only": boolean,
+    "vit_pool": choice(["mean", "token"]),  # bundle.networks.vit.VIT_POOLS
     # data loading
     "batch_size": integer(1),
     "num_workers": integer(0),
@@ -338,6 +339,7 @@ RULES: dict[str, Rule] = {
     "val_interval": integer(1),
     "learning_rate": number(0, 10, lo_open=True),
     "weight_decay": number(0, 1),
+    "warmup_epochs": integer(0),
     "w_cls": non_negative,
     "w_seg": non_negative,
     "key_metric": choice(["val_auc", "val_accuracy", "val_dice"], lower=False),
@@ -369,6 +371,7 @@ RULES: dict[str, Rule] = {
     "mask_ratio": number_or_range(number(0, 1, lo_open=True, hi_open=True)),
     "holes": optional(number_or_range(integer(1))),
     "hole_size": optional(number_or_range(number(0, 1, lo_open=True))),
+    "mask_patch_size": integer(1),
     "replace_prob": probability,
     "contrastive_weight": non_negative,
     "sample_interval": integer(0),
@@ -423,7 +426,7 @@ def _show(value: Any) -> str:
 # rules over several ids
 
 
-def _saliency_layer_problem(layer: Any, backbone: str) -> str | None:
+def _saliency_layer_problem(layer: Any, backbone: str, vit_pool: str = "mean") -> str | None:
     """Grad-CAM explains encoder layers (one, or several joined by ``+`` / ``*``): the classifier reads the encoder."""
     from types import SimpleNamespace
 
@@ -434,7 +437,7 @@ def _saliency_layer_problem(layer: Any, backbone: str) -> str | None:
         names, _ = parse_target_layers(layer)
     except ValueError as e:
         return str(e).replace(f"saliency_layer {layer!r} ", "")
-    encoder = build_encoder(backbone)  # a second or less, and only when a layer is named
+    encoder = build_encoder(backbone, vit_pool=vit_pool)  # a second or less, and only when a layer is named
     modules = {f"encoder.{n}" for n, _ in encoder.named_modules() if n}
     unknown = [n for n in names if n not in modules]
     if not unknown:
@@ -504,7 +507,8 @@ def _combinations(s: Mapping[str, Any], workflow: str) -> list[str]:
             problems.append(f"saliency_class: {_show(cls)} must be a class name, a class index, or null")
     layer = s.get("saliency_layer")
     if isinstance(layer, str) and layer.strip() and backbone_ok:
-        problem = _saliency_layer_problem(layer, s["backbone"])
+        pool = s.get("vit_pool", "mean")
+        problem = _saliency_layer_problem(layer, s["backbone"], pool if RULES["vit_pool"](pool) is None else "mean")
         if problem:
             problems.append(f"saliency_layer: {_show(layer)} {problem}")
     mask = s.get("occlusion_mask_size")

@@ -5,7 +5,9 @@ Start it with ``make label`` (the embedded sample as studies) or::
 
     .venv-label/bin/python -m monailabel.main start_server --app label_app --studies <folder> --host 127.0.0.1
 
-Options (``--conf key value``): ``bundle_root`` (default: this folder's parent).
+Options (``--conf key value``): ``bundle_root`` (default: this folder's parent); the network served, as ids of
+``configs/inference.json``: ``backbone``, ``vit_pool``, ``image_size``, ``lungs_only`` and ``ckpt_file`` (its
+weights; default the shipped ``models/model.pt``), e.g. ``--conf backbone vit_s16 --conf ckpt_file <model.pt>``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.bundle_config import find_bundle_root
+from lib.bundle_config import find_bundle_root, network_overrides
 from lib.infers import Classification, LungSegmentation
 from lib.trainers import LungSegmentationTrain
 
@@ -38,7 +40,8 @@ class ChestXRayApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundle_root = find_bundle_root(app_dir, conf)
-        logger.info("bundle root: %s", self.bundle_root)
+        self.overrides = network_overrides(conf)
+        logger.info("bundle root: %s; network: %s", self.bundle_root, self.overrides or "the config's defaults")
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -57,12 +60,12 @@ class ChestXRayApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         return {
-            "lung_segmentation": LungSegmentation(self.bundle_root, self.app_dir),
-            "classification": Classification(self.bundle_root, self.app_dir),
+            "lung_segmentation": LungSegmentation(self.bundle_root, self.app_dir, self.overrides),
+            "classification": Classification(self.bundle_root, self.app_dir, self.overrides),
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {"lung_segmentation": LungSegmentationTrain(self.bundle_root, self.app_dir)}
+        return {"lung_segmentation": LungSegmentationTrain(self.bundle_root, self.app_dir, self.overrides)}
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's infer, with a 404 for an unknown study or model and a 422 for a study that cannot be

@@ -435,7 +435,8 @@ def write_report(
         "# Label-efficiency study",
         "",
         f"Data: {args.data} (patient-grouped split, split_seed {args.split_seed}: {args.split_counts}); "
-        f"{args.image_size} px; {args.pretrain_epochs} pretraining / {args.finetune_epochs} fine-tuning epochs; "
+        f"backbone {args.backbone or 'of the configs'}; {args.image_size} px; "
+        f"{args.pretrain_epochs} pretraining / {args.finetune_epochs} fine-tuning epochs; "
         f"seeds {', '.join(map(str, args.seeds))}.",
         "",
         "Each cell: mean ± standard deviation over seeds [95 % bootstrap interval over the test images, "
@@ -496,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fractions", nargs="+", type=option("label_fraction"), default=[0.01, 0.1, 1.0])
     parser.add_argument("--seeds", nargs="+", type=option("seed"), default=[0])
     parser.add_argument("--image_size", type=option("image_size"), default=32, help="default 32 (GPU: 224)")
+    parser.add_argument(
+        "--backbone", type=option("backbone"), default=None, help="every run's encoder (default: the configs')"
+    )
     parser.add_argument("--pretrain_epochs", type=option("max_epochs"), default=2)
     parser.add_argument("--finetune_epochs", type=option("max_epochs"), default=3)
     parser.add_argument("--batch_size", type=option("batch_size"), default=32, help="fine-tuning batch size")
@@ -520,14 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_natural_weights(path: Path) -> None:
+def check_natural_weights(path: Path, backbone: str | None = None) -> None:
     """Stop with one message unless ``path`` loads into the fine-tuning network (as ``--pretrained_ckpt`` would)."""
     from bundle.checkpoints import load_pretrained
     from bundle.networks import MultiTaskNet
 
     if not path.is_file():
         fail(f"--natural_weights {path}: no such file (convert torchvision weights with scripts/convert_weights.py)")
-    backbone = json.loads((ROOT / "configs" / "train.json").read_text())["backbone"]
+    backbone = backbone or json.loads((ROOT / "configs" / "train.json").read_text())["backbone"]
     load_pretrained(MultiTaskNet(len(CLASS_NAMES), backbone=backbone), path, name="--natural_weights")
 
 
@@ -560,7 +564,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         kind = "is not a folder" if not args.data.is_dir() else "has no datalist.json"
         parser.error(f"--data {args.data} {kind}; give a folder with datalist.json (scripts/prepare_dataset.py)")
     if args.natural_weights is not None:
-        check_natural_weights(args.natural_weights)
+        check_natural_weights(args.natural_weights, args.backbone)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -578,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     common: dict[str, Any] = {"datalist": str(split), "dataset_dir": str(args.data), "image_size": args.image_size}
     if args.num_workers is not None:
         common["num_workers"] = args.num_workers
+    if args.backbone is not None:
+        common["backbone"] = args.backbone
     runner = Runner(args.out, args.dry_run)
     weights: dict[str, Path | None] = {"scratch": None, "natural": args.natural_weights}
     redo: dict[str, bool] = {"scratch": args.force, "natural": args.force}

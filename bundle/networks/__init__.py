@@ -1,5 +1,6 @@
-"""Networks: the multi-task encoder-decoder (optionally classifying the lungs only) and its tensor views,
-placement (device, memory format), export-safe shortcuts, weight conversion."""
+"""Networks: the multi-task encoder-decoder (FlexibleUNet CNNs, or a ViT with a UNETR decoder: ``vit``; optionally
+classifying the lungs only) and its tensor views, placement (device, memory format), export-safe shortcuts, weight
+conversion."""
 
 from .. import lazy_submodules
 from .multitask import (

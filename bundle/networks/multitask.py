@@ -1,6 +1,7 @@
 """The multi-task network: one encoder, a classification head on its deepest features and a lung decoder.
 
-Built on MONAI's FlexibleUNet backbones (resnet10...200, efficientnet-b0...b8), 1-channel input, no torchvision.
+Built on MONAI's FlexibleUNet backbones (resnet10...200, efficientnet-b0...b8) or on MONAI's ViT with a UNETR
+decoder (vit_s16, vit_b16: ``bundle.networks.vit``), 1-channel input, no torchvision.
 Parameter names are stable across the family (``encoder.*``, ``decoder.*``, ``segmentation_head.*``,
 ``classifier.*``), so pretraining heads, fine-tuning and the tensor-out views all share one state_dict layout.
 
@@ -21,11 +22,13 @@ from torch import nn
 
 from ..settings import as_bool
 from .export import exportable
+from .vit import VIT_BACKBONES, VIT_POOLS, build_vit_parts, is_vit
 
 __all__ = [
     "MultiTaskNet",
     "MultiTaskClassifier",
     "MultiTaskSegmenter",
+    "backbones",
     "encoder_channels",
     "build_encoder",
     "class_probabilities",
@@ -47,10 +50,20 @@ def lung_mask(seg: torch.Tensor, dilation: int = 0) -> torch.Tensor:
     return mask
 
 
+def backbones() -> list[str]:
+    """Every backbone name: MONAI's FlexibleUNet encoders and the ViTs."""
+    return sorted(FLEXUNET_BACKBONE.register_dict) + sorted(VIT_BACKBONES)
+
+
 def encoder_channels(backbone: str) -> tuple[int, ...]:
-    """Channels of the encoder's feature maps, shallow to deep (the last feeds the classification head)."""
+    """Channels of the encoder's feature maps, shallow to deep (the last feeds the classification head).
+
+    For a ViT: the image (1 channel), then the transformer's width for each patch-token map.
+    """
+    if is_vit(backbone):
+        return (1,) + (VIT_BACKBONES[backbone]["hidden_size"],) * 4
     if backbone not in FLEXUNET_BACKBONE.register_dict:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(FLEXUNET_BACKBONE.register_dict)}")
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {backbones()}")
     return tuple(FLEXUNET_BACKBONE.register_dict[backbone]["feature_channel"])
 
 
@@ -59,10 +72,11 @@ class MultiTaskNet(nn.Module):
 
     Args:
         num_classes: classes of the classification head.
-        backbone: a FlexibleUNet backbone name; ``resnet18`` trains at useful speed on a CPU.
+        backbone: a FlexibleUNet backbone name (``resnet18`` trains at useful speed on a CPU) or ``vit_s16`` /
+            ``vit_b16`` (MONAI's ViT, patch 16, with a UNETR decoder; image sides must be multiples of 16).
         in_channels: image channels (1 for radiographs).
         seg_channels: segmentation output channels (2: background, lung).
-        decoder_channels: UNet decoder widths, deep to shallow.
+        decoder_channels: UNet decoder widths, deep to shallow (CNN backbones; the UNETR decoder has its own).
         dropout: dropout before the classification layer.
         lungs_only: classify ``image * lung_mask`` (the mask predicted from the full image by this network's own
             segmentation, detached) instead of the full image; costs a second encoder pass. The segmentation is
@@ -72,6 +86,7 @@ class MultiTaskNet(nn.Module):
             The mask is hard (0/1): a soft mask would pass a dimmed copy of what lies outside, still readable.
         lung_margin: with ``lungs_only``, the predicted mask is dilated by this fraction of the image width
             (0.02: 3 px at 128 px, 4 px at 224 px), so that lung borders and under-segmented opacities stay in.
+        vit_pool: ViT backbones: the classifier reads the ``mean`` of the patch tokens or the class ``token``.
     """
 
     def __init__(
@@ -84,27 +99,37 @@ class MultiTaskNet(nn.Module):
         dropout: float = 0.2,
         lungs_only: bool = False,
         lung_margin: float = 0.02,
+        vit_pool: str = "mean",
     ) -> None:
         super().__init__()
         if not 0 <= lung_margin < 0.5:
             raise ValueError(f"lung_margin must be in [0, 0.5), got {lung_margin!r}")
+        if vit_pool not in VIT_POOLS:
+            raise ValueError(f"vit_pool must be one of {VIT_POOLS}, got {vit_pool!r}")
         channels = encoder_channels(backbone)
-        unet = FlexibleUNet(
-            in_channels=in_channels,
-            out_channels=seg_channels,
-            backbone=backbone,
-            pretrained=False,  # initial weights come from a user's file (pretrained_ckpt), never a download
-            decoder_channels=tuple(decoder_channels),
-            spatial_dims=2,
-        )
+        if is_vit(backbone):
+            self.encoder, self.decoder, self.segmentation_head = build_vit_parts(
+                backbone, in_channels, seg_channels, vit_pool
+            )
+            self.skip_connect = 4  # the UNETR decoder always joins all four skips
+        else:
+            unet = FlexibleUNet(
+                in_channels=in_channels,
+                out_channels=seg_channels,
+                backbone=backbone,
+                pretrained=False,  # initial weights come from a user's file (pretrained_ckpt), never a download
+                decoder_channels=tuple(decoder_channels),
+                spatial_dims=2,
+            )
+            self.skip_connect = unet.skip_connect
+            self.encoder = exportable(unet.encoder)  # TorchScript-safe shortcuts; same parameters and outputs
+            self.decoder = unet.decoder
+            self.segmentation_head = unet.segmentation_head
         self.backbone = backbone
         self.num_classes = num_classes
         self.lungs_only = as_bool(lungs_only, "lungs_only")
         self.lung_margin = float(lung_margin)
-        self.skip_connect = unet.skip_connect
-        self.encoder = exportable(unet.encoder)  # TorchScript-safe shortcuts; same parameters and outputs
-        self.decoder = unet.decoder
-        self.segmentation_head = unet.segmentation_head
+        self.vit_pool = vit_pool
         self.classifier = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(channels[-1], num_classes)
         )
@@ -162,9 +187,9 @@ class MultiTaskSegmenter(MultiTaskNet):
         return self.segment(self.encode(x))
 
 
-def build_encoder(backbone: str = "resnet18", in_channels: int = 1) -> nn.Module:
+def build_encoder(backbone: str = "resnet18", in_channels: int = 1, vit_pool: str = "mean") -> nn.Module:
     """A bare encoder with the same parameter names as ``MultiTaskNet.encoder`` (for pretraining heads)."""
-    return MultiTaskNet(num_classes=1, backbone=backbone, in_channels=in_channels).encoder
+    return MultiTaskNet(num_classes=1, backbone=backbone, in_channels=in_channels, vit_pool=vit_pool).encoder
 
 
 def class_probabilities(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:

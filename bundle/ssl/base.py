@@ -34,7 +34,11 @@ EXPORT_PREFIXES = ("encoder.", "decoder.", "segmentation_head.")
 
 
 def pooled_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(B, C) global average of the encoder's deepest feature map for images ``x`` (B, 1, H, W)."""
+    """(B, C) global average of the encoder's deepest feature map for images ``x`` (B, 1, H, W).
+
+    For a ViT that map is the last block's patch grid (the mean of the patch tokens) or, with ``vit_pool`` token,
+    the (B, C, 1, 1) class token itself.
+    """
     return encoder(x)[-1].mean(dim=(2, 3))
 
 
@@ -69,17 +73,18 @@ class TwoViewMethod(PretrainingMethod):
     method of its own: it is any of these fed with multi-instance pairs (``bundle.data.views``).
 
     Args:
-        backbone: FlexibleUNet backbone name (as the configs' ``backbone`` id).
+        backbone: the configs' ``backbone`` id (a FlexibleUNet encoder or a ViT).
         in_channels: image channels.
+        vit_pool: ViT backbones: the pooled feature is the ``mean`` of the patch tokens or the class ``token``.
     """
 
     # (copy, original) module pairs: momentum / target networks that start as copies of the online ones
     twins: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, backbone: str = "resnet18", in_channels: int = 1) -> None:
+    def __init__(self, backbone: str = "resnet18", in_channels: int = 1, vit_pool: str = "mean") -> None:
         super().__init__()
         self.backbone = backbone
-        self.encoder = build_encoder(backbone, in_channels)
+        self.encoder = build_encoder(backbone, in_channels, vit_pool)
         self.feature_dim = encoder_channels(backbone)[-1]
         self._steps_done = 0
 

@@ -17,6 +17,7 @@ Corrupted pixels are uniform noise between each image's minimum and maximum (``f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 
 from ..data.batch_views import RandomStream
 from ..data.precision import to_float
-from .masking import _MODE_DEFAULTS, MASK_MODES, _pair, group_mask
+from .masking import _MODE_DEFAULTS, MASK_MODES, _pair, group_mask, on_cells
 
 __all__ = ["BatchMasks"]
 
@@ -42,7 +43,8 @@ class BatchMasks(RandomStream):
     the same images (``<image_key>_2``, ``<mask_key>_2``). All float32, on the images' device.
 
     Args:
-        mode, num_views, mask_ratio, holes, hole_size: as ``ReconstructionMaskd`` (the same defaults per mode).
+        mode, num_views, mask_ratio, holes, hole_size, patch_size: as ``ReconstructionMaskd`` (the same defaults
+            per mode).
         views: random augmentations applied first (a ``bundle.data.batch_views.BatchViews``, (B, C, H, W) ->
             (B, C, S, S) float): the target is the augmented image, as in the workers' chain; without them the
             images are only made float (compact uint8 / uint16 caches become [0, 1]).
@@ -59,6 +61,7 @@ class BatchMasks(RandomStream):
         mask_ratio: Sequence[float] = (0.5, 0.75),
         holes: Sequence[int] | int | None = None,
         hole_size: Sequence[float] | float | None = None,
+        patch_size: int = 1,
         views: Callable[[torch.Tensor], torch.Tensor] | None = None,
         seed: int = 0,
         image_key: str = "image",
@@ -79,6 +82,9 @@ class BatchMasks(RandomStream):
         self.hole_size = _pair(_MODE_DEFAULTS[mode]["hole_size"] if hole_size is None else hole_size, "hole_size")
         if not 0 < self.hole_size[0] <= self.hole_size[1] <= 1:
             raise ValueError(f"hole_size must be fractions of the image side in (0, 1], got {self.hole_size}")
+        if int(patch_size) < 1:
+            raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
+        self.patch_size = int(patch_size)
         self.image_key, self.target_key, self.mask_key = image_key, target_key, mask_key
 
     def _shared(self) -> RandomStream | None:
@@ -123,9 +129,8 @@ class BatchMasks(RandomStream):
             device = torch.device(device)
             # measured at 224 px: group_mask takes 0.7 ms an image in NumPy and the batched rounds 6 ms an image on
             # the CPU, whose small torch ops cost more than their work; on a GPU the rounds run in parallel
-            return (
-                self._group_on_host(n, height, width) if device.type == "cpu" else self._group(n, height, width, device)
-            )
+            draw = self._group_on_host if device.type == "cpu" else functools.partial(self._group, device=device)
+            return on_cells(lambda h, w: draw(n, h, w), height, width, self.patch_size)
         holes = self.holes_mask(n, height, width, device)
         return holes if self.mode == "blocks" else ~holes
 

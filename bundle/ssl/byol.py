@@ -24,7 +24,7 @@ class BYOL(TwoViewMethod):
     run's K steps. Heads: Linear-BN-ReLU-Linear, hidden 4096, output 256 (the paper's).
 
     Args:
-        backbone, in_channels: see ``TwoViewMethod``.
+        backbone, in_channels, vit_pool: see ``TwoViewMethod``.
         momentum: base EMA rate (paper: 0.996; 0.99 for small data sets).
         momentum_end: final EMA rate of the cosine schedule (1.0 in the paper).
         proj_dim, hidden_dim: projector output / hidden size.
@@ -37,13 +37,14 @@ class BYOL(TwoViewMethod):
         self,
         backbone: str = "resnet18",
         in_channels: int = 1,
+        vit_pool: str = "mean",
         momentum: float = 0.99,
         momentum_end: float = 1.0,
         proj_dim: int = 256,
         hidden_dim: int | None = 4096,
         pred_hidden_dim: int | None = None,
     ) -> None:
-        super().__init__(backbone, in_channels)
+        super().__init__(backbone, in_channels, vit_pool)
         if not 0 <= momentum <= momentum_end <= 1:
             raise ValueError(f"need 0 <= momentum <= momentum_end <= 1, got {momentum}, {momentum_end}")
         hidden_dim = hidden_dim or 4096

@@ -96,6 +96,15 @@ class Jigsaw(PretextMethod):
         if cell_h < 1 or cell_w < 1:
             raise ValueError(f"images of {height}x{width} are too small for a 3x3 jigsaw")
         tile_h, tile_w = max(1, int(cell_h * self.tile_fraction)), max(1, int(cell_w * self.tile_fraction))
+        # a ViT encoder takes sides that are multiples of its patch: tiles shrink to the nearest multiple
+        patch = int(getattr(self.encoder, "patch_size", 1))
+        if patch > 1:
+            if cell_h < patch or cell_w < patch:
+                raise ValueError(
+                    f"images of {height}x{width} are too small for a 3x3 jigsaw of {patch} px patches "
+                    f"(at least {GRID * patch} px a side)"
+                )
+            tile_h, tile_w = max(patch, tile_h // patch * patch), max(patch, tile_w // patch * patch)
         device = images.device
         cells = torch.arange(GRID * GRID, device=device)
         shape = (batch, GRID * GRID, 1)

@@ -6,8 +6,9 @@ With ``views_on`` device the training batches are masked on the device instead, 
 - ``blocks``: context-encoder style holes, MONAI's ``RandCoarseDropout(dropout_holes=True)`` filled with noise;
 - ``outpaint``: MONAI's ``RandCoarseDropout(dropout_holes=False)``: the holes are kept, everything else is noise;
 - ``group``: GMML-style (SPCXR / SS-CXR): random rectangles of side <= ``max_side`` of the image are added until
-  a coverage drawn from ``mask_ratio`` (default 50-75 %) is reached, filled with noise. MONAI has no such
-  transform, hence the code here. Pasting patches from another image of the batch (``paste_from_batch``) needs
+  a coverage drawn from ``mask_ratio`` (default 50-75 %) is reached, filled with noise. With ``patch_size`` p > 1
+  the rectangles are drawn on the grid of p x p cells (16: a ViT's patch grid, as SPCXR masks whole patches).
+  MONAI has no such transform, hence the code here. Pasting patches from another image of the batch (``paste_from_batch``) needs
   the batch, so ``bundle.ssl.inpainting.Inpainting`` does it on the device.
 
 Every mask travels with the batch as ``recon_mask`` (1 = corrupted pixel), so that the loss counts only those
@@ -16,14 +17,14 @@ pixels.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import MapTransform, RandCoarseDropout, Randomizable
 
-__all__ = ["MASK_MODES", "ReconstructionMaskd", "group_mask", "paste_from_batch"]
+__all__ = ["MASK_MODES", "ReconstructionMaskd", "group_mask", "on_cells", "paste_from_batch"]
 
 MASK_MODES = ("blocks", "group", "outpaint")
 # Per-mode defaults: (holes min, max) and hole side (min, max) as fractions of the image side.
@@ -81,6 +82,22 @@ def group_mask(
     return mask
 
 
+def on_cells(mask_fn: Callable[[int, int], Any], height: int, width: int, patch_size: int = 1) -> Any:
+    """A mask drawn on the grid of ``patch_size`` x ``patch_size`` cells, blown up to (..., H, W) pixels.
+
+    ``mask_fn(h, w)`` draws a (..., h, w) mask (NumPy or torch) on ceil(H / p) x ceil(W / p) cells; each cell then
+    covers p x p pixels (the last row and column cropped when p does not divide the side).
+    """
+    if patch_size <= 1:
+        return mask_fn(height, width)
+    cells = mask_fn(-(-height // patch_size), -(-width // patch_size))
+    if isinstance(cells, torch.Tensor):
+        pixels = cells.repeat_interleave(patch_size, -2).repeat_interleave(patch_size, -1)
+    else:
+        pixels = cells.repeat(patch_size, -2).repeat(patch_size, -1)
+    return pixels[..., :height, :width]
+
+
 class ReconstructionMaskd(Randomizable, MapTransform):
     """Corrupt ``image`` for reconstruction; keep the original as ``target``, the corrupted pixels as ``recon_mask``.
 
@@ -94,6 +111,8 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         mask_ratio: (min, max) share of the image corrupted by ``group`` masks.
         holes: (min, max) number of holes for ``blocks`` / ``outpaint``; None = the mode's default.
         hole_size: (min, max) hole side as a fraction of the image side (``group``: rectangle side); None = default.
+        patch_size: ``group`` masks cover whole cells of this many pixels a side (16 for a ViT: whole patches);
+            1 = pixels. The other modes ignore it.
 
     Corrupted pixels are filled with uniform noise between the image's minimum and maximum (MONAI's
     ``RandCoarseDropout`` with ``fill_value=None``), for every mode.
@@ -109,6 +128,7 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         mask_ratio: Sequence[float] = (0.5, 0.75),
         holes: Sequence[int] | int | None = None,
         hole_size: Sequence[float] | float | None = None,
+        patch_size: int = 1,
     ) -> None:
         MapTransform.__init__(self, keys)
         if mode not in MASK_MODES:
@@ -118,6 +138,9 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         if num_views not in (1, 2):
             raise ValueError(f"num_views must be 1 or 2, got {num_views}")
         self.mode, self.target_key, self.mask_key, self.num_views = mode, target_key, mask_key, num_views
+        if int(patch_size) < 1:
+            raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
+        self.patch_size = int(patch_size)
         self.mask_ratio = _pair(mask_ratio, "mask_ratio")
         holes = _MODE_DEFAULTS[mode]["holes"] if holes is None else holes
         h_lo, h_hi = _pair(holes, "holes")
@@ -149,7 +172,9 @@ class ReconstructionMaskd(Randomizable, MapTransform):
         """Return ``(corrupted image, mask)`` for one (C, H, W) image; mask is (1, H, W) float, 1 = corrupted."""
         height, width = int(image.shape[-2]), int(image.shape[-1])
         if self.mode == "group":
-            mask = group_mask(height, width, self.R, self.mask_ratio, self.hole_size)
+            mask = on_cells(
+                lambda h, w: group_mask(h, w, self.R, self.mask_ratio, self.hole_size), height, width, self.patch_size
+            )
             # NumPy, like MONAI's coarse transforms: small tensor ops in torch cost more than the work here
             out = image.detach().cpu().numpy().copy()
             noise = self.R.uniform(out.min(), out.max(), size=(out.shape[0], int(mask.sum())))

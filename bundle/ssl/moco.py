@@ -26,7 +26,7 @@ class MoCoV2(TwoViewMethod):
     one process BatchNorm is not shuffled: there is no per-GPU sub-batch for shuffling to decorrelate.
 
     Args:
-        backbone, in_channels: see ``TwoViewMethod``.
+        backbone, in_channels, vit_pool: see ``TwoViewMethod``.
         temperature: InfoNCE temperature (MoCo v2: 0.2).
         queue_size: number of negative keys kept; keep it well below the number of training images, or the
             queue holds keys of the same images from earlier epochs.
@@ -40,13 +40,14 @@ class MoCoV2(TwoViewMethod):
         self,
         backbone: str = "resnet18",
         in_channels: int = 1,
+        vit_pool: str = "mean",
         temperature: float = 0.2,
         queue_size: int = 4096,
         momentum: float = 0.99,
         proj_dim: int = 128,
         hidden_dim: int | None = None,
     ) -> None:
-        super().__init__(backbone, in_channels)
+        super().__init__(backbone, in_channels, vit_pool)
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         if not 0 <= momentum <= 1:

@@ -20,7 +20,7 @@ class SimCLR(TwoViewMethod):
     one device). Projection head: Linear-BN-ReLU-Linear, hidden = encoder width, output ``proj_dim``.
 
     Args:
-        backbone, in_channels: see ``TwoViewMethod``.
+        backbone, in_channels, vit_pool: see ``TwoViewMethod``.
         temperature: NT-Xent temperature (SimCLR on medical images: about 0.1).
         proj_dim: projection output size.
         hidden_dim: projection hidden size (default: the encoder's feature width).
@@ -30,11 +30,12 @@ class SimCLR(TwoViewMethod):
         self,
         backbone: str = "resnet18",
         in_channels: int = 1,
+        vit_pool: str = "mean",
         temperature: float = 0.1,
         proj_dim: int = 128,
         hidden_dim: int | None = None,
     ) -> None:
-        super().__init__(backbone, in_channels)
+        super().__init__(backbone, in_channels, vit_pool)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature

@@ -21,7 +21,7 @@ class SimSiam(TwoViewMethod):
     output BN without affine; predictor Linear-BN-ReLU-Linear with a bottleneck (``pred_hidden_dim``).
 
     Args:
-        backbone, in_channels: see ``TwoViewMethod``.
+        backbone, in_channels, vit_pool: see ``TwoViewMethod``.
         proj_dim, hidden_dim: projector output / hidden size (paper: 2048 both).
         pred_hidden_dim: predictor bottleneck (paper: 512).
     """
@@ -30,11 +30,12 @@ class SimSiam(TwoViewMethod):
         self,
         backbone: str = "resnet18",
         in_channels: int = 1,
+        vit_pool: str = "mean",
         proj_dim: int = 2048,
         hidden_dim: int | None = 2048,
         pred_hidden_dim: int | None = 512,
     ) -> None:
-        super().__init__(backbone, in_channels)
+        super().__init__(backbone, in_channels, vit_pool)
         hidden_dim = hidden_dim or 2048
         self.projector = mlp(self.feature_dim, hidden_dim, proj_dim, num_layers=3, last_bn=True, last_bn_affine=False)
         self.predictor = mlp(proj_dim, pred_hidden_dim or 512, proj_dim)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["find_bundle_root", "inference_config", "weights_paths"]
+__all__ = ["NETWORK_IDS", "find_bundle_root", "inference_config", "network_overrides", "weights_paths"]
 
 INFERENCE_CONFIG = os.path.join("configs", "inference.json")
+# configs/inference.json ids a server may set with --conf: which network serves, and from which weights file
+NETWORK_IDS = ("backbone", "vit_pool", "image_size", "lungs_only", "ckpt_file")
 
 
 def find_bundle_root(app_dir: str, conf: dict[str, str]) -> str:
@@ -26,6 +29,19 @@ def find_bundle_root(app_dir: str, conf: dict[str, str]) -> str:
         if os.path.isfile(os.path.join(root, INFERENCE_CONFIG)):
             return os.path.abspath(root)
     raise FileNotFoundError(f"no {INFERENCE_CONFIG} in any of {candidates}; pass --conf bundle_root <path>")
+
+
+def network_overrides(conf: dict[str, str]) -> dict[str, Any]:
+    """The ``NETWORK_IDS`` among the server's ``--conf`` options, as config values (JSON where it parses:
+    ``--conf image_size 128`` is the integer 128, ``--conf backbone vit_s16`` the string)."""
+    overrides: dict[str, Any] = {}
+    for key in NETWORK_IDS:
+        if key in conf:
+            try:
+                overrides[key] = json.loads(conf[key])
+            except (TypeError, ValueError):
+                overrides[key] = conf[key]
+    return overrides
 
 
 def inference_config(bundle_root: str, **overrides: Any) -> ConfigParser:

@@ -116,9 +116,12 @@ def _temp_png(array: np.ndarray) -> str:
 
 
 class LungSegmentation(BundleInferTask):
-    """The lung mask of a study: a PNG label at the study's own size (rows, cols), 1 = lung, 0 = background."""
+    """The lung mask of a study: a PNG label at the study's own size (rows, cols), 1 = lung, 0 = background.
 
-    def __init__(self, bundle_root: str, app_dir: str) -> None:
+    ``overrides``: config ids of the served network (``network_overrides``).
+    """
+
+    def __init__(self, bundle_root: str, app_dir: str, overrides: dict[str, Any] | None = None) -> None:
         # the mask does not depend on the saliency map, so none is computed
         super().__init__(
             bundle_root,
@@ -126,7 +129,7 @@ class LungSegmentation(BundleInferTask):
             type=InferType.SEGMENTATION,
             description="Lung segmentation (multi-task network of the bundle)",
             labels={"lung": 1},
-            overrides={"saliency": "none"},
+            overrides={**(overrides or {}), "saliency": "none"},
         )
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
@@ -139,14 +142,15 @@ class LungSegmentation(BundleInferTask):
 
 class Classification(BundleInferTask):
     """Class probabilities, the predicted class and the lung attention (JSON), and the saliency map as a PNG
-    (0-255 at the study's own size)."""
+    (0-255 at the study's own size). ``overrides``: config ids of the served network (``network_overrides``)."""
 
-    def __init__(self, bundle_root: str, app_dir: str) -> None:
+    def __init__(self, bundle_root: str, app_dir: str, overrides: dict[str, Any] | None = None) -> None:
         super().__init__(
             bundle_root,
             app_dir,
             type=InferType.CLASSIFICATION,
             description="Classification with saliency and lung attention (multi-task network of the bundle)",
+            overrides=overrides,
         )
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str | None, dict]:

@@ -76,10 +76,11 @@ def annotated_pairs(datalist: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 class LungSegmentationTrain(BasicTrainTask):
-    """Fine-tunes the lung segmentation on the datastore's final labels, from the weights the infer tasks use."""
+    """Fine-tunes the lung segmentation on the datastore's final labels, from the weights the infer tasks use
+    (``overrides``: config ids of the served network, ``network_overrides``)."""
 
-    def __init__(self, bundle_root: str, app_dir: str) -> None:
-        self.bundle_config = inference_config(bundle_root)
+    def __init__(self, bundle_root: str, app_dir: str, overrides: dict[str, Any] | None = None) -> None:
+        self.bundle_config = inference_config(bundle_root, **(overrides or {}))
         self.image_size = int(self.bundle_config.get_parsed_content("image_size"))
         self.weights = weights_paths(self.bundle_config, app_dir)
         super().__init__(
