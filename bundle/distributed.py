@@ -5,8 +5,8 @@ The multi-GPU overlays (``configs/multi_gpu_*.json``) call ``setup`` in ``initia
 uses it needs no distributed branch of its own:
 
 * ``local_device``: ``cuda:<LOCAL_RANK>`` where there are GPUs, else the CPU (gloo);
-* ``wrap``: the network in ``DistributedDataParallel``, with synchronised batch norm when asked; ``unwrap``
-  returns the module inside, for handlers that read a method's attributes or save plain state dicts;
+* ``unwrap``: the module inside ``DistributedDataParallel`` (``bundle.networks.placement.wrap`` puts it there),
+  for handlers that read a method's attributes or save plain state dicts;
 * ``gather`` (differentiable) and ``gather_no_grad``: tensors of every rank concatenated in rank order, for the
   negatives of contrastive losses and MoCo's queue; ``gather_objects`` for per-image results of evaluation;
 * ``for_this_rank``: handler lists without the writers (logs, TensorBoard, progress, probes, pictures) on
@@ -37,7 +37,6 @@ __all__ = [
     "cleanup",
     "local_device",
     "rank_seed",
-    "wrap",
     "unwrap",
     "gather",
     "gather_no_grad",
@@ -122,29 +121,6 @@ def local_device() -> torch.device:
 def rank_seed(seed: int) -> int:
     """``seed + rank``: each process draws its own augmentations (the weights start equal: DDP copies rank 0's)."""
     return int(seed) + rank()
-
-
-def wrap(
-    network: nn.Module, device: torch.device | str, sync_batch_norm: bool = False, channels_last: bool | str = False
-) -> nn.Module:
-    """``network`` on ``device``, in ``DistributedDataParallel`` inside a process group of two or more.
-
-    With ``sync_batch_norm`` every BatchNorm computes its statistics over the global batch (SimCLR's global BN,
-    BYOL's synchronised BN); PyTorch runs it on GPUs only. ``channels_last`` sets the weights' memory format
-    before DDP registers them (``bundle.networks.place``). Alone, the network is returned on ``device`` as is.
-    """
-    from .networks.placement import place
-    from .settings import as_bool
-
-    network = place(network, device, channels_last=channels_last)
-    if not is_distributed():
-        return network
-    if as_bool(sync_batch_norm, "sync_batch_norm"):
-        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
-    device = torch.device(device)
-    ids = [device] if device.type == "cuda" else None
-    # DDP's default syncs buffers at every training forward: batch-norm statistics and MoCo's queue follow rank 0
-    return nn.parallel.DistributedDataParallel(network, device_ids=ids)
 
 
 def unwrap(network: nn.Module) -> nn.Module:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn import functional as F
 
-from .settings import as_bool
+from .values import Rule, as_bool, is_number, number
 
 __all__ = ["MultiTaskLoss"]
 
@@ -56,3 +59,17 @@ class MultiTaskLoss(nn.Module):
         if self.w_seg:
             loss = loss + self.w_seg * self.segmentation(pred["seg"], target["mask"], target["has_mask"])
         return loss
+
+
+# the settings the loss consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"w_cls": number(0), "w_seg": number(0)}
+
+
+def weights_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """At least one task has a positive weight."""
+    if is_number(s.get("w_cls")) and is_number(s.get("w_seg")) and s["w_cls"] == 0 and s["w_seg"] == 0:
+        return ["w_cls and w_seg: both 0 leaves nothing to learn; give one of them a positive weight"]
+    return []
+
+
+CHECKS = (weights_check,)

@@ -19,7 +19,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .data.transforms import resize_2d  # noqa: E402
-from .evaluation.metrics import roc_curve  # noqa: E402
 
 __all__ = [
     "attention_caption",
@@ -28,6 +27,7 @@ __all__ = [
     "plot_confusion",
     "plot_reconstructions",
     "plot_label_efficiency",
+    "plot_cascade",
 ]
 
 
@@ -109,15 +109,17 @@ def save_overlay(
 
 
 def plot_roc(
-    prob: np.ndarray, truth_onehot: np.ndarray, class_names: Sequence[str], aucs: Sequence[float], path: str
+    curves: Sequence[tuple[np.ndarray, np.ndarray] | None], class_names: Sequence[str], aucs: Sequence[float], path: str
 ) -> str:
-    """One-vs-rest ROC curve per class, AUC in the legend; returns ``path``."""
+    """One-vs-rest ROC curve per class, AUC in the legend; returns ``path``.
+
+    ``curves[k]`` is class k's (false-positive rates, true-positive rates), or None for a class without both a
+    positive and a negative image (no curve).
+    """
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    for k, name in enumerate(class_names):
-        if truth_onehot[:, k].min() == truth_onehot[:, k].max():
-            continue
-        fpr, tpr = roc_curve(prob[:, k], truth_onehot[:, k])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {aucs[k]:.3f})")
+    for curve, name, auc in zip(curves, class_names, aucs):
+        if curve is not None:
+            ax.plot(*curve, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (one vs rest)", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
@@ -201,5 +203,28 @@ def plot_label_efficiency(
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_cascade(result: dict, path: str) -> str:
+    """Similarity of the maps to the trained ones, step by step of a cascading randomisation (the result of
+    ``bundle.evaluation.sanity.cascading_randomization``); returns ``path``."""
+    steps = result["steps"]
+    x = range(len(steps))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(steps)), 3.6))
+    for key, label in (("spearman", "Spearman rank correlation"), ("ssim", "SSIM")):
+        mean = np.array([s[f"{key}_mean"] for s in steps])
+        std = np.array([s[f"{key}_std"] for s in steps])
+        ax.plot(x, mean, marker="o", label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.axhline(result["max_correlation"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(list(x), ["trained"] + [s["step"].replace("encoder.", "") for s in steps[1:]], rotation=30)
+    ax.set_ylim(-0.2, 1.05)
+    ax.set_ylabel("similarity to the trained maps")
+    ax.set_title(f"{result['method']} on {result['saliency_layer']}: cascading randomisation", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -1,14 +1,11 @@
-"""Saliency maps for the classification head, computed inside MONAI engines, and the lung-attention score.
+"""Saliency maps for the classification head, computed inside MONAI engines.
 
 The maps come from MONAI's ``GradCAM`` / ``GradCAMpp`` (gradient-based) and ``OcclusionSensitivity``
 (perturbation-based). ``SaliencyInferer`` is a MONAI ``Inferer``: a ``SupervisedEvaluator`` calls it under
 ``torch.no_grad()`` and it re-enables gradients only where a map needs them, so class logits, the lung
 segmentation and the map come out of one call, on a batch, on CPU or CUDA.
 
-``lung_attention`` is the share of a map's mass that falls inside a lung mask, an energy-based pointing game over
-the lungs (Wang et al., Score-CAM, CVPR-W 2020). Its chance level is ``lung_share``, the lungs' share of the image
-(what a uniform map scores), so ``lung_attention_ratio`` = attention / share: above 1 when the classifier looks at
-the lungs more than chance, below 1 (``attention_outside_lungs``) when it relies on markers, borders or devices.
+How much of a map falls inside the lungs is scored by ``bundle.evaluation.attention``.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -26,8 +24,9 @@ from monai.visualize.class_activation_maps import ModelWithHooks
 from monai.visualize.visualizer import default_upsampler
 from torch import nn
 
-from .networks.multitask import class_probabilities
-from .settings import as_bool
+from .networks.multitask import RULES as NETWORK_RULES
+from .networks.multitask import build_encoder, class_probabilities
+from .values import Rule, as_bool, choice, class_names, integer, is_int, number, optional, show, text
 
 __all__ = [
     "SALIENCY_METHODS",
@@ -37,9 +36,6 @@ __all__ = [
     "parse_target_layers",
     "combine_maps",
     "normalize_maps",
-    "lung_attention",
-    "lung_share",
-    "attention_and_masks",
     "BatchClassScoreHooks",
     "SaliencyInferer",
 ]
@@ -137,68 +133,6 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     maps = maps.float().clamp(min=0)
     peak = maps.flatten(1).amax(1).view(-1, *[1] * (maps.ndim - 1))
     return torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
-
-
-def lung_attention(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Share of each map's mass inside its mask: ``sum(s * m) / sum(s)`` per image, NaN for an all-zero map.
-
-    This is the energy-based pointing game of Score-CAM (Wang et al., 2020) with the lung mask as the box. A
-    uniform map scores ``lung_share(mask)``, the chance level to compare it with.
-
-    Args:
-        saliency: (B, 1, H, W) non-negative maps.
-        mask: (B, 1, H, W) lung masks (non-zero = lung), on the same grid.
-    Returns:
-        (B,) float in [0, 1].
-    """
-    s = saliency.float().clamp(min=0).flatten(1)
-    m = (mask > 0).float().flatten(1)
-    total = s.sum(1)
-    inside = (s * m).sum(1)
-    nan = torch.full_like(total, float("nan"))
-    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(s.dtype).tiny), nan)
-
-
-def lung_share(mask: torch.Tensor) -> torch.Tensor:
-    """Fraction of each image's pixels inside its mask, (B, 1, H, W) -> (B,): the lung attention of a uniform map."""
-    return (mask > 0).float().flatten(1).mean(1)
-
-
-def attention_and_masks(pred: Mapping[str, torch.Tensor], targets: Any = None) -> dict[str, torch.Tensor]:
-    """Lung probability and mask from ``pred["seg"]``, and lung attention of ``pred["saliency"]`` against chance.
-
-    The attention uses the ground-truth mask where ``targets`` has one (``has_mask`` = 1), else the predicted
-    mask. Returns the keys it could compute among ``lung_prob``, ``lung_mask`` (B, 1, H, W) and, per image (B,):
-    ``lung_attention``, ``lung_share`` (that mask's share of the image, the attention of a uniform map),
-    ``lung_attention_ratio`` (attention / share; NaN for an all-zero map or an empty mask),
-    ``attention_outside_lungs`` (bool: ratio < 1, less mass inside the lungs than chance; False where the ratio
-    is NaN) and ``attention_gt`` (bool: the ground-truth mask was used).
-    """
-    out: dict[str, torch.Tensor] = {}
-    seg = pred.get("seg")
-    if seg is not None:
-        seg = seg.float()
-        out["lung_prob"] = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)[:, 1:2]
-        out["lung_mask"] = (out["lung_prob"] > 0.5).float()
-    saliency = pred.get("saliency")
-    if saliency is None:
-        return out
-    mask = out.get("lung_mask")
-    gt = torch.zeros(saliency.shape[0], dtype=torch.bool, device=saliency.device)
-    if isinstance(targets, Mapping) and "mask" in targets and "has_mask" in targets:
-        gt = targets["has_mask"].reshape(-1).to(saliency.device) > 0
-        true_mask = targets["mask"].to(saliency.device).float()
-        mask = true_mask if mask is None else torch.where(gt.view(-1, 1, 1, 1), true_mask, mask)
-    if mask is not None:
-        attention, share = lung_attention(saliency, mask), lung_share(mask)
-        nan = torch.full_like(attention, float("nan"))
-        ratio = torch.where(share > 0, attention / share.clamp(min=torch.finfo(share.dtype).tiny), nan)
-        out["lung_attention"] = attention
-        out["lung_share"] = share
-        out["lung_attention_ratio"] = ratio
-        out["attention_outside_lungs"] = ratio < 1  # NaN compares False: undefined is not flagged
-        out["attention_gt"] = gt
-    return out
 
 
 def _class_logits(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -451,3 +385,67 @@ class SaliencyInferer(Inferer):
                     features = network.encode(inputs)
                 out["seg"] = network.segment([f.detach() for f in features])
         return out
+
+
+# the settings of the maps (bundle.settings gathers every component's table); saliency_class is an index or a
+# class name, checked against class_names by saliency_class_check
+RULES: dict[str, Rule | None] = {
+    "saliency": choice(SALIENCY_METHODS),
+    "saliency_layer": optional(text),
+    "saliency_class": None,
+    "occlusion_mask_size": optional(integer(1)),
+    "occlusion_overlap": number(0, 1, hi_open=True),
+}
+
+
+def saliency_class_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """``saliency_class`` names a class of ``class_names`` (by name or index), or is null."""
+    cls, names = s.get("saliency_class"), s.get("class_names")
+    names_ok = "class_names" in s and class_names(names) is None
+    if cls is None:
+        return []
+    if isinstance(cls, str):
+        ok = not names_ok or cls in names
+        return [] if ok else [f"saliency_class: {show(cls)} is not one of the class names {list(names)}"]
+    if is_int(cls):
+        ok = not names_ok or 0 <= cls < len(names)
+        return [] if ok else [f"saliency_class: {cls} is not a class index in [0, {len(names) - 1}]"]
+    return [f"saliency_class: {show(cls)} must be a class name, a class index, or null"]
+
+
+def saliency_layer_problem(layer: Any, backbone: str, vit_pool: str = "mean") -> str | None:
+    """What is wrong with ``saliency_layer`` for this encoder (one layer, or several joined by ``+`` / ``*``:
+    the classifier reads the encoder), or None."""
+    try:
+        names, _ = parse_target_layers(layer)
+    except ValueError as e:
+        return str(e).replace(f"saliency_layer {layer!r} ", "")
+    encoder = build_encoder(backbone, vit_pool=vit_pool)  # a second or less, and only when a layer is named
+    modules = {f"encoder.{n}" for n, _ in encoder.named_modules() if n}
+    unknown = [n for n in names if n not in modules]
+    if not unknown:
+        return None
+    default = default_target_layer(SimpleNamespace(encoder=encoder))
+    which = "is not a module" if len(names) == 1 else f"names {', '.join(unknown)}, not modules"
+    return f"{which} of the {backbone} encoder (the default, when saliency_layer is null, is {default})"
+
+
+def saliency_layer_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """A named ``saliency_layer`` is a layer of the configured encoder."""
+    layer, backbone = s.get("saliency_layer"), s.get("backbone")
+    if not (isinstance(layer, str) and layer.strip()) or NETWORK_RULES["backbone"](backbone) is not None:
+        return []
+    pool = s.get("vit_pool", "mean")
+    problem = saliency_layer_problem(layer, backbone, pool if NETWORK_RULES["vit_pool"](pool) is None else "mean")
+    return [f"saliency_layer: {show(layer)} {problem}"] if problem else []
+
+
+def occlusion_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """The occlusion patch fits in the image."""
+    mask, size = s.get("occlusion_mask_size"), s.get("image_size")
+    if is_int(mask) and is_int(size) and mask > size:
+        return [f"occlusion_mask_size: {mask} is larger than image_size {size}"]
+    return []
+
+
+CHECKS = (saliency_class_check, saliency_layer_check, occlusion_check)

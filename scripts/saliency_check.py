@@ -32,18 +32,10 @@ from monai.data import list_data_collate
 
 from bundle.checkpoints import check_weights, load_weights
 from bundle.errors import fail, run_main
-from bundle.evaluation.sanity import (
-    MAX_CORRELATION,
-    candidate_layers,
-    cascade_table,
-    cascading_randomization,
-    compare_layers,
-    comparison_table,
-    write_cascade,
-    write_comparison,
-)
+from bundle.evaluation.sanity import MAX_CORRELATION, candidate_layers, cascading_randomization, compare_layers
+from bundle.evaluation.sanity_report import cascade_table, comparison_table, write_cascade, write_comparison
 from bundle.saliency import SaliencyInferer
-from bundle.settings import output_folder
+from bundle.values import output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("test", "validation", "training", "all")

@@ -49,7 +49,8 @@ from bundle.data.datalist import prepare_splits
 from bundle.errors import fail, run_main
 from bundle.evaluation.bootstrap import SCORES, Predictions, accuracy, bootstrap_interval, macro_auc, read_predictions
 from bundle.evaluation.report import PREDICTIONS_FILE
-from bundle.settings import option, output_folder
+from bundle.settings import option
+from bundle.values import output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,6 +19,7 @@ from torch import nn
 from bundle import distributed
 from bundle.engines.progress import TerminalProgressBar
 from bundle.errors import UserError
+from bundle.networks.placement import wrap
 from bundle.ssl.losses import nt_xent_loss
 from bundle.ssl.moco import MoCoV2
 
@@ -31,7 +32,7 @@ def test_alone_everything_is_rank_zero_of_one():
     assert distributed.rank() == 0 and distributed.world_size() == 1 and distributed.is_main_process()
     assert not distributed.is_distributed()
     assert distributed.rank_seed(7) == 7
-    assert distributed.wrap(net, "cpu", sync_batch_norm=True) is net  # alone: no wrapper, no conversion
+    assert wrap(net, "cpu", sync_batch_norm=True) is net  # alone: no wrapper, no conversion
     x = torch.randn(3, 2)
     assert distributed.gather(x) is x and distributed.gather_no_grad(x) is x
     assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
@@ -79,7 +80,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
         out: dict = {}
         # 1. SimCLR: each rank scores its views against the gathered global batch; DDP averages the gradients
         x1, x2, proj = _global_batch()
-        ddp = distributed.wrap(proj, "cpu")
+        ddp = wrap(proj, "cpu")
         mine = slice(rank * B, (rank + 1) * B)
         loss = nt_xent_loss(ddp(x1[mine]), ddp(x2[mine]), temperature=0.2)
         loss.backward()

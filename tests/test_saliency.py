@@ -9,16 +9,9 @@ import torch
 from monai.visualize import GradCAM, GradCAMpp
 from torch import nn
 
+from bundle.evaluation.attention import attention_and_masks, lung_attention, lung_share
 from bundle.networks import MultiTaskClassifier, MultiTaskNet, MultiTaskSegmenter
-from bundle.saliency import (
-    BatchClassScoreHooks,
-    SaliencyInferer,
-    attention_and_masks,
-    default_target_layer,
-    lung_attention,
-    lung_share,
-    normalize_maps,
-)
+from bundle.saliency import BatchClassScoreHooks, SaliencyInferer, default_target_layer, normalize_maps
 
 SIZE = 64
 

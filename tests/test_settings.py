@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from bundle.settings import as_bool
+from bundle.values import as_bool
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,8 @@ def test_the_guide_lists_every_rule():
 def test_option_gives_scripts_the_same_rules():
     import argparse
 
-    from bundle.settings import integer, option
+    from bundle.settings import option
+    from bundle.values import integer
 
     parser = argparse.ArgumentParser(exit_on_error=False)
     parser.add_argument("--label_fraction", type=option("label_fraction"))
@@ -258,7 +259,8 @@ def test_speed_switches(tmp_path, monkeypatch):
     import torch
 
     from bundle import settings
-    from bundle.settings import autocast_dtype, check
+    from bundle.settings import check
+    from bundle.values import autocast_dtype
 
     good = _good(tmp_path)
     check({**good, "amp_dtype": "BFloat16", "channels_last": "true", "compile": "false"}, "train")
@@ -273,15 +275,14 @@ def test_speed_switches(tmp_path, monkeypatch):
         {**good, "compile": "true", "sync_batch_norm": False}
     )
     # bfloat16 on a GPU without it (the device rule is bypassed: this machine may have no CUDA)
-    monkeypatch.setattr(settings, "device", lambda v: None)
-    monkeypatch.setattr(settings, "_device_type", lambda v: "cuda")
+    monkeypatch.setattr(settings, "device_type", lambda v: "cuda")
     monkeypatch.setattr(settings, "_bf16_supported", lambda: False)
     cuda = {**good, "device": "cuda", "amp": True}
     assert any(
         "amp_dtype: 'bfloat16' is not supported by this GPU" in p
-        for p in settings._combinations({**cuda, "amp_dtype": "bfloat16"}, "train")
+        for p in settings.amp_check({**cuda, "amp_dtype": "bfloat16"}, "train")
     )
-    assert not settings._combinations({**cuda, "amp_dtype": "float16"}, "train")
-    assert not settings._combinations({**cuda, "amp": False, "amp_dtype": "bfloat16"}, "train")
+    assert not settings.amp_check({**cuda, "amp_dtype": "float16"}, "train")
+    assert not settings.amp_check({**cuda, "amp": False, "amp_dtype": "bfloat16"}, "train")
     monkeypatch.setattr(settings, "_bf16_supported", lambda: True)
-    assert not settings._combinations({**cuda, "amp_dtype": "bfloat16"}, "train")
+    assert not settings.amp_check({**cuda, "amp_dtype": "bfloat16"}, "train")

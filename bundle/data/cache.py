@@ -33,6 +33,8 @@ from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
+from ..values import Rule, choice, number, output_folder
+
 __all__ = ["CACHE_KINDS", "cached_dataset", "keep_heap_compact", "transform_hash"]
 
 logger = logging.getLogger(__name__)
@@ -118,3 +120,7 @@ def cached_dataset(
             data, transform=transform, cache_dir=cache_dir, hash_transform=transform_hash, track_meta=False
         )
     return Dataset(data, transform=transform)
+
+
+# the settings this module consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"cache": choice(CACHE_KINDS), "cache_dir": output_folder, "cache_rate": number(0, 1)}

@@ -13,12 +13,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ..errors import fail
-from ..settings import as_bool
+from ..values import (
+    Rule,
+    as_bool,
+    boolean,
+    class_names,
+    existing_file,
+    existing_folder,
+    integer,
+    is_number,
+    is_true,
+    number,
+    optional,
+    show,
+)
 from .readers import SUPPORTED_SUFFIXES, CXRReadError, is_image_file, read_raw
 from .splits import group_by_patient, label_subset, split_by_patient
 
@@ -348,3 +362,41 @@ def pretraining_splits(
         label_fraction=1.0,
         require_label=False,
     )
+
+
+# the settings the datalist and its splits consume (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {
+    "dataset_dir": existing_folder,
+    "datalist": optional(existing_file),
+    "image_dir": optional(existing_folder),
+    "class_names": class_names,
+    "multi_label": boolean,
+    "seed": integer(0, 2**32 - 1),
+    "val_fraction": number(0, 1, hi_open=True),
+    "test_fraction": number(0, 1, hi_open=True),
+    "label_fraction": number(0, 1, lo_open=True),
+}
+
+
+def class_count_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """Single-label classification needs two classes or more."""
+    names = s.get("class_names")
+    if "class_names" not in s or class_names(names) is not None or len(names) >= 2:
+        return []
+    if is_true(s.get("multi_label"), "multi_label"):
+        return []
+    return [
+        f"class_names: {show(names)} has one class; single-label classification needs at least two "
+        "(or set multi_label true for one yes/no finding)"
+    ]
+
+
+def split_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """The validation and test fractions leave images for training."""
+    val, test = s.get("val_fraction"), s.get("test_fraction")
+    if is_number(val) and is_number(test) and 0 <= val < 1 and 0 <= test < 1 and val + test >= 1:
+        return [f"val_fraction + test_fraction: {val} + {test} leaves no image for training; keep it below 1"]
+    return []
+
+
+CHECKS = (class_count_check, split_check)

@@ -21,6 +21,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTrait
 
+from ..values import Rule, choice
+from .cache import keep_heap_compact
+
 __all__ = [
     "CACHE_DTYPES",
     "max_value",
@@ -148,8 +151,6 @@ class Compactd(MapTransform):
             raise ValueError(f"cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got {cache_dtype!r}")
         self.mask_keys = _keys(mask_keys)
         if self.cache_dtype != "float32":
-            from .cache import keep_heap_compact
-
             keep_heap_compact()  # else freed float intermediates stay resident around the small cached tensors
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
@@ -193,3 +194,6 @@ class ToFloatd(RandomizableTrait, MapTransform):
             if key in d:
                 d[key] = mask_to_float(torch.as_tensor(d[key]), width)
         return d
+
+
+RULES: dict[str, Rule] = {"cache_dtype": choice(list(CACHE_DTYPES))}  # the setting this module consumes

@@ -14,7 +14,7 @@ import torch
 from monai.transforms import MapTransform, Transform
 from torch.nn import functional as F
 
-from ..settings import as_bool
+from ..values import as_bool
 from .readers import NIFTI_SUFFIXES, CXRReadError, read_cxr, read_mask
 
 __all__ = ["LoadCXRd", "ClassLabeld", "STATUS_OK", "ON_ERROR", "file_stem", "resize_2d"]

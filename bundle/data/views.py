@@ -9,6 +9,7 @@ comes from another image of the same patient where the patient has two or more; 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, Randomizable
 from monai.utils import MAX_SEED, get_seed
 
-from ..settings import as_bool
+from ..values import Rule, as_bool, choice, integer, number, number_or_range
 from .cache import cached_dataset
 from .precision import to_float
 
@@ -184,3 +185,25 @@ class TwoViewDataset(Randomizable, torch.utils.data.Dataset):
             "index": index,
             "partner": partner,
         }
+
+
+probability = number(0, 1)
+non_negative = number(0)
+
+# the settings of the views, per image here or batched in bundle.data.batch_views (bundle.settings gathers them)
+RULES: dict[str, Rule] = {
+    "views_on": choice(VIEWS_ON),
+    "crop_min_scale": number(0, 1, lo_open=True),
+    "hflip_prob": probability,
+    "affine_prob": probability,
+    "rotate_range": number(0, math.pi),
+    "scale_range": number(0, 1, hi_open=True),
+    "contrast_prob": probability,
+    "gamma_range": number_or_range(number(0, lo_open=True)),
+    "hist_shift_prob": probability,
+    "hist_shift_points": number_or_range(integer(3)),
+    "blur_prob": probability,
+    "blur_sigma": number_or_range(non_negative),
+    "noise_prob": probability,
+    "noise_std": non_negative,
+}

@@ -1,14 +1,11 @@
-"""Stop a diverging training run with one message, and let every user-caused failure end a run cleanly.
+"""Stop a diverging training run with one message.
 
 ``DivergenceGuard`` checks the loss after every iteration and the weights after every epoch (before validation
 runs on them); a NaN or infinite value stops training via ``bundle.errors.fail`` with the epoch, the iteration,
 the loss, the learning rate and what to try. The files of the last good epoch stay in ``ckpt_dir``: the
 ``TrainingCheckpointer`` never writes non-finite weights.
 
-It also installs ``pass_user_errors`` for ``Events.EXCEPTION_RAISED``. Ignite calls that event's handlers in
-order and the first one that re-raises ends it; MONAI's ``StatsHandler`` logs a full traceback there. Listed
-first among a trainer's handlers, the guard lets a ``UserError`` through untouched, so the run ends with its one
-message.
+It also installs ``bundle.engines.user_errors.pass_user_errors``, so that its own message ends the run cleanly.
 """
 
 from __future__ import annotations
@@ -22,38 +19,11 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from ..errors import DebugUserError, UserError, fail
-from ..settings import as_bool
+from ..errors import fail
+from ..values import as_bool
+from .user_errors import UserErrorPassThrough
 
-__all__ = ["DivergenceGuard", "UserErrorPassThrough", "pass_user_errors", "loss_value"]
-
-_LOGGED = "_traceback_logged"  # set on an exception whose traceback is in the log
-
-
-def pass_user_errors(engine: Engine, e: BaseException) -> None:
-    """``EXCEPTION_RAISED`` handler: re-raise ``e`` before any handler that would wrap it in a traceback.
-
-    A ``UserError`` (or, in debug mode, a ``DebugUserError``, whose traceback Python prints anyway) is re-raised
-    as it is. Anything else is a bug: it is logged with its traceback through the engine's logger, as MONAI's
-    ``StatsHandler`` would, so that a run whose log (stdout) is kept but whose stderr is not still records where
-    it broke, then re-raised. Ignite fires the event twice for an exception raised inside an iteration; the
-    traceback is logged once. ``KeyboardInterrupt`` is re-raised without a log entry.
-    """
-    if not isinstance(e, (UserError, DebugUserError, KeyboardInterrupt)) and not getattr(e, _LOGGED, False):
-        engine.logger.exception(f"Exception: {e}")
-        try:
-            setattr(e, _LOGGED, True)
-        except AttributeError:  # an exception type without a __dict__: logged again if fired again
-            pass
-    raise e
-
-
-class UserErrorPassThrough:
-    """Ignite handler installing ``pass_user_errors``; attach it before any ``StatsHandler`` of the engine."""
-
-    def attach(self, engine: Engine) -> None:
-        if not engine.has_event_handler(pass_user_errors, Events.EXCEPTION_RAISED):
-            engine.add_event_handler(Events.EXCEPTION_RAISED, pass_user_errors)
+__all__ = ["DivergenceGuard", "loss_value"]
 
 
 def loss_value(output: Any) -> torch.Tensor | float | None:

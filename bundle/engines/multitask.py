@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ..data.precision import mask_to_float, to_float
 from ..networks.multitask import class_probabilities
-from ..settings import as_bool
+from ..values import as_bool
 
 __all__ = ["MultiTaskPrepareBatch", "MultiTaskOutputs"]
 

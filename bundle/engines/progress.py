@@ -14,7 +14,7 @@ from typing import Any
 from ignite.engine import Engine
 from ignite.handlers import ProgressBar
 
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean
 
 __all__ = ["is_terminal", "TerminalProgressBar"]
 
@@ -46,3 +46,6 @@ class TerminalProgressBar:
 def _loss(output: Any) -> dict[str, float]:
     loss = output.get("loss") if isinstance(output, dict) else None
     return {} if loss is None else {"loss": float(loss)}
+
+
+RULES: dict[str, Rule] = {"show_progress": boolean}  # the setting this module consumes (bundle.settings)

@@ -2,7 +2,10 @@
 
 The attention is Score-CAM's energy-based pointing game over the lung mask (Wang et al., 2020). A uniform map
 scores the lungs' share of the image, so each image also gets that share, the ratio attention / share and a flag
-when the ratio is below 1 (the attention falls mostly outside the lungs).
+when the ratio is below 1 (the attention falls mostly outside the lungs): above 1 the classifier looks at the
+lungs more than chance, below 1 it relies on markers, borders or devices. ``lung_attention``, ``lung_share`` and
+``attention_and_masks`` compute the score (inference reports it too); ``LungAttentionReport`` sums it up over an
+evaluation.
 """
 
 from __future__ import annotations
@@ -22,16 +25,77 @@ from ..data.transforms import file_stem
 from ..distributed import gather_objects, is_main_process
 from ..networks.multitask import class_probabilities
 from ..plots import attention_caption, save_overlay
-from ..saliency import attention_and_masks
-from ..settings import as_bool
+from ..values import as_bool
 
-__all__ = ["LungAttentionReport", "distribution"]
+__all__ = ["LungAttentionReport", "attention_and_masks", "distribution", "lung_attention", "lung_share"]
 
 logger = logging.getLogger(__name__)
 
 # per-image values published for MetricsSaver (one <name>_raw.csv / _summary.csv each), in this order
 DETAILS = ("lung_attention", "lung_share", "lung_attention_ratio", "attention_outside_lungs")
 RATIO_BINS, RATIO_MAX = 12, 3.0  # histogram of the ratio over [0, 3] in steps of 0.25; larger ones counted apart
+
+
+def lung_attention(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of each map's mass inside its mask: ``sum(s * m) / sum(s)`` per image, NaN for an all-zero map.
+
+    This is the energy-based pointing game of Score-CAM (Wang et al., 2020) with the lung mask as the box. A
+    uniform map scores ``lung_share(mask)``, the chance level to compare it with.
+
+    Args:
+        saliency: (B, 1, H, W) non-negative maps.
+        mask: (B, 1, H, W) lung masks (non-zero = lung), on the same grid.
+    Returns:
+        (B,) float in [0, 1].
+    """
+    s = saliency.float().clamp(min=0).flatten(1)
+    m = (mask > 0).float().flatten(1)
+    total = s.sum(1)
+    inside = (s * m).sum(1)
+    nan = torch.full_like(total, float("nan"))
+    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(s.dtype).tiny), nan)
+
+
+def lung_share(mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of each image's pixels inside its mask, (B, 1, H, W) -> (B,): the lung attention of a uniform map."""
+    return (mask > 0).float().flatten(1).mean(1)
+
+
+def attention_and_masks(pred: Mapping[str, torch.Tensor], targets: Any = None) -> dict[str, torch.Tensor]:
+    """Lung probability and mask from ``pred["seg"]``, and lung attention of ``pred["saliency"]`` against chance.
+
+    The attention uses the ground-truth mask where ``targets`` has one (``has_mask`` = 1), else the predicted
+    mask. Returns the keys it could compute among ``lung_prob``, ``lung_mask`` (B, 1, H, W) and, per image (B,):
+    ``lung_attention``, ``lung_share`` (that mask's share of the image, the attention of a uniform map),
+    ``lung_attention_ratio`` (attention / share; NaN for an all-zero map or an empty mask),
+    ``attention_outside_lungs`` (bool: ratio < 1, less mass inside the lungs than chance; False where the ratio
+    is NaN) and ``attention_gt`` (bool: the ground-truth mask was used).
+    """
+    out: dict[str, torch.Tensor] = {}
+    seg = pred.get("seg")
+    if seg is not None:
+        seg = seg.float()
+        out["lung_prob"] = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)[:, 1:2]
+        out["lung_mask"] = (out["lung_prob"] > 0.5).float()
+    saliency = pred.get("saliency")
+    if saliency is None:
+        return out
+    mask = out.get("lung_mask")
+    gt = torch.zeros(saliency.shape[0], dtype=torch.bool, device=saliency.device)
+    if isinstance(targets, Mapping) and "mask" in targets and "has_mask" in targets:
+        gt = targets["has_mask"].reshape(-1).to(saliency.device) > 0
+        true_mask = targets["mask"].to(saliency.device).float()
+        mask = true_mask if mask is None else torch.where(gt.view(-1, 1, 1, 1), true_mask, mask)
+    if mask is not None:
+        attention, share = lung_attention(saliency, mask), lung_share(mask)
+        nan = torch.full_like(attention, float("nan"))
+        ratio = torch.where(share > 0, attention / share.clamp(min=torch.finfo(share.dtype).tiny), nan)
+        out["lung_attention"] = attention
+        out["lung_share"] = share
+        out["lung_attention_ratio"] = ratio
+        out["attention_outside_lungs"] = ratio < 1  # NaN compares False: undefined is not flagged
+        out["attention_gt"] = gt
+    return out
 
 
 def distribution(values: Sequence[float], bins: int = 10, upper: float = 1.0) -> dict:

@@ -13,7 +13,7 @@ import torch
 from monai.handlers import ROCAUC
 from monai.metrics import get_confusion_matrix
 
-__all__ = ["ROCAUCPerClass", "confusion_table", "harmonic_mean", "roc_curve"]
+__all__ = ["ROCAUCPerClass", "confusion_table", "harmonic_mean", "roc_curve", "roc_curves"]
 
 
 class ROCAUCPerClass(ROCAUC):
@@ -61,3 +61,12 @@ def roc_curve(prob: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarr
     tps = np.concatenate([[0], np.cumsum(truth)])
     fps = np.concatenate([[0], np.cumsum(~truth)])
     return fps / max(fps[-1], 1), tps / max(tps[-1], 1)
+
+
+def roc_curves(prob: np.ndarray, truth_onehot: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Each class's one-vs-rest ``roc_curve`` of ``prob`` (N, C) against ``truth_onehot`` (N, C); None for a
+    class whose images are all positive or all negative (no curve)."""
+    return [
+        None if truth_onehot[:, k].min() == truth_onehot[:, k].max() else roc_curve(prob[:, k], truth_onehot[:, k])
+        for k in range(truth_onehot.shape[1])
+    ]

@@ -20,8 +20,8 @@ from ignite.engine import Engine, Events
 from ..atomic import atomic_write, atomic_write_json
 from ..distributed import gather_objects, is_main_process
 from ..plots import plot_confusion, plot_roc
-from ..settings import as_bool
-from .metrics import confusion_table, harmonic_mean
+from ..values import as_bool
+from .metrics import confusion_table, harmonic_mean, roc_curves
 
 __all__ = ["EvaluationReport", "METRIC_NAMES", "PREDICTIONS_FILE", "write_predictions"]
 
@@ -181,7 +181,10 @@ class EvaluationReport:
         os.makedirs(self.output_dir, exist_ok=True)
         report["plots"] = {
             "roc": plot_roc(
-                prob.double().numpy(), onehot.numpy(), self.class_names, auc, os.path.join(self.output_dir, "roc.png")
+                roc_curves(prob.double().numpy(), onehot.numpy()),
+                self.class_names,
+                auc,
+                os.path.join(self.output_dir, "roc.png"),
             )
         }
         if not self.multi_label:

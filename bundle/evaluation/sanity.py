@@ -9,6 +9,7 @@ is the control (1.0 for a deterministic method). Maps that stay similar after th
 edges, not what the classifier learned.
 
 The explained class stays the trained model's class for each image at every step, so that only the weights change.
+This module measures; ``bundle.evaluation.sanity_report`` writes the results as tables, a plot and JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,8 +26,8 @@ import torch
 from monai.metrics import SSIMMetric
 from torch import nn
 
-from ..atomic import atomic_write, atomic_write_json
-from ..saliency import SaliencyInferer, encoder_stages, lung_attention, lung_share, parse_target_layers
+from ..saliency import SaliencyInferer, encoder_stages, parse_target_layers
+from .attention import lung_attention, lung_share
 
 __all__ = [
     "MAX_CORRELATION",
@@ -39,8 +39,6 @@ __all__ = [
     "cascading_randomization",
     "compare_layers",
     "candidate_layers",
-    "write_cascade",
-    "write_comparison",
 ]
 
 logger = logging.getLogger(__name__)
@@ -318,90 +316,3 @@ def compare_layers(
         "max_correlation": max_correlation,
         "rows": rows,
     }
-
-
-def _write_text(path: str, text: str) -> None:
-    with atomic_write(path, "w") as f:
-        f.write(text)
-
-
-def cascade_table(result: dict[str, Any]) -> str:
-    """The check as a Markdown table, a row per step."""
-    lines = [
-        f"Cascading randomisation, {result['method']} on `{result['saliency_layer']}`, {result['n_images']} images: "
-        f"{'passed' if result['passed'] else 'FAILED'} (highest mean Spearman once the deepest stage is random: "
-        f"{result['worst_random']:.3f}, must be < {result['max_correlation']})",
-        "",
-        "| step | randomised (cumulative) | Spearman (mean +- std) | SSIM (mean +- std) |",
-        "| --- | --- | --- | --- |",
-    ]
-    for i, s in enumerate(result["steps"]):
-        what = "none (control: trained vs itself)" if not s["randomised"] else "+ " + ", ".join(s["randomised"])
-        lines.append(
-            f"| {i} | {what} | {s['spearman_mean']:.3f} +- {s['spearman_std']:.3f} "
-            f"| {s['ssim_mean']:.3f} +- {s['ssim_std']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def comparison_table(result: dict[str, Any]) -> str:
-    """The layer comparison as a Markdown table, a row per candidate layer."""
-    lines = [
-        f"{result['method']}, {result['n_images']} images ({result['n_masks']} with lung masks), "
-        f"{'x'.join(map(str, result['image_size']))} px; plain forward {result['forward_ms']:.1f} ms/image "
-        f"(CPU, {result['threads']} thread(s))",
-        "",
-        "| saliency_layer | cells | lung attention ratio | ms/image | x forward | Spearman, random classifier "
-        "| Spearman, worst once deepest stage random | Spearman, all random | SSIM, all random | sanity |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in result["rows"]:
-        lung = f"{r['lung_ratio_mean']:.2f} +- {r['lung_ratio_std']:.2f}" if "lung_ratio_mean" in r else "-"
-        lines.append(
-            f"| `{r['layer']}` | {r['cells']}x{r['cells']} | {lung} | {r['ms_per_image']:.1f} "
-            f"| {r['cost_vs_forward']:.2f} | {r['spearman_classifier_random']:.3f} "
-            f"| {r['spearman_worst_random']:.3f} | {r['spearman_random']:.3f} "
-            f"| {r['ssim_random']:.3f} | {'pass' if r['passed'] else 'FAIL'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _plot_cascade(result: dict[str, Any], path: str) -> None:
-    from ..plots import plt  # the bundle's one plotting module, set up for files only
-
-    steps = result["steps"]
-    x = range(len(steps))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(steps)), 3.6))
-    for key, label in (("spearman", "Spearman rank correlation"), ("ssim", "SSIM")):
-        mean = np.array([s[f"{key}_mean"] for s in steps])
-        std = np.array([s[f"{key}_std"] for s in steps])
-        ax.plot(x, mean, marker="o", label=label)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-    ax.axhline(result["max_correlation"], color="grey", linestyle=":", linewidth=1)
-    ax.set_xticks(list(x), ["trained"] + [s["step"].replace("encoder.", "") for s in steps[1:]], rotation=30)
-    ax.set_ylim(-0.2, 1.05)
-    ax.set_ylabel("similarity to the trained maps")
-    ax.set_title(f"{result['method']} on {result['saliency_layer']}: cascading randomisation", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_cascade(result: dict[str, Any], out_dir: str, plot: bool = True) -> list[str]:
-    """``saliency_check.json``, ``saliency_check.md`` and (with ``plot``) ``saliency_check.png`` in ``out_dir``."""
-    paths = [os.path.join(out_dir, f"saliency_check.{ext}") for ext in ("json", "md", "png")]
-    atomic_write_json(result, paths[0])
-    _write_text(paths[1], cascade_table(result))
-    if not plot:
-        return paths[:2]
-    _plot_cascade(result, paths[2])
-    return paths
-
-
-def write_comparison(result: dict[str, Any], out_dir: str) -> list[str]:
-    """``saliency_layers.json`` and ``saliency_layers.md`` in ``out_dir``."""
-    paths = [os.path.join(out_dir, f"saliency_layers.{ext}") for ext in ("json", "md")]
-    atomic_write_json(result, paths[0])
-    _write_text(paths[1], comparison_table(result))
-    return paths

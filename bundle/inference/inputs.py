@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..data.datalist import SECTIONS, DatalistError, load_datalist
 from ..data.transforms import file_stem
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean, folder_or_file, integer, optional
 
 __all__ = ["list_inputs"]
 
@@ -66,8 +67,6 @@ def list_inputs(
     dataset_dir = os.fspath(dataset_dir)
     recursive = as_bool(recursive, "recursive")
     if datalist:
-        from ..data.datalist import SECTIONS, DatalistError, load_datalist
-
         try:
             sections = load_datalist(datalist, dataset_dir)
         except DatalistError as e:
@@ -106,3 +105,9 @@ def list_inputs(
     for entry, name in zip(entries, _output_names([e["image"] for e in entries], root)):
         entry["name"] = name
     return entries
+
+
+# the settings the input listing consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"recursive": boolean, "max_images": optional(integer(1))}
+# inference reads a folder, one file or a datalist's folder
+WORKFLOW_RULES: dict[str, dict[str, Rule]] = {"inference": {"dataset_dir": folder_or_file}}

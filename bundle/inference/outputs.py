@@ -9,9 +9,9 @@ import numpy as np
 from monai.transforms import Transform
 
 from ..data.transforms import resize_2d
+from ..evaluation.attention import attention_and_masks
 from ..networks.multitask import class_probabilities
-from ..saliency import attention_and_masks
-from ..settings import as_bool
+from ..values import as_bool
 
 __all__ = ["InferenceOutputs", "lung_mask_at", "saliency_at"]
 

@@ -16,7 +16,7 @@ from ..data.readers import NIFTI_SUFFIXES, read_cxr
 from ..data.transforms import STATUS_OK
 from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
 from ..plots import attention_caption, save_overlay
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean, integer
 from .outputs import lung_mask_at, saliency_at
 
 __all__ = ["PredictionWriter"]
@@ -277,3 +277,12 @@ class PredictionWriter:
                 f"{len(failed)} of {len(self.rows)} images failed; see the status column of {self.csv_path}"
             )
         return summary
+
+
+# the settings the writer consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {
+    "write_masks": boolean,
+    "write_saliency": boolean,
+    "write_overlays": boolean,
+    "n_overlays": integer(0),
+}

@@ -13,7 +13,7 @@ import types
 from torch import nn
 
 from ..errors import fail
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean
 
 __all__ = ["freeze_encoder", "trainable_parameters"]
 
@@ -51,3 +51,6 @@ def trainable_parameters(network: nn.Module, frozen_encoder: bool | str = False)
     if as_bool(frozen_encoder, "freeze_encoder"):
         freeze_encoder(network)
     return [p for p in network.parameters() if p.requires_grad]
+
+
+RULES: dict[str, Rule] = {"freeze_encoder": boolean}  # the setting this module consumes (bundle.settings)

@@ -20,7 +20,7 @@ from monai.networks.nets import FlexibleUNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean, choice, is_int
 from .export import exportable
 from .vit import VIT_BACKBONES, VIT_POOLS, build_vit_parts, is_vit
 
@@ -200,3 +200,29 @@ def class_probabilities(logits: torch.Tensor, multi_label: bool = False) -> torc
     """
     logits = logits.float()
     return torch.sigmoid(logits) if as_bool(multi_label, "multi_label") else torch.softmax(logits, dim=1)
+
+
+# FlexibleUNet's encoders halve the image five times and its decoder concatenates skip connections of matching size
+ENCODER_STRIDE = 32
+
+
+def image_size_rule(v: object) -> str | None:
+    """An integer >= 32 and a multiple of 32 (``ENCODER_STRIDE``; a ViT's 16 px patches divide it too)."""
+    if not is_int(v) or v < ENCODER_STRIDE:
+        return f"must be an integer >= {ENCODER_STRIDE} and a multiple of {ENCODER_STRIDE}"
+    if v % ENCODER_STRIDE:
+        lo = v // ENCODER_STRIDE * ENCODER_STRIDE
+        return (
+            f"cannot be halved five times by the encoder and decoder; use a multiple of {ENCODER_STRIDE} "
+            f"(e.g. {lo} or {lo + ENCODER_STRIDE})"
+        )
+    return None
+
+
+# the settings the network consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {
+    "backbone": choice(backbones),
+    "image_size": image_size_rule,
+    "lungs_only": boolean,
+    "vit_pool": choice(VIT_POOLS),
+}

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from ..data.datalist import RULES as DATALIST_RULES
 from ..errors import debug_enabled
-from ..settings import integer, option, output_folder
+from ..values import integer, option, output_folder
 from .cache import CacheSpec
 from .layouts import LAYOUTS
 from .pipeline import Options, prepare
@@ -31,13 +32,13 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
     p.add_argument("--name", help="datalist name (default: layout and source folder name)")
     p.add_argument(
         "--val-fraction",
-        type=option("val_fraction"),
+        type=option(DATALIST_RULES["val_fraction"], "val_fraction"),
         default=0.15,
         help="share of each class's patients for validation (default: %(default)s)",
     )
     p.add_argument(
         "--test-fraction",
-        type=option("val_fraction"),
+        type=option(DATALIST_RULES["val_fraction"], "val_fraction"),
         default=0.15,
         help="share of each class's patients for test (default: %(default)s)",
     )

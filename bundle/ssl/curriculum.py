@@ -38,7 +38,7 @@ from typing import Any
 from ..atomic import atomic_save, atomic_write_json
 from ..checkpoints import load_pretrained, load_weights
 from ..errors import UserError, fail
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean, integer, optional
 
 __all__ = ["CurriculumError", "run_curriculum", "load_state", "STATE_FILE", "stage_dirs"]
 
@@ -357,3 +357,8 @@ def _run_curriculum(
     atomic_write_json(state, state_path, default=str)
     logger.info("curriculum: done; final weights %s (fine-tune: configs/train.json --pretrained_ckpt <it>)", weights)
     return weights
+
+
+RULES: dict[str, Rule] = {"carry_forward": boolean}  # the setting the curriculum consumes (bundle.settings)
+# a curriculum's max_epochs may be null: each stage then keeps its own
+WORKFLOW_RULES: dict[str, dict[str, Rule]] = {"curriculum": {"max_epochs": optional(integer(1))}}

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..networks.multitask import encoder_channels
+from ..values import Rule, choice, number
 from .base import PretrainingMethod
 from .losses import masked_reconstruction_loss, nt_xent_loss
 from .masking import paste_from_batch
@@ -106,3 +107,7 @@ class Inpainting(PretrainingMethod):
             out["contrastive_loss"] = contrast.detach()
         out["loss"] = loss
         return out
+
+
+# the settings the reconstruction method consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"recon_loss": choice(["l1", "l2"]), "contrastive_weight": number(0)}

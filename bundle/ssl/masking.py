@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, RandCoarseDropout, Randomizable
 
+from ..values import Rule, integer, number, number_or_range, optional
+
 __all__ = ["MASK_MODES", "ReconstructionMaskd", "group_mask", "on_cells", "paste_from_batch"]
 
 MASK_MODES = ("blocks", "group", "outpaint")
@@ -214,3 +216,13 @@ def paste_from_batch(image: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     donor = (torch.arange(batch, device=device) + torch.randint(1, batch, (batch,), device=device)) % batch
     region = (mask > 0) & chosen.view(-1, 1, 1, 1)
     return torch.where(region, target[donor].to(image.dtype), image)
+
+
+# the settings of the masks, per image here or batched in bundle.ssl.batch_masking (bundle.settings gathers them)
+RULES: dict[str, Rule] = {
+    "mask_ratio": number_or_range(number(0, 1, lo_open=True, hi_open=True)),
+    "holes": optional(number_or_range(integer(1))),
+    "hole_size": optional(number_or_range(number(0, 1, lo_open=True))),
+    "mask_patch_size": integer(1),
+    "replace_prob": number(0, 1),
+}

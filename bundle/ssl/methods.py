@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..settings import as_bool
+from ..values import Rule, as_bool, boolean, choice, integer, number, optional
 from .base import PretextMethod, TwoViewMethod
 from .byol import BYOL
 from .jigsaw import Jigsaw
@@ -90,3 +90,22 @@ def output_name(ssl_method: str, multi_instance: bool = False) -> str:
     two methods (or a method with and without MICLe pairs) in one ``ckpt_dir`` never overwrite each other.
     """
     return str(ssl_method).lower() + ("_micle" if as_bool(multi_instance, "multi_instance") else "")
+
+
+# the settings the methods consume (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {
+    "multi_instance": boolean,
+    "temperature": number(0, 10, lo_open=True),
+    "momentum": number(0, 1),
+    "proj_dim": optional(integer(1)),
+    "hidden_dim": optional(integer(1)),
+    "pred_hidden_dim": optional(integer(1)),
+    "num_permutations": integer(2, 1000),
+    "tile_fraction": number(0, 1, lo_open=True),
+}
+# ssl_method: the methods of each pretraining workflow
+WORKFLOW_RULES: dict[str, dict[str, Rule]] = {
+    "pretrain_contrastive": {"ssl_method": choice(list(METHODS))},
+    "pretrain_inpainting": {"ssl_method": choice(list(INPAINTING_METHODS))},
+    "pretrain_pretext": {"ssl_method": choice(list(PRETEXT_METHODS))},
+}

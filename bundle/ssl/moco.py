@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from ..distributed import broadcast_, gather_no_grad, is_distributed, rank
+from ..values import Rule, integer, is_int
 from .base import TwoViewMethod
 from .heads import mlp
 from .momentum import ema_update, frozen_copy
@@ -115,3 +117,21 @@ class MoCoV2(TwoViewMethod):
         if self._pending_keys is not None:
             self.enqueue(self._pending_keys)
             self._pending_keys = None
+
+
+RULES: dict[str, Rule] = {"queue_size": integer(1)}  # the setting MoCo alone consumes (bundle.settings)
+
+
+def queue_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """MoCo's queue holds at least one batch of keys."""
+    if workflow != "pretrain_contrastive" or not (is_int(s.get("queue_size")) and is_int(s.get("batch_size"))):
+        return []
+    if str(s.get("ssl_method", "")).lower() == "moco" and s["queue_size"] < s["batch_size"]:
+        return [
+            f"queue_size: {s['queue_size']} is smaller than batch_size {s['batch_size']}; MoCo's queue holds "
+            "at least one batch of keys"
+        ]
+    return []
+
+
+CHECKS = (queue_check,)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from ..data.precision import to_float
 from ..distributed import unwrap
+from ..values import Rule, integer, number
 from .base import PretrainingMethod, pooled_features
 
 __all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled"]
@@ -169,3 +170,7 @@ class PretrainMonitor:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# the settings the monitor consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"probe_interval": integer(0), "collapse_ratio": number(0, 1)}

@@ -11,6 +11,7 @@ from ignite.engine import Engine, Events
 
 from ..distributed import unwrap
 from ..plots import plot_reconstructions
+from ..values import Rule, integer
 
 __all__ = ["ReconstructionSnapshot"]
 
@@ -82,3 +83,7 @@ class ReconstructionSnapshot:
         plot_reconstructions(samples["image"], recon.clamp(0, 1), samples["target"], path, title=f"epoch {epoch}")
         self.saved.append(path)
         logger.info("epoch %d: reconstructions written to %s", epoch, path)
+
+
+# the settings this handler consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"sample_interval": integer(0), "sample_images": integer(0)}

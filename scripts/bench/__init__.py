@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from bundle.settings import integer, option
+from bundle.settings import option
+from bundle.values import integer
 
 from . import cache, inference, inpainting, pretrain, train
 from .harness import REPORT_KEYS, add_speed_arguments, check_output_file, print_report, speed_overrides, write_json

@@ -26,7 +26,8 @@ import torch
 from monai.transforms import MapTransform
 
 from bundle.errors import fail
-from bundle.settings import integer, option
+from bundle.settings import option
+from bundle.values import integer
 
 from .harness import ROOT, add_common_arguments, make_report, parse_ids, settings
 

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from bundle.errors import fail
-from bundle.settings import as_bool, autocast_dtype, integer, option, output_folder
+from bundle.settings import option
+from bundle.values import as_bool, autocast_dtype, integer, output_folder
 
 __all__ = [
     "ROOT",

@@ -21,7 +21,8 @@ from bundle.checkpoints import load_weights
 from bundle.errors import fail
 from bundle.networks import MultiTaskClassifier
 from bundle.saliency import SaliencyInferer
-from bundle.settings import integer, option
+from bundle.settings import option
+from bundle.values import integer
 
 from .harness import (
     IterationTimer,

@@ -11,7 +11,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import StatsHandler
 from torch import nn
 
-from bundle.engines.divergence import DivergenceGuard, UserErrorPassThrough, loss_value, pass_user_errors
+from bundle.engines.divergence import DivergenceGuard, loss_value
+from bundle.engines.user_errors import UserErrorPassThrough, pass_user_errors
 from bundle.errors import DebugUserError, UserError, fail, set_debug
 from tests.conftest import run_bundle
 

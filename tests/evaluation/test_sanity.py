@@ -18,8 +18,8 @@ from bundle.evaluation.sanity import (
     randomize_,
     rank_correlation,
     structural_similarity,
-    write_cascade,
 )
+from bundle.evaluation.sanity_report import write_cascade
 from bundle.networks import MultiTaskNet
 from tests.conftest import ROOT
 

@@ -1,0 +1,21 @@
+"""Checkpoints: weights read safely (``weights``), pretrained weights transferred (``pretrained``), and resumable
+training with atomic writes (``checkpointer``)."""
+
+from ..values import Rule, boolean, existing_file, optional
+from .checkpointer import TrainingCheckpointer, previous_path
+from .pretrained import load_pretrained
+from .weights import WeightsError, check_weights, load_weights, non_finite_tensors
+
+__all__ = [
+    "WeightsError",
+    "load_weights",
+    "load_pretrained",
+    "check_weights",
+    "non_finite_tensors",
+    "previous_path",
+    "TrainingCheckpointer",
+    "RULES",
+]
+
+# the settings this module consumes (bundle.settings gathers every component's table)
+RULES: dict[str, Rule] = {"pretrained_ckpt": optional(existing_file), "ckpt_file": existing_file, "resume": boolean}

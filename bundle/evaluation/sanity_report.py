@@ -1,0 +1,77 @@
+"""The saliency sanity check's results as files: Markdown tables, a plot and JSON (the measurement is
+``bundle.evaluation.sanity``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..atomic import atomic_write, atomic_write_json
+from ..plots import plot_cascade
+
+__all__ = ["cascade_table", "comparison_table", "write_cascade", "write_comparison"]
+
+
+def _write_text(path: str, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def cascade_table(result: dict[str, Any]) -> str:
+    """The check as a Markdown table, a row per step."""
+    lines = [
+        f"Cascading randomisation, {result['method']} on `{result['saliency_layer']}`, {result['n_images']} images: "
+        f"{'passed' if result['passed'] else 'FAILED'} (highest mean Spearman once the deepest stage is random: "
+        f"{result['worst_random']:.3f}, must be < {result['max_correlation']})",
+        "",
+        "| step | randomised (cumulative) | Spearman (mean +- std) | SSIM (mean +- std) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for i, s in enumerate(result["steps"]):
+        what = "none (control: trained vs itself)" if not s["randomised"] else "+ " + ", ".join(s["randomised"])
+        lines.append(
+            f"| {i} | {what} | {s['spearman_mean']:.3f} +- {s['spearman_std']:.3f} "
+            f"| {s['ssim_mean']:.3f} +- {s['ssim_std']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(result: dict[str, Any]) -> str:
+    """The layer comparison as a Markdown table, a row per candidate layer."""
+    lines = [
+        f"{result['method']}, {result['n_images']} images ({result['n_masks']} with lung masks), "
+        f"{'x'.join(map(str, result['image_size']))} px; plain forward {result['forward_ms']:.1f} ms/image "
+        f"(CPU, {result['threads']} thread(s))",
+        "",
+        "| saliency_layer | cells | lung attention ratio | ms/image | x forward | Spearman, random classifier "
+        "| Spearman, worst once deepest stage random | Spearman, all random | SSIM, all random | sanity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["rows"]:
+        lung = f"{r['lung_ratio_mean']:.2f} +- {r['lung_ratio_std']:.2f}" if "lung_ratio_mean" in r else "-"
+        lines.append(
+            f"| `{r['layer']}` | {r['cells']}x{r['cells']} | {lung} | {r['ms_per_image']:.1f} "
+            f"| {r['cost_vs_forward']:.2f} | {r['spearman_classifier_random']:.3f} "
+            f"| {r['spearman_worst_random']:.3f} | {r['spearman_random']:.3f} "
+            f"| {r['ssim_random']:.3f} | {'pass' if r['passed'] else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_cascade(result: dict[str, Any], out_dir: str, plot: bool = True) -> list[str]:
+    """``saliency_check.json``, ``saliency_check.md`` and (with ``plot``) ``saliency_check.png`` in ``out_dir``."""
+    paths = [os.path.join(out_dir, f"saliency_check.{ext}") for ext in ("json", "md", "png")]
+    atomic_write_json(result, paths[0])
+    _write_text(paths[1], cascade_table(result))
+    if not plot:
+        return paths[:2]
+    plot_cascade(result, paths[2])
+    return paths
+
+
+def write_comparison(result: dict[str, Any], out_dir: str) -> list[str]:
+    """``saliency_layers.json`` and ``saliency_layers.md`` in ``out_dir``."""
+    paths = [os.path.join(out_dir, f"saliency_layers.{ext}") for ext in ("json", "md")]
+    atomic_write_json(result, paths[0])
+    _write_text(paths[1], comparison_table(result))
+    return paths
