@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint format bench weights release label-env label clean
+.PHONY: install demo test lint format configs bench weights release label-env label clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder.
@@ -30,6 +30,11 @@ lint: install
 	$(PY) -m black --check .
 	$(PY) -m flake8 .
 	$(PY) .ci/format_json.py --check
+	$(PY) .ci/make_configs.py --check
+
+# The standalone configs are written from configs/layers (what several workflows share is written once there).
+configs: install
+	$(PY) .ci/make_configs.py --fix
 
 format: install
 	$(PY) -m isort .

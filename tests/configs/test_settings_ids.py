@@ -1,7 +1,7 @@
 """Every config checks every one of its settings before any work: ``settings`` lists them all, each has a rule.
 
-``settings`` repeats the config's setting ids by hand (``"label_fraction": "@label_fraction"``); these tests keep
-the copy complete, so a new setting cannot skip ``bundle.settings.check``, and check that the defaults pass.
+``make configs`` derives ``settings`` from the config's setting ids (``"label_fraction": "@label_fraction"``);
+these tests check that the check runs first, that every setting has a rule and that the defaults pass.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from monai.bundle import ConfigParser
 
 from bundle.settings import RULES, WORKFLOW_RULES
+from tests.configs.test_layers import MAKE_CONFIGS
 from tests.conftest import ROOT
 
 WORKFLOWS = {
@@ -22,26 +23,6 @@ WORKFLOWS = {
     "pretrain_pretext": "pretrain_pretext",
     "pretrain_curriculum": "curriculum",
 }
-# top-level ids computed from settings (not set by users), and the recipe itself
-DERIVED = {
-    "splits",
-    "output_name",
-    "pretrained_out",
-    "resume_ckpt",
-    "log_dir",
-    "batch_keys",
-    "log_output",
-    "mask_mode",
-    "num_views",
-    "pretext_options",
-    "output_root",
-    "network",
-    "imports",
-    "initialize",
-    "run",
-    "finalize",
-    "settings",
-}
 
 
 def _config(name: str) -> dict:
@@ -49,15 +30,8 @@ def _config(name: str) -> dict:
 
 
 def _setting_ids(config: dict) -> set[str]:
-    """Top-level ids holding a value a user sets: scalars, lists of scalars, or an expression of other ids."""
-    ids = set()
-    for key, value in config.items():
-        if key.startswith("_") or key in DERIVED or "#" in key:
-            continue
-        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
-            continue  # a component or a list of transforms/stages: recipe, not a setting
-        ids.add(key)
-    return ids
+    """Top-level ids holding a value a user sets (the rule ``make configs`` derives ``settings`` with)."""
+    return {k for k, v in config.items() if MAKE_CONFIGS.is_setting(k, v)}
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
