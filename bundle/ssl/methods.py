@@ -33,6 +33,10 @@ __all__ = [
     "build_pretext",
     "mask_mode_of",
     "output_name",
+    "replace_prob_of",
+    "pretext_options",
+    "reconstruction_views",
+    "reconstruction_keys",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,33 @@ def build_pretext(
 def mask_mode_of(name: str) -> str:
     """The mask mode (``blocks | outpaint | group``) of an inpainting method name."""
     return INPAINTING_METHODS[_choose(name, INPAINTING_METHODS)]
+
+
+# GMML (SPCXR) pastes a patch of another image of the batch into 30 % of the masked regions; the others do not
+REPLACE_PROB = {"group_masked": 0.3}
+
+
+def replace_prob_of(name: str) -> float:
+    """The share of masked regions filled from another image of the batch by an inpainting method's recipe."""
+    return REPLACE_PROB.get(_choose(name, INPAINTING_METHODS), 0.0)
+
+
+def pretext_options(name: str, num_permutations: int, tile_fraction: float) -> dict[str, Any]:
+    """The keyword arguments of a pretext method's class: jigsaw's permutation set and tile size; none for
+    rotation."""
+    if _choose(name, PRETEXT_METHODS) == "jigsaw":
+        return {"num_permutations": num_permutations, "tile_fraction": tile_fraction}
+    return {}
+
+
+def reconstruction_views(contrastive_weight: float) -> int:
+    """Masked views per image of inpainting pretraining: two when NT-Xent between them is added, else one."""
+    return 2 if contrastive_weight > 0 else 1
+
+
+def reconstruction_keys(num_views: int) -> list[str]:
+    """The batch keys of inpainting pretraining: the masked image, its target and mask (and the second view's)."""
+    return ["image", "target", "recon_mask"] + (["image_2", "recon_mask_2"] if num_views == 2 else [])
 
 
 def output_name(ssl_method: str, multi_instance: bool = False) -> str:

@@ -18,7 +18,7 @@ from ..distributed import unwrap
 from ..values import Rule, integer, number
 from .base import PretrainingMethod, pooled_features
 
-__all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled"]
+__all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled", "probe_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,11 @@ class PretrainMonitor:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def probe_entries(entries: Sequence[Mapping[str, Any]], probe_interval: int) -> list[Mapping[str, Any]]:
+    """The labelled ``entries`` the kNN probe reads (its memory or its queries); none when the probe is off."""
+    return [e for e in entries if e.get("label") is not None] if probe_interval else []
 
 
 # the settings the monitor consumes (bundle.settings gathers every component's table)

@@ -43,3 +43,21 @@ def test_every_method_of_every_config_writes_its_own_files(tmp_path):
     assert len(set(outputs.values())) == len(outputs) == 4 * 2 + 3 + 2
     assert len(set(resumes.values())) == len(resumes)
     assert not set(outputs.values()) & set(resumes.values())
+
+
+def test_what_differs_per_method_has_a_name():
+    from bundle.ssl.methods import pretext_options, reconstruction_keys, reconstruction_views, replace_prob_of
+    from bundle.ssl.monitor import probe_entries
+
+    assert (
+        replace_prob_of("group_masked") == 0.3 and replace_prob_of("Inpainting") == replace_prob_of("outpainting") == 0
+    )
+    with pytest.raises(ValueError, match="unknown ssl_method 'simclr'"):
+        replace_prob_of("simclr")
+    assert pretext_options("jigsaw", 30, 0.9) == {"num_permutations": 30, "tile_fraction": 0.9}
+    assert pretext_options("rotation", 30, 0.9) == {}
+    assert [reconstruction_views(w) for w in (0, 0.0, 0.5)] == [1, 1, 2]
+    assert reconstruction_keys(1) == ["image", "target", "recon_mask"]
+    assert reconstruction_keys(2) == ["image", "target", "recon_mask", "image_2", "recon_mask_2"]
+    entries = [{"image": "a", "label": 0}, {"image": "b"}, {"image": "c", "label": None}, {"image": "d", "label": 2}]
+    assert [e["image"] for e in probe_entries(entries, 5)] == ["a", "d"] and probe_entries(entries, 0) == []
