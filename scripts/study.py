@@ -36,7 +36,6 @@ import os
 import shlex
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bundle import workflow
 from bundle.atomic import atomic_write, atomic_write_json
 from bundle.data.datalist import prepare_splits
 from bundle.errors import fail, run_main
@@ -118,25 +118,6 @@ def make_output_folder(out: Path) -> None:
         fail(f"--out {out}: cannot create the folder ({e.strerror or e})", e)
     if not os.access(out, os.W_OK | os.X_OK):
         fail(f"--out {out}: cannot write in it (permission denied)")
-
-
-def cli_value(value: Any) -> str:
-    """A value as ``monai.bundle run`` (python-fire) parses it back: True/False, numbers, lists, strings."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-def bundle_command(config: str | list[str], overrides: dict[str, Any]) -> list[str]:
-    """``python -m monai.bundle run --config_file ... --bundle_root ROOT --id value ...`` (runs from any folder)."""
-    configs = [str(ROOT / c) for c in ([config] if isinstance(config, str) else config)]
-    config_arg = configs[0] if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--bundle_root", str(ROOT)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", cli_value(value)]
-    return cmd
 
 
 def write_datalist(path: Path, sections: dict[str, list[dict]], description: str) -> Path:
@@ -232,7 +213,7 @@ def pretrain(runner: Runner, name: str, common: dict, args: argparse.Namespace) 
     else:
         overrides["output_dir"] = str(folder / "eval")
     overrides.update(spec["overrides"])
-    ran = runner(f"pretrain_{name}", bundle_command(spec["config"], overrides), weights, args.force)
+    ran = runner(f"pretrain_{name}", workflow.command(spec["config"], overrides), weights, args.force)
     return weights, ran
 
 
@@ -254,12 +235,14 @@ def train_and_test(
         overrides["pretrained_ckpt"] = str(weights)
     if redo:
         overrides["resume"] = False
-    ran = runner(f"train_{tag}", bundle_command("configs/train.json", overrides), folder / "models" / "model.pt", redo)
+    ran = runner(
+        f"train_{tag}", workflow.command("configs/train.json", overrides), folder / "models" / "model.pt", redo
+    )
     test = {**overrides, **(test_ids or {}), "output_dir": str(folder / "test"), "n_overlays": 0}
     for key in ("pretrained_ckpt", "resume", "freeze_encoder"):  # evaluation loads the fine-tuned model.pt
         test.pop(key, None)
     metrics = folder / "test" / "metrics.json"
-    runner(f"test_{tag}", bundle_command(["configs/train.json", "configs/evaluate.json"], test), metrics, redo or ran)
+    runner(f"test_{tag}", workflow.command(["configs/train.json", "configs/evaluate.json"], test), metrics, redo or ran)
     return metrics
 
 

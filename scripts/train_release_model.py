@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from bundle import workflow
 from bundle.atomic import atomic_save, atomic_write
 from bundle.checkpoints import load_weights
 
@@ -39,11 +40,7 @@ CONFIGS = ROOT / "configs"
 
 def bundle_run(configs: list[Path], overrides: dict[str, object], cwd: Path) -> None:
     """``python -m monai.bundle run`` of ``configs`` with ``overrides``; stops on the first failing step."""
-    config_arg = str(configs[0]) if len(configs) == 1 else str([str(c) for c in configs])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg]
-    cmd += ["--meta_file", str(CONFIGS / "metadata.json"), "--bundle_root", str(ROOT)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
+    cmd = workflow.command(configs, overrides)
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=cwd, check=True)
 

@@ -25,7 +25,6 @@ decoder was trained against the encoder as it was at the end of its stage; fine-
 from __future__ import annotations
 
 import difflib
-import gc
 import hashlib
 import json
 import logging
@@ -39,6 +38,7 @@ from ..atomic import atomic_save, atomic_write_json
 from ..checkpoints import load_pretrained, load_weights
 from ..errors import UserError, fail
 from ..values import Rule, as_bool, boolean, integer, optional
+from ..workflow import run as run_config
 
 __all__ = ["CurriculumError", "run_curriculum", "load_state", "STATE_FILE", "stage_dirs"]
 
@@ -174,20 +174,13 @@ def _preflight(stage: Mapping[str, Any], overrides: dict[str, Any], init: str | 
 
 def _run_stage(config: str, overrides: dict[str, Any], init: str | None, meta_file: str | None) -> str:
     """Run one pretraining config; returns its ``pretrained_out``."""
-    from monai.bundle import ConfigWorkflow
-
     overrides, declares_init = _with_init(config, overrides, init)
-    workflow = ConfigWorkflow(config_file=config, meta_file=meta_file, workflow_type="train", **overrides)
-    try:
-        workflow.initialize()
+
+    def load_init(workflow: Any) -> None:  # a config without pretrained_ckpt gets the weights here
         if init and not declares_init:
             load_pretrained(workflow.parser.get_parsed_content("network"), init)
-        workflow.run()
-        out = workflow.parser.get_parsed_content("pretrained_out")
-        workflow.finalize()
-    finally:
-        del workflow
-        gc.collect()  # data loader workers and cached datasets of the stage go before the next one starts
+
+    out = run_config(config, overrides, before_run=load_init, meta_file=meta_file).get("pretrained_out")
     if not out or not os.path.isfile(out):
         raise CurriculumError(f"{config}: the stage finished without writing its pretrained_out ({out})")
     return os.path.abspath(out)

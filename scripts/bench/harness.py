@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from bundle import workflow
 from bundle.errors import fail
 from bundle.settings import option
 from bundle.values import as_bool, autocast_dtype, integer, output_folder
@@ -582,12 +583,7 @@ def workflow_overrides(args: argparse.Namespace, device: torch.device, out: str,
 
 def parse_ids(config: str, overrides: Mapping[str, Any], *ids: str) -> list[Any]:
     """The parsed values of ``ids`` of ``configs/<config>`` with ``overrides`` (what the plain loops share)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / config))
-    parser.update({"bundle_root": str(ROOT), **overrides})
-    return [parser.get_parsed_content(i) for i in ids]
+    return workflow.parsed(CONFIGS / config, overrides, *ids)
 
 
 def config_value(config: str, overrides: Mapping[str, Any], name: str, default: Any = None) -> Any:
@@ -602,22 +598,8 @@ def run_workflow(config: str, overrides: Mapping[str, Any], timer: IterationTime
     The workflow is built from the config file with ``overrides``, initialised, run and finalised exactly as
     ``python -m monai.bundle run`` would (with the bundle's logging config); only the timer is added.
     """
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type="train",
-        **{"bundle_root": str(ROOT), **overrides},
-    )
-    wf.initialize()
-    trainer = wf.parser.get_parsed_content("train#trainer")  # the same instance wf.run() runs
-    timer.attach(trainer)
-    wf.run()
-    wf.finalize()
-    del wf, trainer
-    gc.collect()  # the engine holds its DataLoader iterator in reference cycles: release its workers now
+    # the trainer parsed here is the same instance the run runs
+    workflow.run(CONFIGS / config, overrides, lambda wf: timer.attach(wf.parser.get_parsed_content("train#trainer")))
     timer.check()
     return timer
 

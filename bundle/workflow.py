@@ -1,0 +1,110 @@
+"""One way to run the bundle's configs: as a command (``python -m monai.bundle run``) or in this process.
+
+The study, the release weights, the curriculum, the benchmarks and the tests all run configs through these
+functions, so that a config list, an override and the bundle root reach MONAI's runner the same way whoever
+starts it. Configs are named (``"train"`` is ``configs/train.json``) or given as paths (relative ones to the
+bundle root); a list of several is merged in order (later files override), as ``--config_file
+"['a.json','b.json']"`` does, and runs from any working folder because every path is absolute.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+__all__ = ["ROOT", "CONFIGS", "config_paths", "cli_value", "command", "run", "parsed"]
+
+ROOT = Path(__file__).resolve().parents[1]  # the bundle root: configs/, bundle/, models/
+CONFIGS = ROOT / "configs"
+
+
+def config_paths(configs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Absolute paths of ``configs``: a name (``"train"``), a path (relative to the bundle root), or a list."""
+    items = [configs] if isinstance(configs, (str, os.PathLike)) else list(configs)
+    paths = []
+    for item in items:
+        path = Path(item)
+        if not path.suffix:  # a config's name
+            path = CONFIGS / f"{item}.json"
+        paths.append(str(path if path.is_absolute() else ROOT / path))
+    return paths
+
+
+def cli_value(value: Any) -> str:
+    """A value as ``monai.bundle run`` (python-fire) reads it back: True/False/None, numbers, JSON lists and
+    dicts, text as it is."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def command(
+    configs: str | os.PathLike | Sequence[str | os.PathLike],
+    overrides: Mapping[str, Any] | None = None,
+    bundle_root: str | os.PathLike = ROOT,
+    python: str = sys.executable,
+) -> list[str]:
+    """``python -m monai.bundle run --config_file <configs> --bundle_root <root> --<id> <value> ...``; MONAI reads
+    ``metadata.json`` and ``logging.conf`` beside the first config."""
+    paths = config_paths(configs)
+    config_arg = paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
+    argv = [python, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    argv += ["--bundle_root", str(bundle_root)]
+    for key, value in (overrides or {}).items():
+        argv += [f"--{key}", cli_value(value)]
+    return argv
+
+
+def run(
+    configs: str | os.PathLike | Sequence[str | os.PathLike],
+    overrides: Mapping[str, Any] | None = None,
+    before_run: Callable[[ConfigWorkflow], None] | None = None,
+    logging_file: str | bool | None = None,
+    meta_file: str | None = None,
+) -> dict[str, Any]:
+    """Run ``configs`` in this process as ``python -m monai.bundle run`` would: initialise, run, finalise.
+
+    ``before_run(workflow)`` runs between initialise and run (attach a timer, load weights). ``meta_file`` and
+    ``logging_file`` default to MONAI's (``metadata.json`` and ``logging.conf`` beside the first config);
+    ``logging_file`` False keeps the caller's logging. Returns the ids a caller reads after a run (``pretrained_out``,
+    ``ckpt_dir``, ``output_dir``) parsed, where the config has them.
+    """
+    overrides = {"bundle_root": str(ROOT), **(overrides or {})}
+    workflow = ConfigWorkflow(
+        config_file=config_paths(configs),
+        meta_file=meta_file,
+        logging_file=logging_file,
+        workflow_type="train",
+        **overrides,
+    )
+    try:
+        workflow.initialize()
+        if before_run is not None:
+            before_run(workflow)
+        workflow.run()
+        ids = [i for i in ("pretrained_out", "ckpt_dir", "output_dir") if i in workflow.parser.config]
+        results = {i: workflow.parser.get_parsed_content(i) for i in ids}
+        workflow.finalize()
+    finally:
+        del workflow
+        gc.collect()  # the engine holds its DataLoader iterator in reference cycles: release its workers now
+    return results
+
+
+def parsed(
+    configs: str | os.PathLike | Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None, *ids: str
+) -> list[Any]:
+    """The parsed values of ``ids`` of ``configs`` with ``overrides``, without running anything."""
+    parser = ConfigParser()
+    parser.read_config(config_paths(configs))
+    parser.update({"bundle_root": str(ROOT), **(overrides or {})})
+    return [parser.get_parsed_content(i) for i in ids]
