@@ -9,7 +9,7 @@ Each component declares the rules of the ids it consumes beside the registry the
 several ids in ``CHECKS``; ids whose allowed values depend on the workflow in ``WORKFLOW_RULES``), as
 ``bundle.networks.multitask.RULES`` does for ``backbone``. This module sits on top: it imports them, and holds
 only the ids the configs consume themselves (folders, the loop, the optimiser, devices). Each id has one rule,
-whichever config it appears in; tests/configs keeps each config's ``settings`` complete.
+whichever config it appears in; ``make configs`` derives each config's ``settings`` from its ids.
 """
 
 from __future__ import annotations
