@@ -75,7 +75,8 @@ def write_metadata_metrics(metrics: dict[str, float]) -> None:
         f.write(json.dumps(meta, indent=4, separators=(",", ": ")) + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; stops with a usage error when ``--src`` holds no datalist."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=ROOT.parent / "shared" / "data" / "cxr-real")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "release")
@@ -88,10 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.src / "datalist.json").is_file():
         parser.error(f"no datalist.json in {args.src} (the cxr-real collection)")
-    work = args.work.resolve()
-    data, pretrain, train, evaluate = (work / d for d in ("data", "pretrain", "train", "eval"))
-    started = time.time()
+    return args
 
+
+def train_and_evaluate(args: argparse.Namespace, work: Path) -> "OrderedDict[str, torch.Tensor]":
+    """Steps 1 to 3 and the evaluation of step 4 under ``work``; returns the float16 weights evaluated."""
+    data, pretrain, train, evaluate = (work / d for d in ("data", "pretrain", "train", "eval"))
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_sample_data.py"), "--src", str(args.src), "--out", str(data)]
         + ["--all"],
@@ -120,10 +123,12 @@ def main(argv: list[str] | None = None) -> None:
             {**common, "ckpt_dir": shipped, "output_dir": evaluate},
             Path(cwd),
         )
-    metrics = release_metrics(evaluate / "metrics.json")
-    os.makedirs(args.out.parent, exist_ok=True)
-    atomic_save(weights, args.out)  # the very tensors evaluated above
-    summary = {
+    return weights
+
+
+def release_summary(args: argparse.Namespace, metrics: dict[str, float], started: float) -> dict[str, object]:
+    """What ``<work>/release_metrics.json`` records: the weights, the settings, the test figures and the time."""
+    return {
         "weights": str(args.out),
         "size_mb": round(args.out.stat().st_size / 1e6, 2),
         "backbone": args.backbone,
@@ -134,6 +139,18 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": metrics,
         "minutes": round((time.time() - started) / 60, 1),
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Reproduce the shipped weights and their test figures (see the module docstring)."""
+    args = parse_args(argv)
+    work = args.work.resolve()
+    started = time.time()
+    weights = train_and_evaluate(args, work)
+    metrics = release_metrics(work / "eval" / "metrics.json")
+    os.makedirs(args.out.parent, exist_ok=True)
+    atomic_save(weights, args.out)  # the very tensors evaluated above
+    summary = release_summary(args, metrics, started)
     with atomic_write(work / "release_metrics.json", "w") as f:
         f.write(json.dumps(summary, indent=4) + "\n")
     if not args.no_metadata:

@@ -249,6 +249,45 @@ def _empty_split_message(
     return None
 
 
+def _load_checked(
+    datalist: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    multi_label: bool,
+    require_label: bool,
+    check: bool,
+) -> tuple[dict[str, list[dict]], list[dict]]:
+    """The datalist's sections and all their entries, every entry checked.
+
+    Raises:
+        DatalistError: labels that do not fit ``class_names``, or entries with problems (all of them listed).
+    """
+    sections = load_datalist(datalist, dataset_dir)
+    everything = [e for s in SECTIONS for e in sections.get(s, [])]
+    mismatch = labels_against_classes(everything, class_names, multi_label)
+    if mismatch:
+        raise DatalistError(str(datalist), [mismatch])
+    problems = check_entries(everything, len(class_names), multi_label, require_label, read_images=check)
+    if problems:
+        raise DatalistError(str(datalist), problems)
+    return sections, everything
+
+
+def _split_missing(
+    sections: dict[str, list[dict]], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Training, validation and test: the datalist's own sections, those it lacks split from ``training``."""
+    train = sections["training"] if "training" in sections else []
+    val, test = sections.get("validation"), sections.get("test")
+    if val is None or test is None:
+        train, split_val, split_test = split_by_patient(
+            train, 0.0 if val is not None else val_fraction, 0.0 if test is not None else test_fraction, seed
+        )
+        val = val if val is not None else split_val
+        test = test if test is not None else split_test
+    return train, val, test
+
+
 def prepare_splits(
     datalist: str | os.PathLike,
     dataset_dir: str | os.PathLike,
@@ -276,26 +315,12 @@ def prepare_splits(
     multi_label = as_bool(multi_label, "multi_label")
     need_training = as_bool(need_training, "need_training")
     try:
-        sections = load_datalist(datalist, dataset_dir)
-        everything = [e for s in SECTIONS for e in sections.get(s, [])]
-        mismatch = labels_against_classes(everything, class_names, multi_label)
-        if mismatch:
-            raise DatalistError(str(datalist), [mismatch])
-        problems = check_entries(everything, len(class_names), multi_label, require_label, read_images=check)
-        if problems:
-            raise DatalistError(str(datalist), problems)
+        sections, everything = _load_checked(datalist, dataset_dir, class_names, multi_label, require_label, check)
     except DatalistError as e:
         if exit_on_error:
             fail(str(e), e)
         raise
-    train = sections["training"] if "training" in sections else []
-    val, test = sections.get("validation"), sections.get("test")
-    if val is None or test is None:
-        train, split_val, split_test = split_by_patient(
-            train, 0.0 if val is not None else val_fraction, 0.0 if test is not None else test_fraction, seed
-        )
-        val = val if val is not None else split_val
-        test = test if test is not None else split_test
+    train, val, test = _split_missing(sections, val_fraction, test_fraction, seed)
     message = _empty_split_message(
         str(datalist), sections, everything, train, val, test, val_fraction, test_fraction, need_training
     )

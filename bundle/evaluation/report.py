@@ -137,23 +137,26 @@ class EvaluationReport:
             paths = [f"image_{start + i}" for i in range(n)]
         self.image_paths.extend(str(p) for p in paths)
 
-    def _write(self, engine: Engine) -> None:
+    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """Probabilities, predictions, one-hot labels and image paths of every rank, in rank order."""
         # under DDP each rank holds its share of the split: all take part in the gathering, rank 0 writes
         parts = gather_objects([torch.cat(v) if v else torch.zeros(0) for v in self.outputs.values()])
         prob, pred, onehot = (torch.cat([p[i] for p in parts if p[i].numel()] or [parts[0][i]]) for i in range(3))
         image_paths = [p for part in gather_objects(self.image_paths) for p in part]  # rank order, as the tensors
-        if not is_main_process():
-            self.metrics = {}
-            return
+        return prob, pred, onehot, image_paths
+
+    def _figures(
+        self, engine: Engine, auc: list[float], prob: torch.Tensor, pred: torch.Tensor, onehot: torch.Tensor
+    ) -> dict[str, Any]:
+        """The metrics of metrics.json from the handlers' results and the collected outputs."""
         results, names, c = engine.state.metrics, self.metric_names, len(self.class_names)
-        auc = _per_class(results[names["auc"]], c)
         sensitivity = _per_class(results[names["sensitivity"]], c)
         specificity = _per_class(results[names["specificity"]], c)
         support = onehot.sum(0).long().tolist()
         sens_macro, spec_macro = _defined_mean(sensitivity), _defined_mean(specificity)
         dice = getattr(engine.state, "metric_details", {}).get(names["dice"])
         dice_images = 0 if dice is None else int((~torch.isnan(torch.as_tensor(dice))).sum())
-        report = {
+        return {
             "num_images": int(prob.shape[0]),
             # MONAI's "macro" AUC is NaN as soon as one class has a single label value: average the defined ones
             "auc_macro": _defined_mean(auc),
@@ -176,10 +179,10 @@ class EvaluationReport:
             "dice_lung": float(results[names["dice"]]) if dice_images else float("nan"),
             "dice_images": dice_images,
         }
-        for extra in self.extra_metrics:
-            report.update(extra(self))
-        os.makedirs(self.output_dir, exist_ok=True)
-        report["plots"] = {
+
+    def _plots(self, auc: list[float], confusion: list, prob: torch.Tensor, onehot: torch.Tensor) -> dict[str, str]:
+        """Draw the ROC curves and, for single-label data, the confusion matrix; the files, by plot."""
+        plots = {
             "roc": plot_roc(
                 roc_curves(prob.double().numpy(), onehot.numpy()),
                 self.class_names,
@@ -188,9 +191,22 @@ class EvaluationReport:
             )
         }
         if not self.multi_label:
-            report["plots"]["confusion_matrix"] = plot_confusion(
-                report["confusion_matrix"], self.class_names, os.path.join(self.output_dir, "confusion_matrix.png")
+            plots["confusion_matrix"] = plot_confusion(
+                confusion, self.class_names, os.path.join(self.output_dir, "confusion_matrix.png")
             )
+        return plots
+
+    def _write(self, engine: Engine) -> None:
+        prob, pred, onehot, image_paths = self._gathered()
+        if not is_main_process():
+            self.metrics = {}
+            return
+        auc = _per_class(engine.state.metrics[self.metric_names["auc"]], len(self.class_names))
+        report = self._figures(engine, auc, prob, pred, onehot)
+        for extra in self.extra_metrics:
+            report.update(extra(self))
+        os.makedirs(self.output_dir, exist_ok=True)
+        report["plots"] = self._plots(auc, report["confusion_matrix"], prob, onehot)
         report["class_names"] = self.class_names
         if self.predictions:
             write_predictions(

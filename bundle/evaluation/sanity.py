@@ -230,6 +230,79 @@ def _ms_per_image(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, batch
     return float(np.median(times))
 
 
+def _time_layers(
+    network: nn.Module,
+    images: torch.Tensor,
+    layers: Sequence[str],
+    method: str,
+    batch_size: int,
+    repeats: int,
+    threads: int | None,
+) -> tuple[float, dict[str, float], int]:
+    """CPU ms per image of the plain forward and of each layer's maps, and the number of threads they ran on."""
+    cpu_net = copy.deepcopy(network).eval().cpu()
+    timed = images.cpu()
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        plain = SaliencyInferer("none")
+        forward_ms = _ms_per_image(lambda x: plain(x, cpu_net), timed, batch_size, repeats)
+        costs = {}
+        for layer in layers:
+            inferer = SaliencyInferer(method, layer)
+            costs[layer] = _ms_per_image(lambda x, inf=inferer: inf(x, cpu_net), timed, batch_size, repeats)
+    finally:
+        torch.set_num_threads(old_threads)
+    return forward_ms, costs, threads or old_threads
+
+
+def _lung_ratio(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+    """Mean and spread over the images of the lung attention divided by the lung share."""
+    ratio = lung_attention(maps, masks.cpu()) / lung_share(masks.cpu())
+    ratio = ratio[torch.isfinite(ratio)]
+    return {
+        "lung_ratio_mean": float(ratio.mean()) if ratio.numel() else float("nan"),
+        "lung_ratio_std": float(ratio.std()) if ratio.numel() > 1 else 0.0,
+    }
+
+
+def _layer_row(
+    network: nn.Module, images: torch.Tensor, masks: torch.Tensor | None, layer: str, method: str, batch_size: int
+) -> dict[str, Any]:
+    """A layer's row as far as its maps go: the layer, its cells per side and, with masks, the lung ratio."""
+    inferer = SaliencyInferer(method, layer)
+    maps, _ = saliency_maps(network, images, inferer, batch_size=batch_size)
+    hooks = inferer.hooks(network)
+    cells = max(min(a.shape[2:]) for a in hooks.activations.values())
+    row: dict[str, Any] = {"layer": layer, "cells": int(cells)}
+    if masks is not None:
+        row.update(_lung_ratio(maps, masks))
+    return row
+
+
+def _randomised_figures(check: dict[str, Any]) -> dict[str, Any]:
+    """A layer's figures from its cascading check: the fully randomised network, the classifier alone, the worst."""
+    return {
+        "spearman_random": check["steps"][-1]["spearman_mean"],
+        "ssim_random": check["steps"][-1]["ssim_mean"],
+        "spearman_classifier_random": check["steps"][1]["spearman_mean"],
+        "spearman_worst_random": check["worst_random"],
+        "passed": check["passed"],
+    }
+
+
+def _log_row(row: dict[str, Any], log: Callable[[str], None]) -> None:
+    """One line per layer: resolution, lung ratio, cost and the randomised network's similarity."""
+    cells = row["cells"]
+    log(
+        f"{row['layer']:<45} {cells:3d}x{cells:<3d} lung ratio {row.get('lung_ratio_mean', float('nan')):.2f}"
+        f"  {row['ms_per_image']:.1f} ms/image ({row['cost_vs_forward']:.2f}x forward)"
+        f"  random: spearman {row['spearman_random']:.3f} ssim {row['ssim_random']:.3f}"
+        f"  {'pass' if row['passed'] else 'FAIL'}"
+    )
+
+
 def compare_layers(
     network: nn.Module,
     images: torch.Tensor,
@@ -262,56 +335,27 @@ def compare_layers(
     log = log or logger.info
     for layer in layers:
         parse_target_layers(layer)
-    cpu_net = copy.deepcopy(network).eval().cpu()
-    timed = images[:timing_images].cpu()
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        plain = SaliencyInferer("none")
-        forward_ms = _ms_per_image(lambda x: plain(x, cpu_net), timed, batch_size, repeats)
-        costs = {}
-        for layer in layers:
-            inferer = SaliencyInferer(method, layer)
-            costs[layer] = _ms_per_image(lambda x, inf=inferer: inf(x, cpu_net), timed, batch_size, repeats)
-    finally:
-        torch.set_num_threads(old_threads)
-    log(f"plain forward {forward_ms:.1f} ms/image on the CPU ({threads or old_threads} thread(s))")
+    forward_ms, costs, used_threads = _time_layers(
+        network, images[:timing_images], layers, method, batch_size, repeats, threads
+    )
+    log(f"plain forward {forward_ms:.1f} ms/image on the CPU ({used_threads} thread(s))")
     rows = []
     for layer in layers:
-        inferer = SaliencyInferer(method, layer)
-        maps, _ = saliency_maps(network, images, inferer, batch_size=batch_size)
-        hooks = inferer.hooks(network)
-        cells = max(min(a.shape[2:]) for a in hooks.activations.values())
-        row: dict[str, Any] = {"layer": layer, "cells": int(cells)}
-        if masks is not None:
-            ratio = lung_attention(maps, masks.cpu()) / lung_share(masks.cpu())
-            ratio = ratio[torch.isfinite(ratio)]
-            row["lung_ratio_mean"] = float(ratio.mean()) if ratio.numel() else float("nan")
-            row["lung_ratio_std"] = float(ratio.std()) if ratio.numel() > 1 else 0.0
+        row = _layer_row(network, images, masks, layer, method, batch_size)
         row["ms_per_image"] = costs[layer]
         row["cost_vs_forward"] = costs[layer] / forward_ms
         check = cascading_randomization(
             network, images, method, layer, seed, batch_size, max_correlation, log=lambda _: None
         )
-        row["spearman_random"] = check["steps"][-1]["spearman_mean"]
-        row["ssim_random"] = check["steps"][-1]["ssim_mean"]
-        row["spearman_classifier_random"] = check["steps"][1]["spearman_mean"]
-        row["spearman_worst_random"] = check["worst_random"]
-        row["passed"] = check["passed"]
+        row.update(_randomised_figures(check))
         rows.append(row)
-        log(
-            f"{layer:<45} {cells:3d}x{cells:<3d} lung ratio {row.get('lung_ratio_mean', float('nan')):.2f}"
-            f"  {row['ms_per_image']:.1f} ms/image ({row['cost_vs_forward']:.2f}x forward)"
-            f"  random: spearman {row['spearman_random']:.3f} ssim {row['ssim_random']:.3f}"
-            f"  {'pass' if row['passed'] else 'FAIL'}"
-        )
+        _log_row(row, log)
     return {
         "method": method,
         "n_images": int(images.shape[0]),
         "n_masks": 0 if masks is None else int(masks.shape[0]),
         "image_size": list(images.shape[2:]),
-        "threads": threads or old_threads,
+        "threads": used_threads,
         "forward_ms": forward_ms,
         "max_correlation": max_correlation,
         "rows": rows,

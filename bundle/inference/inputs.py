@@ -42,6 +42,44 @@ def _output_names(paths: Sequence[str], root: str | None) -> list[str]:
     return names
 
 
+def _datalist_entries(datalist: str | os.PathLike, dataset_dir: str) -> list[dict]:
+    """Each image of the datalist's sections once, in order, with its mask where it has one.
+
+    Raises:
+        SystemExit: the datalist cannot be read, with the reason.
+    """
+    try:
+        sections = load_datalist(datalist, dataset_dir)
+    except DatalistError as e:
+        raise SystemExit(str(e)) from None
+    entries, seen = [], set()
+    for section in SECTIONS:
+        for e in sections.get(section, []):
+            image = e.get("image")
+            if not isinstance(image, str) or image in seen:
+                continue
+            seen.add(image)
+            entry = {"image": image}
+            if isinstance(e.get("mask"), str):
+                entry["mask"] = e["mask"]
+            entries.append(entry)
+    return entries
+
+
+def _folder_entries(dataset_dir: str, recursive: bool, exclude: Sequence[str | os.PathLike]) -> list[dict]:
+    """Every non-hidden file of the folder outside ``exclude``, sorted."""
+    pattern = "**/*" if recursive else "*"
+    skip = [Path(e).resolve() for e in exclude if e]
+    files = sorted(
+        str(p)
+        for p in Path(dataset_dir).glob(pattern)
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(dataset_dir).parts)
+        and not any(p.resolve().is_relative_to(e) for e in skip)
+    )
+    return [{"image": f} for f in files]
+
+
 def list_inputs(
     dataset_dir: str | os.PathLike,
     datalist: str | os.PathLike | None = None,
@@ -67,35 +105,11 @@ def list_inputs(
     dataset_dir = os.fspath(dataset_dir)
     recursive = as_bool(recursive, "recursive")
     if datalist:
-        try:
-            sections = load_datalist(datalist, dataset_dir)
-        except DatalistError as e:
-            raise SystemExit(str(e)) from None
-        entries, seen = [], set()
-        for section in SECTIONS:
-            for e in sections.get(section, []):
-                image = e.get("image")
-                if not isinstance(image, str) or image in seen:
-                    continue
-                seen.add(image)
-                entry = {"image": image}
-                if isinstance(e.get("mask"), str):
-                    entry["mask"] = e["mask"]
-                entries.append(entry)
-        root = dataset_dir
+        entries, root = _datalist_entries(datalist, dataset_dir), dataset_dir
     elif os.path.isfile(dataset_dir):
         entries, root = [{"image": dataset_dir}], os.path.dirname(dataset_dir)
     elif os.path.isdir(dataset_dir):
-        pattern = "**/*" if recursive else "*"
-        skip = [Path(e).resolve() for e in exclude if e]
-        files = sorted(
-            str(p)
-            for p in Path(dataset_dir).glob(pattern)
-            if p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(dataset_dir).parts)
-            and not any(p.resolve().is_relative_to(e) for e in skip)
-        )
-        entries, root = [{"image": f} for f in files], dataset_dir
+        entries, root = _folder_entries(dataset_dir, recursive, exclude), dataset_dir
     else:
         raise SystemExit(f"dataset_dir {dataset_dir!r}: no such folder or file")
     if max_images is not None:

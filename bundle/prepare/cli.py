@@ -26,10 +26,15 @@ OUT/summary.json (counts per class and split, files left out and why, exact dupl
 training command. See docs/prepare_dataset.md for each dataset."""
 
 
-def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
+def _add_source(p: argparse.ArgumentParser) -> None:
+    """Where the dataset is read from and the datalist written to."""
     p.add_argument("--src", required=True, help="the dataset folder, as downloaded and unpacked")
     p.add_argument("--out", required=True, help="output folder for datalist.json and summary.json")
     p.add_argument("--name", help="datalist name (default: layout and source folder name)")
+
+
+def _add_split(p: argparse.ArgumentParser) -> None:
+    """The shares of patients for validation and test, and the seed."""
     p.add_argument(
         "--val-fraction",
         type=option(DATALIST_RULES["val_fraction"], "val_fraction"),
@@ -43,6 +48,10 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
         help="share of each class's patients for test (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
+
+
+def _add_files(p: argparse.ArgumentParser) -> None:
+    """How files are read, checked and cached, and how their paths are written."""
     p.add_argument(
         "--workers",
         type=option(integer(1)),
@@ -70,6 +79,10 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
         default="auto",
         help="image paths in the datalist: auto = relative when under --out, else absolute",
     )
+
+
+def _add_classes(p: argparse.ArgumentParser, layout: ModuleType) -> None:
+    """Class selection and the official test set, where the layout has them."""
     if layout.SINGLE_LABEL:
         p.add_argument(
             "--classes",
@@ -91,6 +104,14 @@ def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
             help=f"use the dataset's own test set as the test section: {layout.OFFICIAL_TEST}; "
             "--val-fraction then splits the rest, --test-fraction is unused",
         )
+
+
+def _add_common(p: argparse.ArgumentParser, layout: ModuleType) -> None:
+    """The options every layout shares, in the order ``--help`` lists them."""
+    _add_source(p)
+    _add_split(p)
+    _add_files(p)
+    _add_classes(p, layout)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,49 @@ def _label_text(entry: dict) -> str:
     return json.dumps(entry.get("label"))
 
 
+def _resolve_copies(digest: str, copies: list[dict]) -> tuple[list[dict], list[Skip], dict]:
+    """The copies of one image content left out, why, and the report's detail for them."""
+    ordered = sorted(copies, key=lambda c: (c.get("mask") is None, c["image"]))
+    labels = sorted({_label_text(c) for c in copies})
+    files = [c["image"] for c in ordered]
+    if len(labels) == 1:
+        kept = ordered[0]
+        skipped = [
+            Skip(c["image"], f"exact duplicate of {kept['image']} (same label); one copy kept", "duplicate")
+            for c in ordered[1:]
+        ]
+        detail = {"sha256": digest, "files": files, "kept": kept["image"], "resolution": "kept one copy"}
+        return ordered[1:], skipped, detail
+    skipped = [
+        Skip(
+            c["image"],
+            f"exact duplicates with different labels {labels}: all copies left out ({', '.join(files)})",
+            "duplicate_conflict",
+        )
+        for c in ordered
+    ]
+    detail = {
+        "sha256": digest,
+        "files": files,
+        "kept": None,
+        "resolution": f"labels differ {labels}: all copies left out",
+    }
+    return ordered, skipped, detail
+
+
+def _report(details: list[dict], images_removed: int, merged: int) -> dict:
+    """The duplicates' part of the summary."""
+    return {
+        "groups": len(details),
+        "images_removed": images_removed,
+        "groups_with_conflicting_labels": sum(d["kept"] is None for d in details),
+        "patient_merges": merged,
+        "resolution": "same label: one copy kept (one with a mask first); different labels: all copies left out; "
+        "patients of copies merged so that they stay in one split",
+        "details": details,
+    }
+
+
 def resolve_duplicates(
     entries: Sequence[dict], sha256: dict[str, str]
 ) -> tuple[list[dict], list[Skip], dict, PatientGroups]:
@@ -69,43 +112,8 @@ def resolve_duplicates(
             continue
         keys = [patient_key(c) for c in copies]
         merged += sum(groups.union(keys[0], k) for k in keys[1:])
-        ordered = sorted(copies, key=lambda c: (c.get("mask") is None, c["image"]))
-        labels = sorted({_label_text(c) for c in copies})
-        files = [c["image"] for c in ordered]
-        if len(labels) == 1:
-            kept = ordered[0]
-            for c in ordered[1:]:
-                dropped.add(id(c))
-                skipped.append(
-                    Skip(c["image"], f"exact duplicate of {kept['image']} (same label); one copy kept", "duplicate")
-                )
-            details.append({"sha256": digest, "files": files, "kept": kept["image"], "resolution": "kept one copy"})
-        else:
-            for c in ordered:
-                dropped.add(id(c))
-                skipped.append(
-                    Skip(
-                        c["image"],
-                        f"exact duplicates with different labels {labels}: all copies "
-                        f"left out ({', '.join(files)})",
-                        "duplicate_conflict",
-                    )
-                )
-            details.append(
-                {
-                    "sha256": digest,
-                    "files": files,
-                    "kept": None,
-                    "resolution": f"labels differ {labels}: all copies left out",
-                }
-            )
-    report = {
-        "groups": len(details),
-        "images_removed": len(skipped),
-        "groups_with_conflicting_labels": sum(d["kept"] is None for d in details),
-        "patient_merges": merged,
-        "resolution": "same label: one copy kept (one with a mask first); different labels: all copies left out; "
-        "patients of copies merged so that they stay in one split",
-        "details": details,
-    }
-    return [e for e in entries if id(e) not in dropped], skipped, report, groups
+        left_out, why, detail = _resolve_copies(digest, copies)
+        dropped.update(id(c) for c in left_out)
+        skipped += why
+        details.append(detail)
+    return [e for e in entries if id(e) not in dropped], skipped, _report(details, len(skipped), merged), groups

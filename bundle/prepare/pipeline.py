@@ -10,7 +10,7 @@ from typing import IO
 
 from ..atomic import atomic_write
 from .cache import CacheSpec, plan_cache_paths, target_size
-from .dedup import patient_key, resolve_duplicates
+from .dedup import PatientGroups, patient_key, resolve_duplicates
 from .files import rel
 from .records import PrepareError, Scan, Skip
 from .splits import assign_splits
@@ -110,6 +110,112 @@ def _finish(e: dict, out: str, mode: str) -> dict:
     return {k: e[k] for k in first} | {k: v for k, v in e.items() if k not in first}
 
 
+def _check_official_test(scan: Scan, options: Options, src: str) -> None:
+    """Stop before reading every file when ``--official-test`` has no test set to take: the split would fail at
+    the end."""
+    if options.official_test and not any(e.get("_official") == "test" for e in scan.entries):
+        raise PrepareError(f"--official-test: no image of {src} is part of the dataset's own test set")
+
+
+def _plan_cache(entries: list[dict], src: str, spec: CacheSpec | None) -> dict[str, str]:
+    """Source path -> cached PNG path of every image and mask ({} without a cache).
+
+    Raises:
+        PrepareError: the cache would overwrite source files.
+    """
+    if spec is None:
+        return {}
+    paths = [e["image"] for e in entries] + [e["mask"] for e in entries if "mask" in e]
+    cache_paths = plan_cache_paths(paths, src, spec)
+    overwritten = sorted(p for p, c in cache_paths.items() if os.path.realpath(p) == os.path.realpath(c))
+    if overwritten:  # a cache folder that mirrors the source tree onto itself
+        raise PrepareError(
+            f"--cache-dir {spec.root} would overwrite {len(overwritten)} source file(s) such as {overwritten[0]}; "
+            "give the cache a folder of its own"
+        )
+    return cache_paths
+
+
+def _split_sections(
+    entries: list[dict], groups: PatientGroups, options: Options
+) -> tuple[dict[str, list[dict]], list[str]]:
+    """The sections by patient group, and the split's notes.
+
+    Raises:
+        PrepareError: fractions out of range, or ``--official-test`` on a source without a test set.
+    """
+    try:
+        return assign_splits(
+            entries,
+            lambda e: groups.find(patient_key(e)),
+            options.val_fraction,
+            options.test_fraction,
+            options.seed,
+            options.official_test,
+        )
+    except ValueError as e:
+        raise PrepareError(str(e)) from None
+
+
+def _apply_cache(
+    entries: list[dict], checks: dict[str, FileCheck], cache_paths: dict[str, str], spec: CacheSpec | None, src: str
+) -> dict | None:
+    """Point the entries at their cached PNGs; the cache's part of the summary (None without a cache)."""
+    if spec is None:
+        return None
+    for e in entries:
+        _to_cache(e, checks, cache_paths, spec, src)
+    done = [c.cached for c in checks.values() if c.cached]
+    return {
+        "dir": os.path.abspath(spec.root),
+        "settings": spec.tag,
+        "written": done.count("written"),
+        "reused": done.count("reused"),
+    }
+
+
+def _empty_section_notes(entries: list[dict], sections: dict[str, list[dict]], options: Options) -> list[str]:
+    """A note for each section that was asked for but came out empty."""
+    return [
+        f"section '{s}' is empty: too few patients for the requested fractions"
+        for s in SECTIONS
+        if entries
+        and not sections[s]
+        and (s != "validation" or options.val_fraction)
+        and (s != "test" or options.test_fraction or options.official_test)
+    ]
+
+
+def _datalist(scan: Scan, options: Options, src: str, sections: dict[str, list[dict]]) -> dict:
+    """The content of ``datalist.json``."""
+    spec = options.cache
+    return {
+        "name": scan.name,
+        "description": f"prepared from the '{options.layout}' layout of {src}",
+        "labels": {str(i): n for i, n in enumerate(scan.class_names)},
+        "class_names": list(scan.class_names),
+        "multi_label": scan.multi_label,
+        "tensorImageSize": "2D",
+        "numTraining": len(sections["training"]),
+        **({"image_size": [spec.size, spec.size]} if spec is not None and not spec.keep_aspect else {}),
+        **sections,
+    }
+
+
+def _write_outputs(out: str, src: str, summary: dict, datalist: dict, usable: bool, stream: IO[str]) -> None:
+    """Write ``summary.json`` and print it, then ``datalist.json`` unless no image is left.
+
+    Raises:
+        PrepareError: no usable image is left (the summary is written all the same).
+    """
+    _write_json(os.path.join(out, "summary.json"), summary)
+    print(format_summary(summary), file=stream)
+    if not usable:
+        raise PrepareError(f"no usable image found in {src}; the reasons are in {os.path.join(out, 'summary.json')}")
+    _write_json(os.path.join(out, "datalist.json"), datalist)
+    print(f"\nwrote {os.path.join(out, 'datalist.json')} and summary.json", file=stream)
+
+
 def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict:
     """Check every file of ``scan``, resolve exact duplicates, split by patient, optionally cache, and write
     ``datalist.json`` and ``summary.json`` into ``options.out``. Prints the summary; returns it.
@@ -124,20 +230,8 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
     os.makedirs(out, exist_ok=True)
     spec = options.cache
     skipped, notes = list(scan.skipped), list(scan.notes)
-    if options.official_test and not any(e.get("_official") == "test" for e in scan.entries):
-        # before reading every file: the split would fail at the end
-        raise PrepareError(f"--official-test: no image of {src} is part of the dataset's own test set")
-
-    cache_paths = {}
-    if spec is not None:
-        paths = [e["image"] for e in scan.entries] + [e["mask"] for e in scan.entries if "mask" in e]
-        cache_paths = plan_cache_paths(paths, src, spec)
-        overwritten = sorted(p for p, c in cache_paths.items() if os.path.realpath(p) == os.path.realpath(c))
-        if overwritten:  # a cache folder that mirrors the source tree onto itself
-            raise PrepareError(
-                f"--cache-dir {spec.root} would overwrite {len(overwritten)} source file(s) such as {overwritten[0]}; "
-                "give the cache a folder of its own"
-            )
+    _check_official_test(scan, options, src)
+    cache_paths = _plan_cache(scan.entries, src, spec)
     checks = check_files(_file_tasks(scan.entries, cache_paths), options.workers, spec, options.decode)
     entries, bad = _usable(scan.entries, checks)
     skipped += bad
@@ -146,37 +240,10 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
 
     sections: dict[str, list[dict]] = {s: [] for s in SECTIONS}
     if entries:
-        try:
-            sections, split_notes = assign_splits(
-                entries,
-                lambda e: groups.find(patient_key(e)),
-                options.val_fraction,
-                options.test_fraction,
-                options.seed,
-                options.official_test,
-            )
-        except ValueError as e:  # fractions out of range, or --official-test on a source without a test set
-            raise PrepareError(str(e)) from None
+        sections, split_notes = _split_sections(entries, groups, options)
         notes += split_notes
-    cache_report = None
-    if spec is not None:
-        for e in entries:
-            _to_cache(e, checks, cache_paths, spec, src)
-        done = [c.cached for c in checks.values() if c.cached]
-        cache_report = {
-            "dir": os.path.abspath(spec.root),
-            "settings": spec.tag,
-            "written": done.count("written"),
-            "reused": done.count("reused"),
-        }
-    notes += [
-        f"section '{s}' is empty: too few patients for the requested fractions"
-        for s in SECTIONS
-        if entries
-        and not sections[s]
-        and (s != "validation" or options.val_fraction)
-        and (s != "test" or options.test_fraction or options.official_test)
-    ]
+    cache_report = _apply_cache(entries, checks, cache_paths, spec, src)
+    notes += _empty_section_notes(entries, sections, options)
     sections = {
         s: sorted((_finish(e, out, options.paths) for e in sections[s]), key=lambda e: e["image"]) for s in SECTIONS
     }
@@ -195,21 +262,5 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
         options=options.record,
         cache=cache_report,
     )
-    datalist = {
-        "name": scan.name,
-        "description": f"prepared from the '{options.layout}' layout of {src}",
-        "labels": {str(i): n for i, n in enumerate(scan.class_names)},
-        "class_names": list(scan.class_names),
-        "multi_label": scan.multi_label,
-        "tensorImageSize": "2D",
-        "numTraining": len(sections["training"]),
-        **({"image_size": [spec.size, spec.size]} if spec is not None and not spec.keep_aspect else {}),
-        **sections,
-    }
-    _write_json(os.path.join(out, "summary.json"), summary)
-    print(format_summary(summary), file=stream)
-    if not entries:
-        raise PrepareError(f"no usable image found in {src}; the reasons are in {os.path.join(out, 'summary.json')}")
-    _write_json(os.path.join(out, "datalist.json"), datalist)
-    print(f"\nwrote {os.path.join(out, 'datalist.json')} and summary.json", file=stream)
+    _write_outputs(out, src, summary, _datalist(scan, options, src, sections), bool(entries), stream)
     return summary

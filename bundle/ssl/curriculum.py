@@ -269,6 +269,105 @@ def _finished_prefix(
     return len(checked), weights
 
 
+def _plans(
+    checked: Sequence[Mapping[str, Any]],
+    output_root: str,
+    defaults: Mapping[str, Any] | None,
+    force: Mapping[str, Any] | None,
+) -> list[tuple[dict[str, Any], str | None, bool]]:
+    """Each stage's (overrides, own initial weights, whether it names them) from the defaults and forced ids that
+    are set."""
+    # None = "not set"; keys starting with "_" are config annotations such as _desc_
+    base = {k: v for k, v in (defaults or {}).items() if v is not None and not k.startswith("_")}
+    forced = {k: v for k, v in (force or {}).items() if v is not None and not k.startswith("_")}
+    return [_stage_overrides(stage, output_root, base, forced) for stage in checked]
+
+
+def _preflight_unfinished(
+    checked: Sequence[Mapping[str, Any]],
+    plans: Sequence[tuple[dict[str, Any], str | None, bool]],
+    first: int,
+    weights: str | None,
+) -> None:
+    """Check every stage left to run before the first of them trains."""
+    # the weights of a stage after the first one to run do not exist yet, so its check sees none unless it names
+    # its own
+    for i in range(first, len(checked)):
+        overrides, own_init, own = plans[i]
+        _preflight(checked[i], overrides, own_init if own else (weights if i == first else None))
+
+
+def _hand_on(init: str | None, exported: str, ckpt_dir: str, carry_forward: bool) -> str:
+    """The weights a stage hands on: its export, or with ``carry_forward`` the initial weights updated with it."""
+    if not (carry_forward and init):
+        return exported
+    merged = {**load_weights(init), **load_weights(exported)}
+    handed_on = os.path.join(ckpt_dir, "curriculum_weights.pt")
+    atomic_save(merged, handed_on)
+    return handed_on
+
+
+def _run_unfinished_stage(
+    stage: Mapping[str, Any],
+    plan: tuple[dict[str, Any], str | None, bool],
+    weights: str | None,
+    state: dict[str, Any],
+    state_path: str,
+    meta_file: str | None,
+    carry_forward: bool,
+    ran_before: bool,
+) -> str:
+    """Run one stage from the weights handed to it (or its own) and mark it finished; the weights it hands on."""
+    overrides, own_init, own = plan
+    sid = stage["id"]
+    ckpt_dir = overrides["ckpt_dir"]
+    init = own_init if own else weights
+    fingerprint = _fingerprint(stage["config"], {**overrides, "pretrained_ckpt": init})
+    if ran_before and os.path.isdir(ckpt_dir):
+        logger.warning(
+            "curriculum: stage %s ran before from other weights; it continues from its resume checkpoint in %s "
+            "if one is there (delete that folder to retrain it from the new weights)",
+            sid,
+            ckpt_dir,
+        )
+    # this stage and every later one are unfinished until they run again
+    state["stages"] = {k: v for k, v in state["stages"].items() if k < sid}
+    atomic_write_json(state, state_path, default=str)
+    logger.info("curriculum: stage %s (%s) from %s", sid, os.path.relpath(stage["config"]), init or "scratch")
+    started = time.time()
+    try:
+        exported = _run_stage(stage["config"], overrides, init, meta_file)
+    except UserError as e:  # the stage's own one-line failure: say which stage it was
+        fail(f"{_stage_label(stage)}: {e.message}", e)
+    handed_on = _hand_on(init, exported, ckpt_dir, carry_forward)
+    state["stages"][sid] = {
+        "status": "done",
+        "config": stage["config"],
+        "fingerprint": fingerprint,
+        "initial_weights": init,
+        "exported": exported,
+        "handed_on": handed_on,
+        "seconds": round(time.time() - started, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_json(state, state_path, default=str)
+    logger.info("curriculum: stage %s finished, weights %s", sid, handed_on)
+    return handed_on
+
+
+def _publish(weights: str | None, final_out: str | None, state: dict[str, Any], state_path: str) -> str:
+    """Copy the final weights to ``final_out`` (when given) and record them in the state file; their path."""
+    if weights is None:  # unreachable: at least one stage ran or was skipped with its weights
+        raise CurriculumError("no stage produced weights")
+    if final_out:
+        atomic_save(load_weights(weights), final_out)
+        weights = os.path.abspath(final_out)
+    state["final"] = weights
+    atomic_write_json(state, state_path, default=str)
+    logger.info("curriculum: done; final weights %s (fine-tune: configs/train.json --pretrained_ckpt <it>)", weights)
+    return weights
+
+
 def _run_curriculum(
     stages: Sequence[Mapping[str, Any]],
     output_root: str,
@@ -280,6 +379,7 @@ def _run_curriculum(
     meta_file: str | None,
     carry_forward: bool,
 ) -> str:
+    """``run_curriculum`` without the translation of ``CurriculumError`` into one message."""
     try:
         carry_forward = as_bool(carry_forward, "carry_forward")
     except ValueError as e:
@@ -290,66 +390,16 @@ def _run_curriculum(
     os.makedirs(output_root, exist_ok=True)
     state_path = os.path.join(output_root, STATE_FILE)
     state = load_state(output_root)
-    # None = "not set"; keys starting with "_" are config annotations such as _desc_
-    base = {k: v for k, v in (defaults or {}).items() if v is not None and not k.startswith("_")}
-    forced = {k: v for k, v in (force or {}).items() if v is not None and not k.startswith("_")}
-    plans = [_stage_overrides(stage, output_root, base, forced) for stage in checked]
+    plans = _plans(checked, output_root, defaults, force)
     first, weights = _finished_prefix(checked, plans, state, pretrained_ckpt, state_path)
-    # every stage left to run is checked before the first trains; the weights of a stage after the first one to
-    # run do not exist yet, so its check sees none unless it names its own
-    for i in range(first, len(checked)):
-        overrides, own_init, own = plans[i]
-        _preflight(checked[i], overrides, own_init if own else (weights if i == first else None))
+    _preflight_unfinished(checked, plans, first, weights)
     earlier_records = dict(state["stages"])
     for i in range(first, len(checked)):
-        stage, (overrides, own_init, own) = checked[i], plans[i]
-        sid = stage["id"]
-        ckpt_dir = overrides["ckpt_dir"]
-        init = own_init if own else weights
-        fingerprint = _fingerprint(stage["config"], {**overrides, "pretrained_ckpt": init})
-        if i > first and earlier_records.get(sid) and os.path.isdir(ckpt_dir):
-            logger.warning(
-                "curriculum: stage %s ran before from other weights; it continues from its resume checkpoint in %s "
-                "if one is there (delete that folder to retrain it from the new weights)",
-                sid,
-                ckpt_dir,
-            )
-        # this stage and every later one are unfinished until they run again
-        state["stages"] = {k: v for k, v in state["stages"].items() if k < sid}
-        atomic_write_json(state, state_path, default=str)
-        logger.info("curriculum: stage %s (%s) from %s", sid, os.path.relpath(stage["config"]), init or "scratch")
-        started = time.time()
-        try:
-            exported = _run_stage(stage["config"], overrides, init, meta_file)
-        except UserError as e:  # the stage's own one-line failure: say which stage it was
-            fail(f"{_stage_label(stage)}: {e.message}", e)
-        handed_on = exported
-        if carry_forward and init:
-            merged = {**load_weights(init), **load_weights(exported)}
-            handed_on = os.path.join(ckpt_dir, "curriculum_weights.pt")
-            atomic_save(merged, handed_on)
-        state["stages"][sid] = {
-            "status": "done",
-            "config": stage["config"],
-            "fingerprint": fingerprint,
-            "initial_weights": init,
-            "exported": exported,
-            "handed_on": handed_on,
-            "seconds": round(time.time() - started, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        atomic_write_json(state, state_path, default=str)
-        weights = handed_on
-        logger.info("curriculum: stage %s finished, weights %s", sid, handed_on)
-    if weights is None:  # unreachable: at least one stage ran or was skipped with its weights
-        raise CurriculumError("no stage produced weights")
-    if final_out:
-        atomic_save(load_weights(weights), final_out)
-        weights = os.path.abspath(final_out)
-    state["final"] = weights
-    atomic_write_json(state, state_path, default=str)
-    logger.info("curriculum: done; final weights %s (fine-tune: configs/train.json --pretrained_ckpt <it>)", weights)
-    return weights
+        ran_before = i > first and bool(earlier_records.get(checked[i]["id"]))
+        weights = _run_unfinished_stage(
+            checked[i], plans[i], weights, state, state_path, meta_file, carry_forward, ran_before
+        )
+    return _publish(weights, final_out, state, state_path)
 
 
 RULES: dict[str, Rule] = {"carry_forward": boolean}  # the setting the curriculum consumes (bundle.settings)

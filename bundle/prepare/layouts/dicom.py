@@ -109,26 +109,45 @@ def _keep(h: dict[str, str], args: argparse.Namespace) -> str | None:
     return None
 
 
-def scan(args: argparse.Namespace) -> Scan:
-    """Entries for every readable frontal radiograph (with a label row, when labels are given)."""
-    src = Path(args.src)
-    _check_key_tag(args.key_tag)
-    labels_path = None
-    if args.labels:  # as given (absolute, or relative to the working folder), else inside --src
-        labels_path = Path(args.labels) if Path(args.labels).is_file() else src / args.labels
-        labels_path = labels_path.absolute()
-    labels, skipped = _read_labels(args, labels_path) if labels_path else ({}, [])
+def _labels_path(args: argparse.Namespace, src: Path) -> Path | None:
+    """The labels CSV as given (absolute, or relative to the working folder), else inside --src; None without."""
+    if not args.labels:
+        return None
+    path = Path(args.labels) if Path(args.labels).is_file() else src / args.labels
+    return path.absolute()
+
+
+def _dicom_files(src: Path, args: argparse.Namespace, labels_path: Path | None) -> tuple[list[Path], list[Skip]]:
+    """The DICOM files under ``src`` (the labels CSV left out), and the other files as skipped."""
     files, others = [], []
     for f in iter_files(src, args.exclude):
         if labels_path is not None and f.resolve() == labels_path.resolve():
             continue
         (files if is_dicom_file(f) else others).append(f)
-    skipped += [Skip(str(f), "not a DICOM file", "not_dicom") for f in others]
-    if not files:
-        raise PrepareError(f"no DICOM file under {src}")
-    tags = list(dict.fromkeys(("PatientID", "StudyInstanceUID", "ViewPosition", "Modality", args.key_tag)))
-    headers = read_headers([str(f) for f in files], tags, args.workers)
-    entries, keys_seen, by_study = [], set(), 0
+    return files, [Skip(str(f), "not a DICOM file", "not_dicom") for f in others]
+
+
+def _header_fields(h: dict[str, str]) -> dict[str, str]:
+    """The patient (PatientID, else the study), view and study of an image, where its header gives them."""
+    fields = {}
+    if h["PatientID"]:
+        fields["patient"] = h["PatientID"]
+    elif h["StudyInstanceUID"]:  # a study belongs to one patient
+        fields["patient"] = f"study:{h['StudyInstanceUID']}"
+    fields.update({k: v for k, v in (("view", h["ViewPosition"]), ("study", h["StudyInstanceUID"])) if v})
+    return fields
+
+
+def _entries(
+    files: list[Path],
+    headers: list[dict[str, str] | str],
+    args: argparse.Namespace,
+    labels: dict[str, tuple[int, object]],
+    labels_path: Path | None,
+) -> tuple[list[dict], list[Skip], set[str], int]:
+    """An entry per kept file, the files left out, the keys seen in any readable header, and how many images were
+    grouped by study for want of a PatientID."""
+    entries, skipped, keys_seen, by_study = [], [], set(), 0
     for f, h in zip(files, headers):
         if isinstance(h, str):
             skipped.append(Skip(str(f), h, "unreadable"))
@@ -138,13 +157,8 @@ def scan(args: argparse.Namespace) -> Scan:
         if why:
             skipped.append(Skip(str(f), why, "filtered"))
             continue
-        entry = {"image": str(f)}
-        if h["PatientID"]:
-            entry["patient"] = h["PatientID"]
-        elif h["StudyInstanceUID"]:  # a study belongs to one patient
-            entry["patient"] = f"study:{h['StudyInstanceUID']}"
-            by_study += 1
-        entry.update({k: v for k, v in (("view", h["ViewPosition"]), ("study", h["StudyInstanceUID"])) if v})
+        entry = {"image": str(f), **_header_fields(h)}
+        by_study += not h["PatientID"] and bool(h["StudyInstanceUID"])
         if labels_path:
             key = h[args.key_tag]
             if key not in labels:
@@ -152,25 +166,46 @@ def scan(args: argparse.Namespace) -> Scan:
                     Skip(str(f), f"no usable row in {labels_path.name} for {args.key_tag} '{key}'", "no_label")
                 )
                 continue
-            value = labels[key][1]
-            entry["label" if args.label_columns else "_class"] = value
+            entry["label" if args.label_columns else "_class"] = labels[key][1]
         entries.append(entry)
+    return entries, skipped, keys_seen, by_study
+
+
+def _classes(
+    args: argparse.Namespace, entries: list[dict], labels_path: Path | None
+) -> tuple[list[dict], list[str], bool, list[Skip], list[str]]:
+    """Entries with their class, the class names, whether multi-label, the entries filtered out, and notes."""
+    if args.label_columns:
+        return entries, [class_key(c) for c in args.label_columns], True, [], []
+    if labels_path:
+        entries, class_names, filtered = assign_classes(
+            entries, args.classes, parse_mapping(args.class_map, "--class-map")
+        )
+        return entries, class_names, False, filtered, []
+    return entries, [], False, [], ["no --labels: unlabelled datalist, for self-supervised pretraining"]
+
+
+def scan(args: argparse.Namespace) -> Scan:
+    """Entries for every readable frontal radiograph (with a label row, when labels are given)."""
+    src = Path(args.src)
+    _check_key_tag(args.key_tag)
+    labels_path = _labels_path(args, src)
+    labels, skipped = _read_labels(args, labels_path) if labels_path else ({}, [])
+    files, not_dicom = _dicom_files(src, args, labels_path)
+    skipped += not_dicom
+    if not files:
+        raise PrepareError(f"no DICOM file under {src}")
+    tags = list(dict.fromkeys(("PatientID", "StudyInstanceUID", "ViewPosition", "Modality", args.key_tag)))
+    headers = read_headers([str(f) for f in files], tags, args.workers)
+    entries, left_out, keys_seen, by_study = _entries(files, headers, args, labels, labels_path)
+    skipped += left_out
     skipped += [
         Skip(row_ref(labels_path, line), f"no DICOM file with {args.key_tag} '{key}' under --src", "missing_file")
         for key, (line, _) in labels.items()
         if key not in keys_seen
     ]
     notes = [f"{by_study} image(s) without PatientID: grouped by StudyInstanceUID"] if by_study else []
-    if args.label_columns:
-        class_names = [class_key(c) for c in args.label_columns]
-        multi = True
-    elif labels_path:
-        entries, class_names, filtered = assign_classes(
-            entries, args.classes, parse_mapping(args.class_map, "--class-map")
-        )
-        skipped += filtered
-        multi = False
-    else:
-        class_names, multi = [], False
-        notes.append("no --labels: unlabelled datalist, for self-supervised pretraining")
+    entries, class_names, multi, filtered, class_notes = _classes(args, entries, labels_path)
+    skipped += filtered
+    notes += class_notes
     return Scan(args.name or f"dicom-{src.name}", class_names, multi, entries, skipped, notes)

@@ -93,16 +93,17 @@ def _mask_index(masks: list[Path]) -> dict[tuple[Path, str], Path]:
     return index
 
 
-def scan(args: argparse.Namespace) -> Scan:
-    """Entries for every image in a class folder under ``args.src``."""
-    src = Path(args.src)
-    mask_names = {d.lower() for d in args.mask_dirs}
-    patterns = (
-        [_compile(args.patient_regex, "--patient-regex")]
-        if args.patient_regex
-        else [re.compile(p) for p in KERMANY_PATIENT]
-    )
-    name_rules = _name_rules(args.name_class)
+def _patient_patterns(args: argparse.Namespace) -> list[re.Pattern]:
+    """``--patient-regex``, or Kermany's file names by default."""
+    if args.patient_regex:
+        return [_compile(args.patient_regex, "--patient-regex")]
+    return [re.compile(p) for p in KERMANY_PATIENT]
+
+
+def _sort_files(
+    src: Path, args: argparse.Namespace, mask_names: set[str]
+) -> tuple[list[Path], list[Path], int, Counter]:
+    """The images and lung masks under ``src``, the number of infection masks, and the other files by suffix."""
     images, masks, other_masks, non_images = [], [], 0, Counter()
     for f in iter_files(src, args.exclude):
         dirs = [d.lower() for d in f.relative_to(src).parts[:-1]]
@@ -114,6 +115,18 @@ def scan(args: argparse.Namespace) -> Scan:
             images.append(f)
         else:
             non_images[f.suffix.lower()] += 1
+    return images, masks, other_masks, non_images
+
+
+def _entries(
+    src: Path,
+    images: list[Path],
+    masks: list[Path],
+    mask_names: set[str],
+    patterns: list[re.Pattern],
+    name_rules: list[tuple[re.Pattern, str]],
+) -> tuple[list[dict], list[Skip]]:
+    """An entry per image in a class folder, with its patient and mask where found; the images and masks left out."""
     mask_index = _mask_index(masks)
     entries, skipped, used_masks, mask_dirs_of = [], [], set(), {}
     for f in images:
@@ -130,9 +143,7 @@ def scan(args: argparse.Namespace) -> Scan:
             entry["patient"] = patient
         if class_dir not in mask_dirs_of:  # masks sit beside "images", or inside the class folder
             mask_dirs_of[class_dir] = [d for d in class_dir.iterdir() if d.is_dir() and d.name.lower() in mask_names]
-        mask_dirs = mask_dirs_of[class_dir]
-        stem = f.name[: -len(".nii.gz")] if f.name.lower().endswith(".nii.gz") else f.stem
-        mask = next((mask_index[(d, stem.lower())] for d in mask_dirs if (d, stem.lower()) in mask_index), None)
+        mask = _paired_mask(f, mask_dirs_of[class_dir], mask_index)
         if mask is not None:
             entry["mask"] = str(mask)
             used_masks.add(mask)
@@ -144,7 +155,17 @@ def scan(args: argparse.Namespace) -> Scan:
         for m in masks
         if m not in used_masks
     ]
-    entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"))
+    return entries, skipped
+
+
+def _paired_mask(image: Path, mask_dirs: list[Path], mask_index: dict[tuple[Path, str], Path]) -> Path | None:
+    """The mask with the image's name in one of ``mask_dirs``, if any."""
+    stem = image.name[: -len(".nii.gz")] if image.name.lower().endswith(".nii.gz") else image.stem
+    return next((mask_index[(d, stem.lower())] for d in mask_dirs if (d, stem.lower()) in mask_index), None)
+
+
+def _notes(other_masks: int, non_images: Counter, entries: list[dict]) -> list[str]:
+    """What the summary says about files not used and images without a patient id."""
     notes = []
     if other_masks:
         notes.append(f"{other_masks} file(s) in infection-mask folders not used (they are not lung masks)")
@@ -154,4 +175,17 @@ def scan(args: argparse.Namespace) -> Scan:
     without_patient = sum("patient" not in e for e in entries)
     if without_patient:
         notes.append(f"{without_patient} image(s) without a patient id in the file name: one patient per image")
+    return notes
+
+
+def scan(args: argparse.Namespace) -> Scan:
+    """Entries for every image in a class folder under ``args.src``."""
+    src = Path(args.src)
+    mask_names = {d.lower() for d in args.mask_dirs}
+    patterns = _patient_patterns(args)
+    name_rules = _name_rules(args.name_class)
+    images, masks, other_masks, non_images = _sort_files(src, args, mask_names)
+    entries, skipped = _entries(src, images, masks, mask_names, patterns, name_rules)
+    entries, class_names, filtered = assign_classes(entries, args.classes, parse_mapping(args.class_map, "--class-map"))
+    notes = _notes(other_masks, non_images, entries)
     return Scan(args.name or f"folders-{src.name}", class_names, False, entries, skipped + filtered, notes)
