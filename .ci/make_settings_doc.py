@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))  # the bundle of this checkout, whichever copy is 
 from monai.bundle import ConfigParser  # noqa: E402
 
 from bundle import settings  # noqa: E402
-from bundle.values import allowed_text  # noqa: E402
+from bundle.values import BOOLEAN_SPELLINGS, allowed_text  # noqa: E402
 
 PAGE = ROOT / "docs" / "settings.md"
 # workflow (as bundle.settings.check names it) -> the configs it runs, as a config list
@@ -50,7 +50,7 @@ Every id below is overridable on the command line as `--<id> <value>` (for examp
 `python -m monai.bundle run --config_file configs/train.json --max_epochs 5`). Each id has one rule, whichever
 config it appears in, declared by the component that consumes it; the first step of every run checks them all and
 stops with one message listing every bad setting, before any work ([reliability.md](reliability.md)). Boolean ids
-accept `true`/`false`, `yes`/`no`, `on`/`off`, `y`/`n`, `t`/`f` and `1`/`0` in any case.
+accept {booleans} in any case.
 
 *Default* is the value in the config, an expression (`$...`) or a reference (`@id`) as written there; where
 workflows differ, each value names its workflows. *Workflows*: `train` (configs/train.json), `evaluate` (on top of
@@ -67,7 +67,8 @@ def cell(text: str) -> str:
 def shown(value: Any) -> str:
     """A config value as a code span, cut to ``MAX_VALUE`` characters."""
     text = value if isinstance(value, str) else json.dumps(value)
-    text = text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3].rstrip() + "..."
+    if len(text) > MAX_VALUE:  # cut at a space, so that no word is cut in two
+        text = text[: MAX_VALUE - 4].rsplit(" ", 1)[0] + " ..."
     return f"`{text}`"
 
 
@@ -142,7 +143,9 @@ def checks_list() -> list[str]:
 def render() -> str:
     """The whole page."""
     found, computed = read_configs()
-    return "\n".join([HEAD, *ids_table(found, computed), "", *checks_list()]) + "\n"
+    booleans = ", ".join(f"`{yes}`/`{no}`" for yes, no in BOOLEAN_SPELLINGS)
+    head = HEAD.format(booleans=booleans)
+    return "\n".join([head, *ids_table(found, computed), "", *checks_list()]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

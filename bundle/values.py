@@ -22,6 +22,8 @@ import numpy as np
 
 _TRUE = ("true", "1", "yes", "y", "on", "t")
 _FALSE = ("false", "0", "no", "n", "off", "f", "none", "")
+# the pairs users type, true first (docs/settings.md lists them; ``none`` and "" are false without a true twin)
+BOOLEAN_SPELLINGS = tuple(zip(_TRUE, _FALSE))
 
 # the autocast dtypes of ``amp`` (``amp_dtype``): bfloat16 keeps float32's range, float16 needs the loss scaling
 AMP_DTYPES = ("bfloat16", "float16")
