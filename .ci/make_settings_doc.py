@@ -149,6 +149,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``--fix`` writes the page; ``--check`` returns 1 when the committed page differs from what ``render`` gives."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="exit 1 if docs/settings.md is not what the rules give")

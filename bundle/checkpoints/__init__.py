@@ -22,6 +22,6 @@ RULES: dict[str, Rule] = {
     "pretrained_ckpt": described(
         optional(existing_file), "weights to start from (matching keys are loaded, per part logged)"
     ),
-    "ckpt_file": described(existing_file, "the weights evaluation and inference use"),
+    "ckpt_file": described(existing_file, "the weights inference uses"),
     "resume": described(boolean, "continue from the resume state in ``ckpt_dir`` when there is one"),
 }
