@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint format configs bench weights release label-env label clean
+.PHONY: install demo test lint format configs docs bench weights release label-env label clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder.
@@ -31,10 +31,15 @@ lint: install
 	$(PY) -m flake8 .
 	$(PY) .ci/format_json.py --check
 	$(PY) .ci/make_configs.py --check
+	$(PY) .ci/make_settings_doc.py --check
 
 # The standalone configs are written from configs/layers (what several workflows share is written once there).
 configs: install
 	$(PY) .ci/make_configs.py --fix
+
+# docs/settings.md, the reference of every setting id, is written from the rules in bundle/ and from the configs.
+docs: install
+	$(PY) .ci/make_settings_doc.py --fix
 
 format: install
 	$(PY) -m isort .
@@ -50,6 +55,7 @@ bench: install
 
 # Reproduce the shipped models/model.pt (and its eval_metrics in configs/metadata.json) from the CC BY images of
 # the real collection (SHARED_CXR): SimCLR pretraining, then multi-task fine-tuning, then a test-split evaluation.
+# The default is the developers' copy of that collection; give yours with `make weights SHARED_CXR=<your data>`.
 SHARED_CXR ?= ../shared/data/cxr-real
 weights: install
 	$(PY) scripts/train_release_model.py --src $(SHARED_CXR)

@@ -10,7 +10,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn import functional as F
 
-from .values import Rule, as_bool, is_number, number
+from .values import Rule, as_bool, described, is_number, number
 
 __all__ = ["MultiTaskLoss"]
 
@@ -62,7 +62,10 @@ class MultiTaskLoss(nn.Module):
 
 
 # the settings the loss consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"w_cls": number(0), "w_seg": number(0)}
+RULES: dict[str, Rule] = {
+    "w_cls": described(number(0), "weight of the classification loss"),
+    "w_seg": described(number(0), "weight of the lung segmentation loss"),
+}
 
 
 def weights_check(s: Mapping[str, Any], workflow: str) -> list[str]:

@@ -26,7 +26,7 @@ from torch import nn
 
 from .networks.multitask import RULES as NETWORK_RULES
 from .networks.multitask import build_encoder, class_probabilities
-from .values import Rule, as_bool, choice, class_names, integer, is_int, number, optional, show, text
+from .values import Rule, as_bool, choice, class_names, described, integer, is_int, number, optional, show, text
 
 __all__ = [
     "SALIENCY_METHODS",
@@ -390,11 +390,19 @@ class SaliencyInferer(Inferer):
 # the settings of the maps (bundle.settings gathers every component's table); saliency_class is an index or a
 # class name, checked against class_names by saliency_class_check
 RULES: dict[str, Rule | None] = {
-    "saliency": choice(SALIENCY_METHODS),
-    "saliency_layer": optional(text),
-    "saliency_class": None,
-    "occlusion_mask_size": optional(integer(1)),
-    "occlusion_overlap": number(0, 1, hi_open=True),
+    "saliency": described(choice(SALIENCY_METHODS), "saliency method of evaluation and inference"),
+    "saliency_layer": described(
+        optional(text), "module(s) Grad-CAM explains (``a+b``: the mean of their maps); null: the encoder's default"
+    ),
+    "saliency_class": described(
+        None,
+        "class explained for every image; null: the predicted class",
+        "null, a class name of `class_names` or an index into it",
+    ),
+    "occlusion_mask_size": described(
+        optional(integer(1)), "occlusion patch side in pixels; null: an eighth of the image side"
+    ),
+    "occlusion_overlap": described(number(0, 1, hi_open=True), "overlap of neighbouring occlusion patches"),
 }
 
 

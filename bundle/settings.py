@@ -32,6 +32,7 @@ from .values import (
     as_bool,
     boolean,
     choice,
+    described,
     device,
     device_type,
     existing_folder,
@@ -69,25 +70,34 @@ COMPONENTS: tuple[ModuleType, ...] = (
 
 # the ids the configs consume themselves: folders, the loop, the optimiser and devices
 RUN_RULES: dict[str, Rule] = {
-    "bundle_root": existing_folder,
-    "ckpt_dir": output_folder,
-    "output_dir": output_folder,
-    "output_root": output_folder,
-    "batch_size": integer(1),
-    "num_workers": integer(0),
-    "device": device,
-    "amp": boolean,
-    "amp_dtype": choice(AMP_DTYPES),
-    "channels_last": boolean,
-    "compile": boolean,
-    "sync_batch_norm": boolean,
-    "debug": boolean,
-    "max_epochs": integer(1),
-    "val_interval": integer(1),
-    "learning_rate": number(0, 10, lo_open=True),
-    "weight_decay": number(0, 1),
-    "warmup_epochs": integer(0),
-    "key_metric": choice(["val_auc", "val_accuracy", "val_dice"], lower=False),
+    "bundle_root": described(
+        existing_folder, "the bundle's folder (configs, package, models); relative paths start here"
+    ),
+    "ckpt_dir": described(output_folder, "folder of the weights a run writes and resumes from"),
+    "output_dir": described(output_folder, "folder of logs, metrics, plots and predictions"),
+    "output_root": described(output_folder, "folder of the curriculum: one sub-folder per stage and its state"),
+    "batch_size": described(integer(1), "images per batch (per process on several GPUs)"),
+    "num_workers": described(integer(0), "DataLoader and caching worker processes"),
+    "device": described(device, "the torch device of the run"),
+    "amp": described(boolean, "mixed precision (autocast) on a CUDA device"),
+    "amp_dtype": described(
+        choice(AMP_DTYPES), "autocast dtype of ``amp``: bfloat16 keeps float32's range, float16 needs loss scaling"
+    ),
+    "channels_last": described(
+        boolean, "the network's weights in channels-last memory format (cuDNN's NHWC convolutions)"
+    ),
+    "compile": described(boolean, "``torch.compile`` of the training network (one process on a GPU)"),
+    "sync_batch_norm": described(boolean, "batch-norm statistics synchronised across processes (multi-GPU overlays)"),
+    "debug": described(boolean, "tracebacks instead of one-line messages when a run stops"),
+    "max_epochs": described(integer(1), "training epochs"),
+    "val_interval": described(integer(1), "epochs between validations"),
+    "learning_rate": described(number(0, 10, lo_open=True), "AdamW learning rate, cosine decay over ``max_epochs``"),
+    "weight_decay": described(number(0, 1), "AdamW weight decay"),
+    "warmup_epochs": described(integer(0), "epochs of linear learning-rate warm-up before the cosine decay"),
+    "key_metric": described(
+        choice(["val_auc", "val_accuracy", "val_dice"], lower=False),
+        "validation metric that selects the best ``model.pt``",
+    ),
 }
 WORKFLOWS = (
     "train",
@@ -112,7 +122,9 @@ def _gather_rules() -> dict[str, Rule | None]:
 
 
 def _gather_workflow_rules() -> dict[str, dict[str, Rule]]:
-    gathered: dict[str, dict[str, Rule]] = {"inference": {"ckpt_dir": existing_folder}}
+    gathered: dict[str, dict[str, Rule]] = {
+        "inference": {"ckpt_dir": described(existing_folder, "folder of the ``model.pt`` inference reads")}
+    }
     for component in COMPONENTS:
         for workflow, rules in getattr(component, "WORKFLOW_RULES", {}).items():
             gathered.setdefault(workflow, {}).update(rules)

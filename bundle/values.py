@@ -22,6 +22,8 @@ import numpy as np
 
 _TRUE = ("true", "1", "yes", "y", "on", "t")
 _FALSE = ("false", "0", "no", "n", "off", "f", "none", "")
+# the pairs users type, true first (docs/settings.md lists them; ``none`` and "" are false without a true twin)
+BOOLEAN_SPELLINGS = tuple(zip(_TRUE, _FALSE))
 
 # the autocast dtypes of ``amp`` (``amp_dtype``): bfloat16 keeps float32's range, float16 needs the loss scaling
 AMP_DTYPES = ("bfloat16", "float16")
@@ -132,6 +134,7 @@ def optional(inner: Rule) -> Rule:
         problem = None if v is None else inner(v)
         return None if problem is None else f"{problem}, or null"
 
+    rule.allowed = f"{allowed_text(inner)}, or null"  # type: ignore[attr-defined]  # a new function per call
     return rule
 
 
@@ -147,6 +150,37 @@ def number_or_range(inner: Rule, ordered: bool = True) -> Rule:
         return None
 
     return rule
+
+
+def described(rule: Rule | None, text: str, allowed: str | None = None) -> Rule:
+    """``rule`` carrying a one-line ``description`` of its setting, for the settings reference (docs/settings.md).
+
+    The result is a NEW function calling ``rule``: shared rules such as ``boolean`` check many ids, and an
+    attribute set on them would give every such id the last description written. ``rule`` None accepts every
+    value (a check over several ids decides); ``allowed`` then says what is allowed, as ``allowed_text`` reads it.
+    """
+
+    def rule_(v: Any) -> str | None:
+        return None if rule is None else rule(v)
+
+    rule_.description = text  # type: ignore[attr-defined]
+    rule_.allowed = allowed  # type: ignore[attr-defined]
+    rule_.described_rule = rule  # type: ignore[attr-defined]
+    return rule_
+
+
+def allowed_text(rule: Rule | None) -> str:
+    """What a rule allows, in words: its ``allowed`` text, else what it says of a value nothing accepts (an
+    ``object()``), without the leading "must be "."""
+    if rule is None:
+        return "any value"
+    given = getattr(rule, "allowed", None) or PATHS_ALLOWED.get(rule)
+    if given:
+        return given
+    if getattr(rule, "described_rule", None) is not None:  # a ``described`` wrapper: what its rule allows
+        return allowed_text(rule.described_rule)  # type: ignore[attr-defined]
+    problem = rule(object()) or "any value"
+    return problem[len("must be ") :] if problem.startswith("must be ") else problem
 
 
 def boolean(v: Any) -> str | None:
@@ -211,6 +245,15 @@ def output_folder(v: Any) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):
         return f"is not writable ({path}: permission denied)"
     return None
+
+
+# what the path rules allow, in words: their message for a value of the wrong type names no condition on disk
+PATHS_ALLOWED: dict[Rule, str] = {
+    existing_folder: "an existing folder",
+    existing_file: "an existing readable file",
+    folder_or_file: "an existing folder or file",
+    output_folder: "a writable folder, or one that can be created",
+}
 
 
 def device(v: Any) -> str | None:

@@ -1,7 +1,7 @@
 """Rebuild data/sample/ from the cxr-real collection: only images (and masks) whose licence allows redistribution.
 
-    python scripts/make_sample_data.py --src ../shared/data/cxr-real --out data/sample --per-class 40
-    python scripts/make_sample_data.py --src ../shared/data/cxr-real --out runs/release/data --all
+    python scripts/make_sample_data.py --src <your data> --out data/sample --per-class 40
+    python scripts/make_sample_data.py --src <your data> --out runs/release/data --all
 
 
 Kept: Kermany et al. images (CC BY 4.0) for normal / bacterial / viral pneumonia, Hannover Medical School

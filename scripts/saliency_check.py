@@ -1,7 +1,7 @@
 """Saliency sanity check (cascading randomisation, Adebayo et al. 2018) of a trained model, and the layer comparison.
 
-    python scripts/saliency_check.py --dataset_dir ../shared/data/cxr-real --n_images 32 --out runs/saliency_check
-    python scripts/saliency_check.py --dataset_dir ../shared/data/cxr-real --compare_layers --out runs/saliency_layers
+    python scripts/saliency_check.py --dataset_dir <your data> --n_images 32 --out runs/saliency_check
+    python scripts/saliency_check.py --dataset_dir <your data> --compare_layers --out runs/saliency_layers
 
 The model is built as configs/train.json + configs/evaluate.json build it (``network_def`` with ``--backbone``,
 ``--image_size`` preprocessing, the patient-level ``splits`` of ``--datalist`` / ``--dataset_dir``) and loads

@@ -1,7 +1,7 @@
 """The label-efficiency study: initialisations x label fractions x seeds x {fine-tuning, linear probe}, one command.
 
-    python scripts/study.py --data ../shared/data/cxr-real --out runs/study   # reduced CPU default (docs/study.md)
-    python scripts/study.py --data ../shared/data/cxr-real --out runs/study_full --methods all \\
+    python scripts/study.py --data <your data> --out runs/study   # reduced CPU default (docs/study.md)
+    python scripts/study.py --data <your data> --out runs/study_full --methods all \\
         --image_size 224 --pretrain_epochs 100 --finetune_epochs 30 --batch_size 64 --seeds 0 1 2 \\
         [--natural_weights models/resnet10_imagenet_encoder.pt] [--leave_one_source_out]   # the full GPU setting
 

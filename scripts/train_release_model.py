@@ -1,6 +1,6 @@
 """Reproduce the shipped weights (models/model.pt) from the CC BY images of the cxr-real collection.
 
-    python scripts/train_release_model.py --src ../shared/data/cxr-real      # or: make weights
+    python scripts/train_release_model.py --src <your data>      # or: make weights
 
 Steps, each a ``python -m monai.bundle run`` of this bundle's own configs, run from a temporary working directory
 with absolute paths and ``--bundle_root`` (as the model zoo runs bundles):

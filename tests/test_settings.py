@@ -219,19 +219,60 @@ def test_debug_id_switches_tracebacks_on(tmp_path):
     assert not errors.debug_enabled() or os.environ.get("CXR_DEBUG")
 
 
-def test_the_guide_lists_every_rule():
-    """docs/reliability.md's table names every checked id (``*_prob`` style patterns count)."""
-    import fnmatch
-    import re
+def _settings_doc():
+    import importlib.util
 
-    from bundle.settings import RULES, WORKFLOW_RULES
     from tests.conftest import ROOT
 
-    table = (ROOT / "docs" / "reliability.md").read_text().split("## Settings are checked", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`([a-z_*]+)`", table))
-    ids = set(RULES) | {k for rules in WORKFLOW_RULES.values() for k in rules}
-    missing = sorted(i for i in ids if not any(fnmatch.fnmatchcase(i, n) for n in named))
-    assert not missing, f"docs/reliability.md does not list {missing}"
+    spec = importlib.util.spec_from_file_location("make_settings_doc", ROOT / ".ci" / "make_settings_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_rule_has_a_description():
+    """docs/settings.md is written from the rules: each id's rule says in one line what the id is."""
+    from bundle.settings import RULES, WORKFLOW_RULES
+
+    rules = [(name, rule) for name, rule in RULES.items()]
+    rules += [
+        (f"{workflow}: {name}", rule) for workflow, table in WORKFLOW_RULES.items() for name, rule in table.items()
+    ]
+    missing = [name for name, rule in rules if not str(getattr(rule, "description", "")).strip()]
+    assert not missing, f"rules without a description (bundle.values.described): {missing}"
+
+
+def test_described_leaves_shared_rules_alone():
+    from bundle.values import allowed_text, boolean, described, integer, optional
+
+    a, b = described(boolean, "first id"), described(boolean, "second id")
+    assert (a.description, b.description) == ("first id", "second id") and not hasattr(boolean, "description")
+    assert a("yes") is None and a("maybe") == boolean("maybe")
+    assert allowed_text(a) == "true or false (or yes/no, on/off, 1/0)"
+    assert allowed_text(optional(integer(1))) == "an integer >= 1, or null"
+    assert allowed_text(described(None, "any", "a class name")) == "a class name" and described(None, "x")(1) is None
+
+
+def test_the_settings_page_is_current():
+    """docs/settings.md equals what the rules and configs give (``make docs`` rewrites it)."""
+    from tests.conftest import ROOT
+
+    page = (ROOT / "docs" / "settings.md").read_text()
+    assert page == _settings_doc().render(), "docs/settings.md is stale: run `make docs`"
+
+
+def test_the_settings_page_lists_every_id_and_check():
+    import re
+
+    from bundle.settings import CHECKS, RULES, WORKFLOW_RULES
+
+    page = _settings_doc().render()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    listed = {re.match(r"\| `([a-z_]+)`", row).group(1) for row in rows}
+    assert listed == set(RULES) | {k for table in WORKFLOW_RULES.values() for k in table}
+    # every row has its five cells: no value's "|" breaks the table
+    assert all(len(re.split(r"(?<!\\)\|", row)) == 7 for row in rows)
+    assert all(f"{c.__module__}.{c.__name__}" in page for c in CHECKS)
 
 
 def test_option_gives_scripts_the_same_rules():

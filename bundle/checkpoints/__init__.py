@@ -1,7 +1,7 @@
 """Checkpoints: weights read safely (``weights``), pretrained weights transferred (``pretrained``), and resumable
 training with atomic writes (``checkpointer``)."""
 
-from ..values import Rule, boolean, existing_file, optional
+from ..values import Rule, boolean, described, existing_file, optional
 from .checkpointer import TrainingCheckpointer, previous_path
 from .pretrained import load_pretrained
 from .weights import WeightsError, check_weights, load_weights, non_finite_tensors
@@ -18,4 +18,10 @@ __all__ = [
 ]
 
 # the settings this module consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"pretrained_ckpt": optional(existing_file), "ckpt_file": existing_file, "resume": boolean}
+RULES: dict[str, Rule] = {
+    "pretrained_ckpt": described(
+        optional(existing_file), "weights to start from (matching keys are loaded, per part logged)"
+    ),
+    "ckpt_file": described(existing_file, "the weights inference uses"),
+    "resume": described(boolean, "continue from the resume state in ``ckpt_dir`` when there is one"),
+}

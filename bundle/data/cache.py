@@ -33,7 +33,7 @@ from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
-from ..values import Rule, choice, number, output_folder
+from ..values import Rule, choice, described, number, output_folder
 
 __all__ = ["CACHE_KINDS", "cached_dataset", "keep_heap_compact", "transform_hash"]
 
@@ -123,4 +123,8 @@ def cached_dataset(
 
 
 # the settings this module consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"cache": choice(CACHE_KINDS), "cache_dir": output_folder, "cache_rate": number(0, 1)}
+RULES: dict[str, Rule] = {
+    "cache": described(choice(CACHE_KINDS), "where decoded, resized images are kept between epochs"),
+    "cache_dir": described(output_folder, "folder of the ``disk`` cache (read only with ``cache`` ``disk``)"),
+    "cache_rate": described(number(0, 1), "share of the images kept by the ``memory`` cache"),
+}

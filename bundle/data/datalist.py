@@ -24,6 +24,7 @@ from ..values import (
     as_bool,
     boolean,
     class_names,
+    described,
     existing_file,
     existing_folder,
     integer,
@@ -391,15 +392,24 @@ def pretraining_splits(
 
 # the settings the datalist and its splits consume (bundle.settings gathers every component's table)
 RULES: dict[str, Rule] = {
-    "dataset_dir": existing_folder,
-    "datalist": optional(existing_file),
-    "image_dir": optional(existing_folder),
-    "class_names": class_names,
-    "multi_label": boolean,
-    "seed": integer(0, 2**32 - 1),
-    "val_fraction": number(0, 1, hi_open=True),
-    "test_fraction": number(0, 1, hi_open=True),
-    "label_fraction": number(0, 1, lo_open=True),
+    "dataset_dir": described(existing_folder, "folder of the images; relative datalist paths start here"),
+    "datalist": described(optional(existing_file), "the datalist JSON; not read when ``image_dir`` is given"),
+    "image_dir": described(
+        optional(existing_folder),
+        "pretrain on every image under this folder instead of the datalist (no labels, no probe)",
+    ),
+    "class_names": described(class_names, "the classes, in the labels' order; their number sizes the classifier"),
+    "multi_label": described(boolean, "independent findings (sigmoid, BCE) instead of one class per image"),
+    "seed": described(
+        integer(0, 2**32 - 1), "seed of the patient-grouped split, the initial weights and the random transforms"
+    ),
+    "val_fraction": described(
+        number(0, 1, hi_open=True), "share of patients for validation, when the datalist has no validation section"
+    ),
+    "test_fraction": described(
+        number(0, 1, hi_open=True), "share of patients for test, when the datalist has no test section"
+    ),
+    "label_fraction": described(number(0, 1, lo_open=True), "share of the labelled training images kept"),
 }
 
 

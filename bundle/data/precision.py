@@ -21,7 +21,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTrait
 
-from ..values import Rule, choice
+from ..values import Rule, choice, described
 from .cache import keep_heap_compact
 
 __all__ = [
@@ -196,4 +196,6 @@ class ToFloatd(RandomizableTrait, MapTransform):
         return d
 
 
-RULES: dict[str, Rule] = {"cache_dtype": choice(list(CACHE_DTYPES))}  # the setting this module consumes
+RULES: dict[str, Rule] = {
+    "cache_dtype": described(choice(list(CACHE_DTYPES)), "precision of cached images (``uint16``: DICOM at full depth)")
+}  # the setting this module consumes

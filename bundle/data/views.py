@@ -20,7 +20,7 @@ from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, Randomizable
 from monai.utils import MAX_SEED, get_seed
 
-from ..values import Rule, as_bool, choice, integer, number, number_or_range
+from ..values import Rule, as_bool, choice, described, integer, number, number_or_range
 from .cache import cached_dataset
 from .precision import to_float
 
@@ -192,18 +192,23 @@ non_negative = number(0)
 
 # the settings of the views, per image here or batched in bundle.data.batch_views (bundle.settings gathers them)
 RULES: dict[str, Rule] = {
-    "views_on": choice(VIEWS_ON),
-    "crop_min_scale": number(0, 1, lo_open=True),
-    "hflip_prob": probability,
-    "affine_prob": probability,
-    "rotate_range": number(0, math.pi),
-    "scale_range": number(0, 1, hi_open=True),
-    "contrast_prob": probability,
-    "gamma_range": number_or_range(number(0, lo_open=True)),
-    "hist_shift_prob": probability,
-    "hist_shift_points": number_or_range(integer(3)),
-    "blur_prob": probability,
-    "blur_sigma": number_or_range(non_negative),
-    "noise_prob": probability,
-    "noise_std": non_negative,
+    "views_on": described(
+        choice(VIEWS_ON),
+        "where pretraining's views, augmentations and masks are made: batched on the training device, or per image in the workers",
+    ),
+    "crop_min_scale": described(number(0, 1, lo_open=True), "random resized crop: smallest share of each side kept"),
+    "hflip_prob": described(
+        probability, "horizontal flip probability (a flipped radiograph puts the heart on the right)"
+    ),
+    "affine_prob": described(probability, "``RandAffine`` probability"),
+    "rotate_range": described(number(0, math.pi), "``RandAffine`` rotation range", "a number in [0, pi] (radians)"),
+    "scale_range": described(number(0, 1, hi_open=True), "``RandAffine`` scale range (0.1: +-10 %)"),
+    "contrast_prob": described(probability, "``RandAdjustContrast`` probability"),
+    "gamma_range": described(number_or_range(number(0, lo_open=True)), "``RandAdjustContrast`` gamma"),
+    "hist_shift_prob": described(probability, "``RandHistogramShift`` probability"),
+    "hist_shift_points": described(number_or_range(integer(3)), "``RandHistogramShift`` control points"),
+    "blur_prob": described(probability, "``RandGaussianSmooth`` probability"),
+    "blur_sigma": described(number_or_range(non_negative), "``RandGaussianSmooth`` sigma, in pixels"),
+    "noise_prob": described(probability, "``RandGaussianNoise`` probability"),
+    "noise_std": described(non_negative, "``RandGaussianNoise`` standard deviation"),
 }

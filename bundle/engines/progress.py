@@ -14,7 +14,7 @@ from typing import Any
 from ignite.engine import Engine
 from ignite.handlers import ProgressBar
 
-from ..values import Rule, as_bool, boolean
+from ..values import Rule, as_bool, boolean, described
 
 __all__ = ["is_terminal", "TerminalProgressBar"]
 
@@ -48,4 +48,6 @@ def _loss(output: Any) -> dict[str, float]:
     return {} if loss is None else {"loss": float(loss)}
 
 
-RULES: dict[str, Rule] = {"show_progress": boolean}  # the setting this module consumes (bundle.settings)
+RULES: dict[str, Rule] = {
+    "show_progress": described(boolean, "progress bars instead of per-iteration log lines")
+}  # the setting this module consumes (bundle.settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data.datalist import SECTIONS, DatalistError, load_datalist
 from ..data.transforms import file_stem
-from ..values import Rule, as_bool, boolean, folder_or_file, integer, optional
+from ..values import Rule, as_bool, boolean, described, folder_or_file, integer, optional
 
 __all__ = ["list_inputs"]
 
@@ -122,6 +122,13 @@ def list_inputs(
 
 
 # the settings the input listing consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"recursive": boolean, "max_images": optional(integer(1))}
+RULES: dict[str, Rule] = {
+    "recursive": described(boolean, "search the sub-folders of ``dataset_dir``"),
+    "max_images": described(optional(integer(1)), "process only the first N inputs; null: all"),
+}
 # inference reads a folder, one file or a datalist's folder
-WORKFLOW_RULES: dict[str, dict[str, Rule]] = {"inference": {"dataset_dir": folder_or_file}}
+WORKFLOW_RULES: dict[str, dict[str, Rule]] = {
+    "inference": {
+        "dataset_dir": described(folder_or_file, "a folder of images (searched as ``recursive`` says) or one image")
+    }
+}

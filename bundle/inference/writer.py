@@ -16,7 +16,7 @@ from ..data.readers import NIFTI_SUFFIXES, read_cxr
 from ..data.transforms import STATUS_OK
 from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
 from ..plots import attention_caption, save_overlay
-from ..values import Rule, as_bool, boolean, integer
+from ..values import Rule, as_bool, boolean, described, integer
 from .outputs import lung_mask_at, saliency_at
 
 __all__ = ["PredictionWriter"]
@@ -281,8 +281,10 @@ class PredictionWriter:
 
 # the settings the writer consumes (bundle.settings gathers every component's table)
 RULES: dict[str, Rule] = {
-    "write_masks": boolean,
-    "write_saliency": boolean,
-    "write_overlays": boolean,
-    "n_overlays": integer(0),
+    "write_masks": described(boolean, "write each image's lung mask"),
+    "write_saliency": described(boolean, "write each image's saliency map"),
+    "write_overlays": described(boolean, "write each image's overlay picture"),
+    "n_overlays": described(
+        integer(0), "most and least confident test images drawn with saliency and lung contour (0: none)"
+    ),
 }

@@ -13,7 +13,7 @@ import types
 from torch import nn
 
 from ..errors import fail
-from ..values import Rule, as_bool, boolean
+from ..values import Rule, as_bool, boolean, described
 
 __all__ = ["freeze_encoder", "trainable_parameters"]
 
@@ -53,4 +53,6 @@ def trainable_parameters(network: nn.Module, frozen_encoder: bool | str = False)
     return [p for p in network.parameters() if p.requires_grad]
 
 
-RULES: dict[str, Rule] = {"freeze_encoder": boolean}  # the setting this module consumes (bundle.settings)
+RULES: dict[str, Rule] = {
+    "freeze_encoder": described(boolean, "linear probe: the encoder's weights and batch-norm statistics stay as loaded")
+}  # the setting this module consumes (bundle.settings)

@@ -20,7 +20,7 @@ from monai.networks.nets import FlexibleUNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 
-from ..values import Rule, as_bool, boolean, choice, is_int
+from ..values import Rule, as_bool, boolean, choice, described, is_int
 from .export import exportable
 from .vit import VIT_BACKBONES, VIT_POOLS, build_vit_parts, is_vit
 
@@ -221,8 +221,11 @@ def image_size_rule(v: object) -> str | None:
 
 # the settings the network consumes (bundle.settings gathers every component's table)
 RULES: dict[str, Rule] = {
-    "backbone": choice(backbones),
-    "image_size": image_size_rule,
-    "lungs_only": boolean,
-    "vit_pool": choice(VIT_POOLS),
+    "backbone": described(choice(backbones), "the encoder: a FlexibleUNet backbone (ResNet, EfficientNet) or a ViT"),
+    "image_size": described(image_size_rule, "side of the square images the network sees"),
+    "lungs_only": described(boolean, "classify the image with everything outside the predicted lungs set to zero"),
+    "vit_pool": described(
+        choice(VIT_POOLS),
+        "what a ViT's classifier and contrastive heads read: the patch tokens' mean, or the class token",
+    ),
 }

@@ -37,7 +37,7 @@ from typing import Any
 from ..atomic import atomic_save, atomic_write_json
 from ..checkpoints import load_pretrained, load_weights
 from ..errors import UserError, fail
-from ..values import Rule, as_bool, boolean, integer, optional
+from ..values import Rule, as_bool, boolean, described, integer, optional
 from ..workflow import run as run_config
 
 __all__ = ["CurriculumError", "run_curriculum", "load_state", "STATE_FILE", "stage_dirs"]
@@ -402,6 +402,10 @@ def _run_curriculum(
     return _publish(weights, final_out, state, state_path)
 
 
-RULES: dict[str, Rule] = {"carry_forward": boolean}  # the setting the curriculum consumes (bundle.settings)
+RULES: dict[str, Rule] = {
+    "carry_forward": described(boolean, "hand on the previous weights updated with each stage's export")
+}  # the setting the curriculum consumes (bundle.settings)
 # a curriculum's max_epochs may be null: each stage then keeps its own
-WORKFLOW_RULES: dict[str, dict[str, Rule]] = {"curriculum": {"max_epochs": optional(integer(1))}}
+WORKFLOW_RULES: dict[str, dict[str, Rule]] = {
+    "curriculum": {"max_epochs": described(optional(integer(1)), "epochs of every stage; null keeps each stage's own")}
+}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..networks.multitask import encoder_channels
-from ..values import Rule, choice, number
+from ..values import Rule, choice, described, number
 from .base import PretrainingMethod
 from .losses import masked_reconstruction_loss, nt_xent_loss
 from .masking import paste_from_batch
@@ -110,4 +110,7 @@ class Inpainting(PretrainingMethod):
 
 
 # the settings the reconstruction method consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"recon_loss": choice(["l1", "l2"]), "contrastive_weight": number(0)}
+RULES: dict[str, Rule] = {
+    "recon_loss": described(choice(["l1", "l2"]), "reconstruction loss over the masked pixels"),
+    "contrastive_weight": described(number(0), "weight of an NT-Xent term between two masked views (0: off)"),
+}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, RandCoarseDropout, Randomizable
 
-from ..values import Rule, integer, number, number_or_range, optional
+from ..values import Rule, described, integer, number, number_or_range, optional
 
 __all__ = ["MASK_MODES", "ReconstructionMaskd", "group_mask", "on_cells", "paste_from_batch"]
 
@@ -220,9 +220,20 @@ def paste_from_batch(image: torch.Tensor, target: torch.Tensor, mask: torch.Tens
 
 # the settings of the masks, per image here or batched in bundle.ssl.batch_masking (bundle.settings gathers them)
 RULES: dict[str, Rule] = {
-    "mask_ratio": number_or_range(number(0, 1, lo_open=True, hi_open=True)),
-    "holes": optional(number_or_range(integer(1))),
-    "hole_size": optional(number_or_range(number(0, 1, lo_open=True))),
-    "mask_patch_size": integer(1),
-    "replace_prob": number(0, 1),
+    "mask_ratio": described(
+        number_or_range(number(0, 1, lo_open=True, hi_open=True)),
+        "``group_masked``: share of the image the masks cover",
+    ),
+    "holes": described(
+        optional(number_or_range(integer(1))),
+        "``inpainting``, ``outpainting``: number of holes; null keeps the method's own",
+    ),
+    "hole_size": described(
+        optional(number_or_range(number(0, 1, lo_open=True))),
+        "hole side as a share of the image side; null keeps the method's own",
+    ),
+    "mask_patch_size": described(integer(1), "``group_masked``: side in pixels of the cells the masks cover"),
+    "replace_prob": described(
+        number(0, 1), "share of images whose masked pixels come from another image of the batch instead of noise"
+    ),
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..values import Rule, as_bool, boolean, choice, integer, number, optional
+from ..values import Rule, as_bool, boolean, choice, described, integer, number, optional
 from .base import PretextMethod, TwoViewMethod
 from .byol import BYOL
 from .jigsaw import Jigsaw
@@ -125,18 +125,25 @@ def output_name(ssl_method: str, multi_instance: bool = False) -> str:
 
 # the settings the methods consume (bundle.settings gathers every component's table)
 RULES: dict[str, Rule] = {
-    "multi_instance": boolean,
-    "temperature": number(0, 10, lo_open=True),
-    "momentum": number(0, 1),
-    "proj_dim": optional(integer(1)),
-    "hidden_dim": optional(integer(1)),
-    "pred_hidden_dim": optional(integer(1)),
-    "num_permutations": integer(2, 1000),
-    "tile_fraction": number(0, 1, lo_open=True),
+    "multi_instance": described(
+        boolean, "MICLe: a positive pair's two views come from two images of one patient where it has two or more"
+    ),
+    "temperature": described(
+        number(0, 10, lo_open=True), "temperature of NT-Xent (SimCLR, the combined inpainting term) and InfoNCE (MoCo)"
+    ),
+    "momentum": described(number(0, 1), "MoCo's key-encoder momentum; BYOL's base EMA rate"),
+    "proj_dim": described(optional(integer(1)), "projector output size; null keeps the method's own"),
+    "hidden_dim": described(optional(integer(1)), "projector hidden size; null keeps the method's own"),
+    "pred_hidden_dim": described(
+        optional(integer(1)), "predictor hidden size (BYOL, SimSiam); null keeps the method's own"
+    ),
+    "num_permutations": described(integer(2, 1000), "jigsaw: fixed tile permutations the head tells apart"),
+    "tile_fraction": described(number(0, 1, lo_open=True), "jigsaw: side of each tile as a share of its cell"),
 }
 # ssl_method: the methods of each pretraining workflow
+SSL_METHOD = "the pretraining method of the config"
 WORKFLOW_RULES: dict[str, dict[str, Rule]] = {
-    "pretrain_contrastive": {"ssl_method": choice(list(METHODS))},
-    "pretrain_inpainting": {"ssl_method": choice(list(INPAINTING_METHODS))},
-    "pretrain_pretext": {"ssl_method": choice(list(PRETEXT_METHODS))},
+    "pretrain_contrastive": {"ssl_method": described(choice(list(METHODS)), SSL_METHOD)},
+    "pretrain_inpainting": {"ssl_method": described(choice(list(INPAINTING_METHODS)), SSL_METHOD)},
+    "pretrain_pretext": {"ssl_method": described(choice(list(PRETEXT_METHODS)), SSL_METHOD)},
 }

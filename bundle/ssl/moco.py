@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from ..distributed import broadcast_, gather_no_grad, is_distributed, rank
-from ..values import Rule, integer, is_int
+from ..values import Rule, described, integer, is_int
 from .base import TwoViewMethod
 from .heads import mlp
 from .momentum import ema_update, frozen_copy
@@ -119,7 +119,9 @@ class MoCoV2(TwoViewMethod):
             self._pending_keys = None
 
 
-RULES: dict[str, Rule] = {"queue_size": integer(1)}  # the setting MoCo alone consumes (bundle.settings)
+RULES: dict[str, Rule] = {
+    "queue_size": described(integer(1), "MoCo: past keys kept as negatives (at least one batch)")
+}  # the setting MoCo alone consumes (bundle.settings)
 
 
 def queue_check(s: Mapping[str, Any], workflow: str) -> list[str]:

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ..data.precision import to_float
 from ..distributed import unwrap
-from ..values import Rule, integer, number
+from ..values import Rule, described, integer, number
 from .base import PretrainingMethod, pooled_features
 
 __all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled", "probe_entries"]
@@ -178,4 +178,7 @@ def probe_entries(entries: Sequence[Mapping[str, Any]], probe_interval: int) -> 
 
 
 # the settings the monitor consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"probe_interval": integer(0), "collapse_ratio": number(0, 1)}
+RULES: dict[str, Rule] = {
+    "probe_interval": described(integer(0), "epochs between kNN probes of the encoder, and after the last (0: never)"),
+    "collapse_ratio": described(number(0, 1), "warn of collapse when the embedding spread is below this / sqrt(D)"),
+}

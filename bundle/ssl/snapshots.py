@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from ..distributed import unwrap
 from ..plots import plot_reconstructions
-from ..values import Rule, integer
+from ..values import Rule, described, integer
 
 __all__ = ["ReconstructionSnapshot"]
 
@@ -86,4 +86,7 @@ class ReconstructionSnapshot:
 
 
 # the settings this handler consumes (bundle.settings gathers every component's table)
-RULES: dict[str, Rule] = {"sample_interval": integer(0), "sample_images": integer(0)}
+RULES: dict[str, Rule] = {
+    "sample_interval": described(integer(0), "epochs between reconstruction pictures, and after the last"),
+    "sample_images": described(integer(0), "validation images in each reconstruction picture"),
+}
