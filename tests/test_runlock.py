@@ -216,6 +216,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # a training held running while another tries its folders, then killed
 def test_second_training_run_on_the_same_folders_stops(tiny_dataset, tmp_path):
     ckpt_dir, output_dir = tmp_path / "models", tmp_path / "eval"
     args = [

@@ -41,6 +41,7 @@ def check_report(report: dict, suite: str, figure: str, sides: set[str]) -> None
     json.dumps(report)
 
 
+@pytest.mark.slow  # each suite times warm-up and measured steps of a whole workflow, both sides
 @pytest.mark.parametrize("suite", list(WORKFLOW_SUITES))
 def test_benchmark_suite_runs_tiny(suite, tiny_data, tmp_path, monkeypatch):
     """Each workflow suite end to end at a toy size, from a directory other than the bundle root."""
