@@ -5,8 +5,8 @@ random header values all give either a 2D finite float32 array or a ``CXRReadErr
 the deadline. Examples are derandomized (the same on every run) and no example database is written.
 Cases are drawn per reader (each PIL decoder, DICOM with and without suffix, NIfTI plain and gzipped), not per
 suffix: ``.jpeg``, ``.tiff``, ``.dicom`` and ``.dic`` reach the same code as their twins, which
-``test_every_suffix_reaches_its_reader`` checks. ``CI=true`` runs the full count of examples; a local run a
-quarter of it, enough to catch a regression in seconds.
+``test_every_suffix_reaches_its_reader`` checks. ``CI=true`` runs the full count of examples; a local run
+(and ``make test-quick``, which unsets CI) a sixth of it, enough to catch a regression in seconds.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from tests.conftest import synthetic_cxr
 from tests.data.test_readers import encapsulate, write_dicom
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Examples per reader; the DICOM header test runs 16 times as many. About 6 s on two cores, 25 s with CI=true.
+# Examples per reader; the DICOM header test runs 16 times as many. About 10 s on two cores, 40 s with CI=true.
 settings.register_profile("readers", max_examples=25, deadline=2000, derandomize=True, database=None, print_blob=False)
 settings.register_profile("readers-ci", settings.get_profile("readers"), max_examples=150)
 PROFILE = settings.get_profile("readers-ci" if CI else "readers")
