@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint format configs docs bench weights release label-env label clean
+.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder.
@@ -23,6 +23,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q --durations=25 tests
+
+# Leaves out the tests marked slow (several processes, kill and resume, servers, the zoo, the release, the study),
+# and fuzzes the readers with the local count of examples even where CI is set (the full count is make test's).
+test-quick: install
+	CI= $(PY) -m pytest -q --durations=25 -m "not slow" tests
 
 # The MONAI model zoo's code-format rules (setup.cfg, [tool.black] in pyproject.toml); `make format` applies them.
 lint: install

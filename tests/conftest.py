@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
+import shutil
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.helpers import run_bundle  # noqa: F401  (tests import it from here too)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CXR = ROOT.parent / "shared" / "data" / "cxr-real"
@@ -57,23 +60,6 @@ def tiny_dataset(tmp_path: Path) -> Path:
     """A 4-class dataset of 8 synthetic images per class in a temporary folder; returns the folder."""
     write_dataset(tmp_path / "data", n_per_class=8)
     return tmp_path / "data"
-
-
-def run_bundle(*args: str, cwd: Path = ROOT, timeout: int = 600, check: bool = True):
-    """Run ``python -m monai.bundle`` in a subprocess (from ``cwd``, the bundle root by default); returns the result.
-
-    The configs need no particular working directory when given as absolute paths with ``--bundle_root``; the
-    default keeps the documented ``configs/...`` relative form working.
-    """
-    import subprocess
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"bundle run failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 requires_shared = pytest.mark.skipif(
@@ -130,3 +116,87 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ---- one tiny run shared by the tests that check facts of a finished run ----------------------------------------
+
+CONFIGS = ROOT / "configs"
+
+
+@dataclass
+class TinyRun:
+    """A finished command on the tiny dataset: its folders, the settings every later command of the chain repeats,
+    and what it printed."""
+
+    folder: Path  # everything of the chain: data/, models/, train/, eval/, inference/, cwd/
+    cwd: Path  # the working directory of every command: empty, and not the bundle root
+    args: list[str]  # the settings shared by the chain's commands (no config file, no output folder)
+    proc: subprocess.CompletedProcess = field(repr=False)  # the command, its status and output
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def models(self) -> Path:
+        return self.folder / "models"
+
+    @property
+    def output(self) -> Path:
+        return Path(self.proc.args[self.proc.args.index("--output_dir") + 1])
+
+    @property
+    def log(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> TinyRun:
+    """``configs/train.json`` for 2 epochs at 32 px on 8 synthetic images per class, run as a user would from a
+    folder that is not the bundle root (absolute config paths and ``--bundle_root``).
+
+    Lower-case booleans on the command line, no progress setting (the log goes to a pipe, not a terminal) and
+    ``--resume false`` on a fresh folder: what ``tests/engines/test_progress.py`` checks. Tests that change the
+    run's files copy ``models`` first (``copy_models``).
+    """
+    folder = tmp_path_factory.mktemp("tiny_run")
+    write_dataset(folder / "data", n_per_class=8)
+    (folder / "cwd").mkdir()
+    args = ["--bundle_root", str(ROOT), "--dataset_dir", str(folder / "data"), "--image_size", "32"]
+    args += ["--batch_size", "4", "--num_workers", "0", "--amp", "false", "--multi_label", "false"]
+    proc = run_bundle(
+        "run", "--config_file", str(CONFIGS / "train.json"), "--ckpt_dir", str(folder / "models"),
+        "--output_dir", str(folder / "train"), "--max_epochs", "2", "--resume", "false", *args, cwd=folder / "cwd",
+    )  # fmt: skip
+    return TinyRun(folder, folder / "cwd", args, proc)
+
+
+@pytest.fixture(scope="session")
+def evaluated_tiny(trained_tiny: TinyRun) -> TinyRun:
+    """``configs/evaluate.json`` (after train.json, as a config list) on ``trained_tiny``'s model and dataset, with
+    two overlays of each kind, from the same working directory."""
+    run = trained_tiny
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
+    proc = run_bundle(
+        "run", "--config_file", configs, "--ckpt_dir", str(run.models), "--output_dir", str(run.folder / "eval"),
+        "--n_overlays", "2", *run.args, cwd=run.cwd,
+    )  # fmt: skip
+    return TinyRun(run.folder, run.cwd, run.args, proc)
+
+
+@pytest.fixture(scope="session")
+def inferred_tiny(trained_tiny: TinyRun) -> TinyRun:
+    """``configs/inference.json`` with ``trained_tiny``'s model on the first 4 images of its folder, without
+    overlays, from the same working directory."""
+    run = trained_tiny
+    args = ["--bundle_root", str(ROOT), "--dataset_dir", str(run.data / "images"), "--ckpt_dir", str(run.models)]
+    args += ["--output_dir", str(run.folder / "inference"), "--image_size", "32", "--batch_size", "4"]
+    args += ["--num_workers", "0", "--write_overlays", "false", "--max_images", "4"]
+    proc = run_bundle("run", "--config_file", str(CONFIGS / "inference.json"), *args, cwd=run.cwd)
+    return TinyRun(run.folder, run.cwd, args, proc)
+
+
+def copy_models(run: TinyRun, to: Path) -> Path:
+    """A copy of the run's ``models`` folder at ``to``, for a test that damages or extends it."""
+    shutil.copytree(run.models, to)
+    return to

@@ -27,7 +27,8 @@ from bundle.checkpoints import (
 )
 from bundle.errors import UserError, set_debug
 from bundle.networks import MultiTaskNet
-from tests.conftest import ROOT, run_bundle
+from tests.conftest import ROOT, copy_models
+from tests.helpers import bundle_in_process, run_bundle
 
 TRAIN = "configs/train.json"
 
@@ -436,7 +437,7 @@ def test_full_disk_keeps_the_previous_state(tmp_path, monkeypatch):
     def full(obj, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoints, "atomic_save", full)
+    monkeypatch.setattr(checkpoints.checkpointer, "atomic_save", full)
     with pytest.raises(UserError) as e:
         TinyRun(tmp_path).attach().run(3)
     last, prev = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
@@ -450,24 +451,15 @@ def test_full_disk_keeps_the_previous_state(tmp_path, monkeypatch):
 # ---- the real command --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, list[str]]:
-    """Two epochs of configs/train.json on tiny data; returns the ckpt_dir and the command's other arguments."""
-    from tests.conftest import write_dataset
-
-    root = tmp_path_factory.mktemp("trained")
-    write_dataset(root / "data", n_per_class=8)
-    args = ["--dataset_dir", str(root / "data"), "--output_dir", str(root / "eval")]
-    args += ["--image_size", "32", "--batch_size", "4", "--num_workers", "0", "--show_progress", "false"]
-    run_bundle("run", "--config_file", TRAIN, "--ckpt_dir", str(root / "models"), "--max_epochs", "2", *args)
-    return root / "models", args
+def rerun_args(run, tmp_path: Path) -> list[str]:
+    """The shared tiny run's settings, its outputs under ``tmp_path`` (the run's own files stay untouched)."""
+    return [*run.args, "--output_dir", str(tmp_path / "eval")]
 
 
-def test_real_run_resumes_from_the_previous_state_when_the_latest_is_truncated(trained, tmp_path):
-    source, args = trained
-    ckpt_dir = tmp_path / "models"
-    shutil.copytree(source, ckpt_dir)
+def test_real_run_resumes_from_the_previous_state_when_the_latest_is_truncated(trained_tiny, tmp_path):
+    ckpt_dir = copy_models(trained_tiny, tmp_path / "models")
     truncate(ckpt_dir / "checkpoint.pt")
+    args = rerun_args(trained_tiny, tmp_path)
     proc = run_bundle("run", "--config_file", TRAIN, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "3", *args)
     last, prev = ckpt_dir / "checkpoint.pt", ckpt_dir / "checkpoint.prev.pt"
     assert f"resume state {last} is truncated or corrupt" in proc.stdout
@@ -477,15 +469,12 @@ def test_real_run_resumes_from_the_previous_state_when_the_latest_is_truncated(t
     assert saved_epoch(last) == 3 and saved_epoch(prev) == 2  # the damaged file was not kept
 
 
-def test_real_run_with_no_usable_resume_state_ends_in_one_message(trained, tmp_path):
-    source, args = trained
-    ckpt_dir = tmp_path / "models"
-    shutil.copytree(source, ckpt_dir)
+def test_real_run_with_no_usable_resume_state_ends_in_one_message(trained_tiny, tmp_path):
+    ckpt_dir = copy_models(trained_tiny, tmp_path / "models")
     truncate(ckpt_dir / "checkpoint.pt")
     (ckpt_dir / "checkpoint.prev.pt").write_bytes(os.urandom(2048))
-    proc = run_bundle(
-        "run", "--config_file", TRAIN, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "3", *args, check=False
-    )
+    args = rerun_args(trained_tiny, tmp_path)
+    proc = bundle_in_process("run", "--config_file", TRAIN, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "3", *args)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
@@ -495,14 +484,13 @@ def test_real_run_with_no_usable_resume_state_ends_in_one_message(trained, tmp_p
     assert "Epoch[" not in proc.stdout  # stopped before any work
 
 
-def test_real_inference_with_a_damaged_model_file_ends_in_one_message(trained, tmp_path):
-    source, _ = trained
+def test_real_inference_with_a_damaged_model_file_ends_in_one_message(trained_tiny, tmp_path):
     bad = tmp_path / "model.pt"
-    shutil.copy(source / "model.pt", bad)
+    shutil.copy(trained_tiny.models / "model.pt", bad)
     truncate(bad)
     (tmp_path / "in").mkdir()
-    shutil.copy(next((source.parent / "data" / "images").glob("*.png")), tmp_path / "in")
-    proc = run_bundle(
+    shutil.copy(next((trained_tiny.data / "images").glob("*.png")), tmp_path / "in")
+    proc = bundle_in_process(
         "run",
         "--config_file",
         str(ROOT / "configs" / "inference.json"),
@@ -516,7 +504,6 @@ def test_real_inference_with_a_damaged_model_file_ends_in_one_message(trained, t
         str(bad),
         "--image_size",
         "32",
-        check=False,
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr

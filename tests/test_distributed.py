@@ -127,6 +127,7 @@ def two_ranks() -> dict:
         return dict(results)
 
 
+@pytest.mark.slow  # two processes in one gloo group
 def test_simclr_loss_with_gathered_negatives_equals_the_global_batch_loss(two_ranks):
     loss, grad = _single_process_reference()
     for rank in range(WORLD):
@@ -143,17 +144,20 @@ def test_local_negatives_alone_would_give_another_loss():
     assert abs(local - full) > 1e-3
 
 
+@pytest.mark.slow  # two processes in one gloo group
 def test_moco_shuffling_bn_returns_each_rank_its_own_keys(two_ranks):
     for rank in range(WORLD):
         assert two_ranks[rank]["shuffle_error"] < 1e-5
         assert two_ranks[rank]["all_keys_error"] < 1e-5
 
 
+@pytest.mark.slow  # two processes in one gloo group
 def test_moco_ranks_keep_one_queue_of_every_ranks_keys(two_ranks):
     torch.testing.assert_close(two_ranks[0]["queue"], two_ranks[1]["queue"])
     assert two_ranks[0]["queue_ptr"] == two_ranks[1]["queue_ptr"] == WORLD * 2  # both ranks' keys enqueued
 
 
+@pytest.mark.slow  # two processes in one gloo group
 def test_writers_run_on_rank_zero_only(two_ranks):
     assert two_ranks[0]["handlers"] == 3 and two_ranks[1]["handlers"] == 1
     assert two_ranks[0]["objects"] == two_ranks[1]["objects"] == ["rank0", "rank1"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from bundle import errors
-from tests.conftest import ROOT
+from tests.helpers import launch
 
 
 @pytest.fixture(autouse=True)
@@ -43,12 +42,12 @@ def test_a_script_ends_in_one_line_and_status_1():
     code = (
         "from bundle.errors import run_main\ndef main(argv): raise ValueError('--out x: not a folder')\nrun_main(main)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = launch([sys.executable, "-c", code], timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == "error: --out x: not a folder\n"
 
 
 def test_a_bug_keeps_its_traceback():
     code = "from bundle.errors import run_main\ndef main(argv): raise TypeError('a bug')\nrun_main(main)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = launch([sys.executable, "-c", code], timeout=60)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "TypeError: a bug" in proc.stderr

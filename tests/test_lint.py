@@ -13,28 +13,40 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, launch
 
-# The same commands as the Makefile's lint target, run on the whole repository.
+# The same commands as the Makefile's lint target, run on the whole repository; the Python checkers verbose, so
+# that one run shows both that the check passes and which files it looked at.
 CHECKS = {
-    "isort": [sys.executable, "-m", "isort", "--check-only", "--diff", "."],
-    "black": [sys.executable, "-m", "black", "--check", "."],
-    "flake8": [sys.executable, "-m", "flake8", "."],
+    "isort": [sys.executable, "-m", "isort", "--check-only", "--diff", "--verbose", "."],
+    "black": [sys.executable, "-m", "black", "--check", "--verbose", "."],
+    "flake8": [sys.executable, "-m", "flake8", "-vv", "."],
     "json": [sys.executable, ".ci/format_json.py", "--check"],
 }
+# each tool's line for a file it checked (isort: SUCCESS or ERROR; black: reformat or not; flake8: discovery)
+SEEN = {
+    "isort": (r"^(?:SUCCESS|ERROR): (.+\.pyi?) ", "stdout"),
+    "black": (
+        r"^(?:would reformat (.+\.pyi?)|(.+\.pyi?) (?:already well formatted|wasn't modified on disk))",
+        "stderr",
+    ),
+    "flake8": (r'"(.+\.py)" has not been excluded', "stderr"),
+}
+_results: dict[str, subprocess.CompletedProcess] = {}
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+def check(tool: str) -> subprocess.CompletedProcess:
+    """The tool's one run on the repository (kept for the session: both tests of a tool read it)."""
+    if tool not in _results:
+        _results[tool] = launch(CHECKS[tool], timeout=600)
+    return _results[tool]
 
 
 def git_files(pattern: str) -> set[str]:
     """Tracked files matching ``pattern`` plus untracked ones git does not ignore, as paths relative to ROOT."""
     names = set()
     for extra in ([], ["--others", "--exclude-standard"]):
-        out = subprocess.run(
-            ["git", "ls-files", *extra, "--", pattern], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout
+        out = launch(["git", "ls-files", *extra, "--", pattern], check=True).stdout
         names.update(line for line in out.splitlines() if (ROOT / line).is_file())
     return names
 
@@ -47,26 +59,18 @@ def relative(path: str) -> str:
 
 @pytest.mark.parametrize("tool", sorted(CHECKS))
 def test_check_passes(tool):
-    result = run(CHECKS[tool])
+    result = check(tool)
     assert result.returncode == 0, (
         f"{' '.join(CHECKS[tool][1:])} failed (exit {result.returncode}); `make format` fixes isort, black and "
-        f"JSON layout, flake8 findings need a hand:\n{result.stdout}\n{result.stderr}"
+        f"JSON layout, flake8 findings need a hand:\n{result.stdout[-20000:]}\n{result.stderr[-20000:]}"
     )
 
 
 def seen_by(tool: str) -> set[str]:
-    """The Python files ``tool`` looks at when run on ``.`` with the repository's settings."""
-    if tool == "isort":
-        result = run([sys.executable, "-m", "isort", "--show-files", "."])
-        names = result.stdout.splitlines()
-    elif tool == "black":
-        result = run([sys.executable, "-m", "black", "--check", "--verbose", "."])
-        pattern = r"^(?:would reformat (.+\.pyi?)|(.+\.pyi?) (?:already well formatted|wasn't modified on disk))"
-        names = [a or b for a, b in re.findall(pattern, result.stderr, flags=re.M)]
-    else:  # flake8 logs every file its discovery keeps
-        result = run([sys.executable, "-m", "flake8", "-vv", "--exit-zero", "."])
-        names = re.findall(r'"(.+\.py)" has not been excluded', result.stderr)
-    return {relative(n) for n in names}
+    """The Python files ``tool`` looked at in its run on ``.`` with the repository's settings."""
+    pattern, stream = SEEN[tool]
+    found = re.findall(pattern, getattr(check(tool), stream), flags=re.M)
+    return {relative(n if isinstance(n, str) else next(filter(None, n))) for n in found}
 
 
 @pytest.mark.parametrize("tool", ["isort", "black", "flake8"])

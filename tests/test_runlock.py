@@ -14,7 +14,7 @@ import pytest
 
 from bundle import runlock
 from bundle.errors import UserError
-from tests.conftest import ROOT, run_bundle
+from tests.helpers import ROOT, bundle_in_process, launch, run_bundle, start
 
 LOCK = runlock.LOCK_NAME
 # a holder: locks the folders named on its command line, says so, then waits until its stdin closes
@@ -31,17 +31,14 @@ def _clean_state(monkeypatch):
     runlock.release_all()
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "CXR_DEBUG", "MONAI_DEBUG_CONFIG")}
-    return dict(env, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+ON_PATH = {"PYTHONPATH": str(ROOT)}  # `python -c` finds this checkout's bundle package
 
 
 def start_holder(*folders: Path) -> subprocess.Popen:
     """A second process holding the locks of ``folders`` (waits for its 'locked' line)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, *map(str, folders)],
-        cwd=ROOT,
-        env=_env(),
+    proc = start(
+        [sys.executable, "-c", HOLDER, *folders],
+        env=ON_PATH,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -55,9 +52,7 @@ def start_holder(*folders: Path) -> subprocess.Popen:
 def run_locker(*args: str) -> subprocess.CompletedProcess:
     """``lock(*args)`` in a fresh process that then exits normally."""
     code = "import sys; from bundle.runlock import lock; lock(*sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
-    )
+    return launch([sys.executable, "-c", code, *args], env=ON_PATH, timeout=120)
 
 
 def test_second_process_stops_naming_the_first(tmp_path):
@@ -221,6 +216,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # a training held running while another tries its folders, then killed
 def test_second_training_run_on_the_same_folders_stops(tiny_dataset, tmp_path):
     ckpt_dir, output_dir = tmp_path / "models", tmp_path / "eval"
     args = [
@@ -242,16 +238,15 @@ def test_second_training_run_on_the_same_folders_stops(tiny_dataset, tmp_path):
         "--show_progress",
         "false",
     ]
-    first = subprocess.Popen(
+    first = start(
         [sys.executable, "-m", "monai.bundle", *args, "--max_epochs", "50"],
-        cwd=ROOT,
-        env=_env(),
+        env=ON_PATH,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for(ckpt_dir / LOCK, first)
-        second = run_bundle(*args, "--max_epochs", "50", check=False)
+        second = bundle_in_process(*args, "--max_epochs", "50")  # stops before any work: no process of its own
         assert first.poll() is None, "the first run finished before the second one started: give it more epochs"
     finally:
         first.send_signal(signal.SIGKILL)  # a crash: its lock files stay behind

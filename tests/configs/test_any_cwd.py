@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from bundle.atomic import atomic_save
 from bundle.networks import MultiTaskNet
-from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, run_bundle
+from tests.conftest import BACKBONE, CLASS_NAMES, ROOT
 
 CONFIGS = ROOT / "configs"
 TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / f"{name}.json") for name in ("train", "evaluate", "inference"))
@@ -68,40 +68,24 @@ def test_workflow_properties_resolve_from_another_directory(config, workflow_typ
     assert not any(elsewhere.iterdir()), f"written to the working directory: {sorted(os.listdir(elsewhere))}"
 
 
-def test_train_evaluate_infer_from_another_directory(tiny_dataset, tmp_path, elsewhere):
-    """``python -m monai.bundle run`` with absolute configs and --bundle_root, from a folder that is not the root."""
-    out = tmp_path / "out"
-    common = {"bundle_root": ROOT, "dataset_dir": tiny_dataset, "ckpt_dir": out / "models", **TINY}
-
-    run_bundle("run", "--config_file", TRAIN, *cli_args({**common, "output_dir": out / "train"}), cwd=elsewhere)
-    model = out / "models" / "model.pt"
+def test_train_evaluate_infer_from_another_directory(trained_tiny, evaluated_tiny, inferred_tiny):
+    """``python -m monai.bundle run`` with absolute configs and --bundle_root, from a folder that is not the root
+    (the shared tiny run: train, evaluate and inference from one such folder)."""
+    assert trained_tiny.cwd.resolve() != ROOT.resolve()
+    model = trained_tiny.models / "model.pt"
     assert model.is_file() and model.stat().st_size > 0
     state = torch.load(model, weights_only=True)
     assert any(k.startswith("encoder.") for k in state)
 
-    both = f"['{TRAIN}','{EVALUATE}']"
-    evaluate = {**common, "output_dir": out / "test", "n_overlays": 0}
-    run_bundle("run", "--config_file", both, *cli_args(evaluate), cwd=elsewhere)
-    metrics = json.loads((out / "test" / "metrics.json").read_text())
+    metrics = json.loads((evaluated_tiny.output / "metrics.json").read_text())
     assert metrics["num_images"] > 0 and set(metrics["per_class"]) == set(CLASS_NAMES)
 
-    infer = {
-        "bundle_root": ROOT,
-        "dataset_dir": tiny_dataset / "images",
-        "ckpt_dir": out / "models",
-        "output_dir": out / "inference",
-        "image_size": 32,
-        "batch_size": 4,
-        "num_workers": 0,
-        "write_overlays": False,
-        "max_images": 4,
-    }
-    run_bundle("run", "--config_file", INFERENCE, *cli_args(infer), cwd=elsewhere)
-    predictions = out / "inference" / "predictions.csv"
+    predictions = inferred_tiny.output / "predictions.csv"
     assert predictions.is_file() and predictions.stat().st_size > 0
     rows = predictions.read_text().splitlines()
     assert len(rows) == 1 + 4  # a header and one row per image
-    assert not any(elsewhere.iterdir()), f"written to the working directory: {sorted(os.listdir(elsewhere))}"
+    cwd = trained_tiny.cwd
+    assert not any(cwd.iterdir()), f"written to the working directory: {sorted(os.listdir(cwd))}"
 
 
 def read_config(path: Path, **overrides) -> ConfigParser:

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT, SHARED_SCHEMA, run_bundle
+from tests.conftest import ROOT, SHARED_SCHEMA
+from tests.helpers import bundle_in_process
 
 META = json.loads((ROOT / "configs" / "metadata.json").read_text())
 CONFIGS = {name: json.loads((ROOT / "configs" / f"{name}.json").read_text()) for name in ("inference", "train")}
@@ -23,8 +24,8 @@ SEG_OVERRIDE = [
 
 @pytest.mark.skipif(not SHARED_SCHEMA.is_file(), reason=f"MONAI schema copy not found at {SHARED_SCHEMA}")
 def test_verify_metadata_against_schema_20240725():
-    proc = run_bundle(
-        "verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SHARED_SCHEMA), check=False
+    proc = bundle_in_process(
+        "verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SHARED_SCHEMA)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
@@ -60,7 +61,7 @@ def test_classes_and_input_match_configs(config):
     "net_id, override", [("network_def", []), ("network_def_seg", SEG_OVERRIDE)], ids=["classification", "segmentation"]
 )
 def test_verify_net_in_out_cli(net_id, override):
-    proc = run_bundle(
+    proc = bundle_in_process(
         "verify_net_in_out",
         "--net_id",
         net_id,
@@ -69,7 +70,6 @@ def test_verify_net_in_out_cli(net_id, override):
         "--config_file",
         "configs/inference.json",
         *override,
-        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr

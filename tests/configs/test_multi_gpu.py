@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_bundle
+from tests.helpers import ROOT, launch, run_bundle, start
+
+pytestmark = pytest.mark.slow  # several processes per run, one of them killed mid-run
 
 CONFIGS = ROOT / "configs"
 QUICK = ["--image_size", "64", "--batch_size", "8", "--num_workers", "0", "--show_progress", "false"]
@@ -48,15 +50,12 @@ def _torchrun_command(configs: str, *args: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes share the machine's cores
 
 
 def torchrun(configs: str, *args: str, cwd: Path, timeout: int = 600) -> str:
     """Run the configs under torchrun with 2 processes from ``cwd``; returns the combined output."""
-    proc = subprocess.run(
-        _torchrun_command(configs, *args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
+    proc = launch(_torchrun_command(configs, *args), cwd=cwd, env=ONE_THREAD, timeout=timeout)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{out[-6000:]}"
     return out
@@ -157,10 +156,10 @@ def _epochs_done(path: Path) -> int:
 def test_ddp_fine_tuning_killed_mid_run_resumes(tmp_path):
     args = ["--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"), "--max_epochs", "4"]
     command = _torchrun_command(_configs("train", "multi_gpu_train"), *args)
-    proc = subprocess.Popen(
+    proc = start(
         command,
         cwd=tmp_path,
-        env=_env(),
+        env=ONE_THREAD,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -10,7 +10,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from tests.configs.test_train_config import out_args
-from tests.conftest import ROOT, run_bundle
+from tests.helpers import ROOT, bundle_in_process, run_bundle
 
 TRAIN = "configs/train.json"
 CONFIGS = ["train", "pretrain_contrastive", "pretrain_inpainting", "pretrain_pretext", "inference"]
@@ -72,7 +72,7 @@ def test_compile_trains_one_tiny_epoch(tiny_dataset, tmp_path):
 def test_compile_on_the_cpu_stops_in_one_message(tiny_dataset, tmp_path):
     """PyTorch 2.13's CPU compiler fails in the backward of the encoder's padding: refused before any work."""
     args = _args(tmp_path, tiny_dataset, "--image_size", "32", "--compile", "true", "--device", "cpu")
-    proc = run_bundle(*args, check=False)
+    proc = bundle_in_process(*args)
     assert proc.returncode == 1
     assert "compile: true fails on the CPU" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr

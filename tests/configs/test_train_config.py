@@ -12,7 +12,8 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle
+from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, SHARED_CXR, requires_shared
+from tests.helpers import bundle_in_process, run_bundle, start
 
 TRAIN = "configs/train.json"
 EVALUATE = "['configs/train.json','configs/evaluate.json']"
@@ -46,21 +47,18 @@ def test_properties_and_ids_follow_model_zoo(tiny_dataset, tmp_path):
     wf.finalize()
 
 
-def test_train_then_evaluate_writes_metrics_and_plots(tiny_dataset, tmp_path):
-    args = out_args(tmp_path, tiny_dataset) + SMALL
-    proc = run_bundle("run", "--config_file", TRAIN, "--max_epochs", "2", *args)
-    assert "Epoch[2] Metrics" in proc.stdout and "val_auc" in proc.stdout
-    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+def test_train_then_evaluate_writes_metrics_and_plots(trained_tiny, evaluated_tiny):
+    assert "Epoch[2] Metrics" in trained_tiny.proc.stdout and "val_auc" in trained_tiny.proc.stdout
+    state = torch.load(trained_tiny.models / "model.pt", weights_only=True)
     assert any(k.startswith("encoder.") for k in state) and "classifier.3.weight" in state  # a plain state_dict
-    run_bundle("run", "--config_file", EVALUATE, *args)
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = json.loads((evaluated_tiny.output / "metrics.json").read_text())
     for key in ("auc_macro", "accuracy", "hm", "dice_lung", "confusion_matrix", "per_class"):
         assert key in metrics, key
     assert set(metrics["per_class"]) == set(CLASS_NAMES)
     assert set(metrics["per_class"]["covid19"]) >= {"auc", "sensitivity", "specificity"}
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["num_images"] > 0
-    assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
-    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
+    assert (evaluated_tiny.output / "roc.png").stat().st_size > 1000
+    assert (evaluated_tiny.output / "confusion_matrix.png").stat().st_size > 1000
 
 
 def test_pretrained_ckpt_is_loaded_and_reported(tiny_dataset, tmp_path):
@@ -90,7 +88,7 @@ def test_bad_datalist_stops_before_training_with_named_entries(tiny_dataset, tmp
     content["training"][2]["image"] = "images/does_not_exist.png"
     (tiny_dataset / "images" / "c0_1.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")  # corrupt image
     path.write_text(json.dumps(content))
-    proc = run_bundle("run", "--config_file", TRAIN, *out_args(tmp_path, tiny_dataset), *SMALL, check=False)
+    proc = bundle_in_process("run", "--config_file", TRAIN, *out_args(tmp_path, tiny_dataset), *SMALL)
     assert proc.returncode != 0
     assert "training[2]" in proc.stderr and "does_not_exist.png): image file not found" in proc.stderr
     assert "training[1]" in proc.stderr and "c0_1.png" in proc.stderr and "cannot decode" in proc.stderr
@@ -103,15 +101,12 @@ def read_epoch(path) -> int:
     return int(trainer["iteration"]) // int(trainer["epoch_length"])
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_last_checkpoint(tiny_dataset, tmp_path):
     args = ["run", "--config_file", TRAIN, *out_args(tmp_path, tiny_dataset), *SMALL]
     last = tmp_path / "models" / "checkpoint.pt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monai.bundle", *args, "--max_epochs", "200"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "monai.bundle", *args, "--max_epochs", "200"]
+    proc = start(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not (last.exists() and read_epoch(last) >= 2):
@@ -130,6 +125,7 @@ def test_interrupted_training_resumes_from_last_checkpoint(tiny_dataset, tmp_pat
     assert {"network", "optimizer", "lr_scheduler", "trainer", "checkpointer"} <= set(state)
 
 
+@pytest.mark.slow  # a whole epoch and an evaluation on the real collection
 @requires_shared
 def test_real_collection_train_and_evaluate(tmp_path):
     args = out_args(tmp_path, SHARED_CXR) + ["--image_size", "64"]

@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import ROOT, SHARED_CXR, requires_shared, run_bundle
 
-pytestmark = requires_shared
+pytestmark = [requires_shared, pytest.mark.slow]  # five runs of the ViT chain, each a process
 SIZE = "32"  # a 2 x 2 patch grid: the chain, not the accuracy, is under test here
 
 

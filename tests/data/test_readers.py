@@ -7,7 +7,6 @@ import gzip
 import io
 import json
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -23,7 +22,8 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless, g
 
 from bundle.data import readers
 from bundle.data.readers import CXRReadError, read_cxr, read_mask, read_raw
-from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, run_bundle, synthetic_cxr
+from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, synthetic_cxr
+from tests.helpers import bundle_in_process, launch
 
 H, W = 30, 50  # non-square, so a transposed reader cannot pass
 
@@ -275,13 +275,8 @@ def test_bombs_refused_before_decoding(tmp_path, picture):
     write_dicom(tmp_path / "ok.dcm", picture)
     nib.save(nib.Nifti1Image(picture.T.astype(np.float32), np.eye(4)), str(tmp_path / "ok.nii.gz"))
     warm = [str(tmp_path / n) for n in ("ok.png", "ok.dcm", "ok.nii.gz")]
-    proc = subprocess.run(
-        [sys.executable, "-c", BOMB_SCRIPT, json.dumps(list(bombs.values())), *warm],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # a fresh process: its peak memory shows what decoding the bombs would have cost
+    proc = launch([sys.executable, "-c", BOMB_SCRIPT, json.dumps(list(bombs.values())), *warm], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.splitlines()[-1])
     for name, path in bombs.items():
@@ -366,7 +361,7 @@ def test_inference_reports_bomb_and_truncated_file(tmp_path, picture):
     (data / "cut.dcm").write_bytes((data / "cut.dcm").read_bytes()[:-1000])
     torch.manual_seed(0)
     atomic_save(MultiTaskNet(len(CLASS_NAMES), BACKBONE).state_dict(), tmp_path / "model.pt")
-    proc = run_bundle(
+    proc = bundle_in_process(  # the run ends in an error, and its work is 4 small images: no process of its own
         "run",
         "--config_file",
         str(ROOT / "configs" / "inference.json"),
@@ -383,7 +378,6 @@ def test_inference_reports_bomb_and_truncated_file(tmp_path, picture):
         "--num_workers",
         "0",
         cwd=tmp_path,
-        check=False,
     )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-3000:]

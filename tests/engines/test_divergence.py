@@ -183,6 +183,7 @@ def test_pass_through_is_installed_once():
     assert handlers.count(pass_user_errors) == 1
 
 
+@pytest.mark.slow  # two trainings: one until it diverges, one that resumes from its files
 def test_real_training_that_diverges_stops_in_one_message_and_keeps_finite_files(tiny_dataset, tmp_path):
     # AdamW at the highest learning rate the settings allow, with full weight decay: the weights grow about
     # tenfold per step, the loss by ~100x, and the BatchNorm running variances overflow in epoch 2 (the cosine

@@ -8,7 +8,6 @@ import torch
 from ignite.engine import Engine
 
 from bundle.engines.progress import TerminalProgressBar, is_terminal
-from tests.conftest import ROOT, run_bundle, write_dataset
 
 
 def tiny_engine() -> Engine:
@@ -31,35 +30,12 @@ def test_bar_is_drawn_only_when_enabled(capsys):
     assert "Iteration: [2/3]" in capsys.readouterr().err
 
 
-def test_training_log_without_terminal_has_iteration_lines_and_no_bars(tmp_path):
-    write_dataset(tmp_path / "data", n_per_class=3)
-    proc = run_bundle(
-        "run",
-        "--config_file",
-        "configs/train.json",
-        "--dataset_dir",
-        str(tmp_path / "data"),
-        "--image_size",
-        "32",
-        "--batch_size",
-        "4",
-        "--num_workers",
-        "0",
-        "--max_epochs",
-        "1",
-        "--ckpt_dir",
-        str(tmp_path / "m"),
-        "--output_dir",
-        str(tmp_path / "e"),
-        "--resume",
-        "false",
-        "--amp",
-        "false",
-        "--multi_label",
-        "false",
-        cwd=ROOT,
-    )
-    log = proc.stdout + proc.stderr
+def test_training_log_without_terminal_has_iteration_lines_and_no_bars(trained_tiny):
+    """The shared tiny run: its log went to a pipe, with the progress setting at its default."""
+    assert "--show_progress" not in trained_tiny.proc.args
+    log = trained_tiny.log
     assert "\r" not in log and "tqdm is not installed" not in log
     assert "Iter: 1/" in log  # MONAI's StatsHandler logs each iteration instead
-    assert (tmp_path / "m" / "model.pt").is_file()  # lower-case booleans from the command line are understood
+    for flag in ("--resume", "--amp", "--multi_label"):
+        assert trained_tiny.proc.args[trained_tiny.proc.args.index(flag) + 1] == "false"
+    assert (trained_tiny.models / "model.pt").is_file()  # lower-case booleans from the command line are understood

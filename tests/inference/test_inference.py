@@ -212,35 +212,14 @@ def test_inference_workflow_datalist_ground_truth_mask(weights, tmp_path):
     assert rows["x.png"]["overlay_file"] == "" and not (tmp_path / "out" / "overlays").exists()
 
 
-def test_evaluate_reports_lung_attention_and_confidence_overlays(tiny_dataset, weights, tmp_path):
-    run_bundle(
-        "run",
-        "--config_file",
-        EVALUATE,
-        "--bundle_root",
-        str(ROOT),
-        "--dataset_dir",
-        str(tiny_dataset),
-        "--ckpt_dir",
-        str(weights),
-        "--output_dir",
-        str(tmp_path / "eval"),
-        "--image_size",
-        "32",
-        "--batch_size",
-        "4",
-        "--num_workers",
-        "0",
-        "--n_overlays",
-        "2",
-        cwd=tmp_path,
-    )
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+def test_evaluate_reports_lung_attention_and_confidence_overlays(evaluated_tiny):
+    """The shared tiny run's evaluation (``--n_overlays 2``)."""
+    metrics = json.loads((evaluated_tiny.output / "metrics.json").read_text())
     att = metrics["lung_attention"]
     assert att["method"] == "gradcampp" and att["num_images"] + att["num_undefined"] == metrics["num_images"]
     assert 0 <= att["mean"] <= 1 and sum(att["histogram"]["counts"]) == att["num_images"]
     assert att["ground_truth_masks"] > 0 and set(att["per_predicted_class_mean"]) == set(CLASS_NAMES)
-    overlays = sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir())
+    overlays = sorted(p.name for p in (evaluated_tiny.output / "overlays").iterdir())
     assert len(overlays) == 4 and overlays[0].startswith("least_confident_01_") and overlays[-1].startswith("most_")
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from scripts.label_server import LabelServer, copy_app, free_port
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # `make label` starts a real MONAI Label server
 
 SAMPLE_IMAGES = len(list((ROOT / "data" / "sample" / "images").glob("*.png")))
 SAMPLE_MASKS = len(list((ROOT / "data" / "sample" / "masks").glob("*.png")))

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,10 @@ import torch
 from PIL import Image
 
 from scripts.label_server import LABEL_PYTHON, HTTPError, LabelServer, copy_app, parse_multipart
-from tests.conftest import CLASS_NAMES, ROOT, run_bundle
+from tests.conftest import CLASS_NAMES, ROOT
+from tests.helpers import launch, run_bundle
+
+pytestmark = pytest.mark.slow  # a real MONAI Label server in its own environment, and a training through it
 
 ANNOTATED = 5  # sample studies whose masks are saved through the API before training
 
@@ -34,11 +36,7 @@ def studies(tmp_path_factory) -> Path:
     """A few studies of each kind from ``label_app/studies.py``, and masks to annotate them with."""
     tmp = tmp_path_factory.mktemp("label")
     full = tmp / "full"
-    subprocess.run(
-        [str(LABEL_PYTHON), str(ROOT / "label_app" / "studies.py"), "--out", str(full), "--no-labels"],
-        check=True,
-        timeout=300,
-    )
+    launch([LABEL_PYTHON, ROOT / "label_app" / "studies.py", "--out", full, "--no-labels"], timeout=300, check=True)
     masks = ROOT / "data" / "sample" / "masks"
     dicom = next(full.glob("dicom_*.dcm"))
     keep = [dicom, next(full.glob("jpeg_*.jpeg")), full / (dicom.stem.removeprefix("dicom_") + ".png")]

@@ -20,6 +20,8 @@ from bundle.networks import MultiTaskNet
 from scripts.label_server import LabelServer, copy_app, parse_multipart
 from tests.conftest import CLASS_NAMES, ROOT, run_bundle
 
+pytestmark = pytest.mark.slow  # a real MONAI Label server in its own environment, and a training through it
+
 SIZE = "64"
 SAMPLE = ROOT / "data" / "sample"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from PIL import Image
 
 from bundle.data.datalist import SECTIONS
 from bundle.prepare.cli import main
+from tests.helpers import launch
 
 from .fixtures import check_datalist, run, skipped_items, write_garbage, write_image, write_mask
 
@@ -213,24 +213,8 @@ def test_script_runs_from_repo_root(tmp_path):
     for cls in ("normal", "pneumonia"):
         for i in range(3):
             write_image(src / cls / f"{cls}{i}.png")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "scripts/prepare_dataset.py",
-            "folders",
-            "--src",
-            str(src),
-            "--out",
-            str(tmp_path / "out"),
-            "--workers",
-            "1",
-            "--no-decode",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = ["folders", "--src", src, "--out", tmp_path / "out", "--workers", "1", "--no-decode"]
+    proc = launch([sys.executable, "scripts/prepare_dataset.py", *args], cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "train with:" in proc.stdout
     assert json.loads((tmp_path / "out" / "datalist.json").read_text())["class_names"] == ["normal", "pneumonia"]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import launch
 
 from .fixtures import run
 from .test_chexpert import chexpert
@@ -64,6 +64,7 @@ def prepare_all(tmp: Path) -> dict[str, Path]:
     return outs
 
 
+@pytest.mark.slow  # seven trainings, one per layout
 def test_every_layout_trains_one_epoch(tmp_path):
     commands = []
     for out in prepare_all(tmp_path).values():
@@ -71,15 +72,7 @@ def test_every_layout_trains_one_epoch(tmp_path):
         argv = shlex.split(command)
         assert argv[:4] == ["python", "-m", "monai.bundle", "run"], command
         commands.append(argv[3:] + SMALL + ["--ckpt_dir", str(out / "models"), "--output_dir", str(out / "eval")])
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(commands)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = launch([sys.executable, "-c", DRIVER, json.dumps(commands)], env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert proc.stdout.count("trained:") == len(commands)
     for argv in commands:

@@ -18,6 +18,7 @@ from scripts.bench import main as benchmark_main
 from scripts.bench import suite_parser
 from scripts.bench.harness import IterationTimer, speed_overrides
 from tests.conftest import ROOT, write_dataset
+from tests.helpers import launch, script_in_process
 
 TINY = ["--image_size", "32", "--batch_size", "4", "--warmup", "1", "--iters", "2"]
 WORKFLOW_SUITES = {"train": [], "pretrain": ["--method", "simclr"], "inpainting": ["--method", "group_masked"]}
@@ -40,6 +41,7 @@ def check_report(report: dict, suite: str, figure: str, sides: set[str]) -> None
     json.dumps(report)
 
 
+@pytest.mark.slow  # each suite times warm-up and measured steps of a whole workflow, both sides
 @pytest.mark.parametrize("suite", list(WORKFLOW_SUITES))
 def test_benchmark_suite_runs_tiny(suite, tiny_data, tmp_path, monkeypatch):
     """Each workflow suite end to end at a toy size, from a directory other than the bundle root."""
@@ -70,8 +72,7 @@ def test_command_line_from_another_directory(tmp_path):
     out = tmp_path / "results" / "inference.json"
     command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "inference", "--iters", "1", "--warmup", "0"]
     command += ["--image_size", "32", "--batch_size", "2", "--json", str(out)]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = launch(command, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert list(results) == ["inference"]
@@ -142,19 +143,18 @@ def test_iteration_timer_reports_a_short_run():
 
 
 def benchmark_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("CXR_DEBUG", "MONAI_DEBUG_CONFIG")}
-    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "2")
-    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return launch([sys.executable, ROOT / "scripts" / "benchmark.py", *args], cwd=cwd, timeout=300)
 
 
 QUICK = ["--iters", "1", "--warmup", "0", "--image_size", "32", "--batch_size", "1"]
 # (arguments, exit status, texts the message must hold); the command costs ~5-10 s of imports, so the real
-# command runs one flag error and one file error, and main() in this process the rest
+# command runs one flag error, and the command line of the file error goes through main() in this process, as
+# the script runs it (run_main); MAIN_CASES call main() directly
 COMMAND_CASES = {
     "iters 0": (["inference", "--iters", "0"], 2, ["--iters: 0 must be an integer >= 1"]),
     "no datalist": (["train", "--dataset_dir", ".", *QUICK], 1, ["--dataset_dir", "no datalist.json"]),
 }
+REAL_COMMAND = "iters 0"
 MAIN_CASES = {
     "image size not a multiple of 32": (["train", "--image_size", "48"], ["--image_size", "multiple of 32"]),
     "negative threads": (["all", "--threads", "-1"], ["--threads", ">= 0"]),
@@ -180,7 +180,10 @@ def wrong_files(tmp_path: Path, monkeypatch) -> Path:
 def test_command_stops_before_measuring_with_one_message(case, wrong_files):
     """The real command: a non-zero status, one message naming the flag or file, no traceback, no report."""
     args, status, named = COMMAND_CASES[case]
-    proc = benchmark_command(*args, cwd=wrong_files)
+    if case == REAL_COMMAND:
+        proc = benchmark_command(*args, cwd=wrong_files)
+    else:
+        proc = script_in_process(benchmark_main, *args, cwd=wrong_files)
     output = proc.stdout + proc.stderr
     assert proc.returncode == status, output[-3000:]
     assert "Traceback" not in output and "==" not in proc.stdout

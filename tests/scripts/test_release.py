@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -29,11 +27,15 @@ from scripts.release import (
     release_version,
 )
 from tests.conftest import ROOT
+from tests.helpers import launch
 
 MODEL = ROOT / "models" / "model.pt"
-pytestmark = pytest.mark.skipif(
-    not MODEL.is_file(), reason=f"{MODEL} is absent: the release ships the weights (train them or `make weights`)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not MODEL.is_file(), reason=f"{MODEL} is absent: the release ships the weights (train them or `make weights`)"
+    ),
+    pytest.mark.slow,  # builds the zip and runs its workflows from the unzipped copy, each a process
+]
 
 # `python -m monai.bundle <args>`, printing at exit the file `bundle` was imported from
 MONAI_BUNDLE = (
@@ -116,10 +118,8 @@ def release(tmp_path_factory) -> dict[str, Path]:
 
 def run_unzipped(release: dict[str, Path], *args: str, timeout: int = 600) -> str:
     """Run ``python <args>`` from the fresh folder with PYTHONPATH=<unzipped root>; returns stdout + stderr."""
-    env = dict(os.environ, PYTHONPATH=str(release["root"]), PYTHONUNBUFFERED="1")
-    env.setdefault("OMP_NUM_THREADS", "2")
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=release["cwd"], env=env, capture_output=True, text=True, timeout=timeout
+    proc = launch(
+        [sys.executable, *args], cwd=release["cwd"], env={"PYTHONPATH": str(release["root"])}, timeout=timeout
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{args[:3]} exited {proc.returncode}:\n{output[-6000:]}"
@@ -219,12 +219,7 @@ def test_refuses_a_version_missing_from_the_changelog(tmp_path):
     (tmp_path / "configs" / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ReleaseError, match="99.0.0 .* missing from its 'changelog'"):
         build_release(tmp_path, tmp_path / "dist")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "release.py"), "--bundle_root", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = launch([sys.executable, ROOT / "scripts" / "release.py", "--bundle_root", tmp_path], timeout=120)
     assert proc.returncode == 1 and "release: version 99.0.0" in proc.stderr and "changelog" in proc.stderr
     assert not (tmp_path / "dist").exists()
 

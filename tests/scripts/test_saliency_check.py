@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from bundle.errors import run_main
 from scripts import saliency_check
 from tests.conftest import ROOT
+from tests.helpers import script_in_process
 
 SAMPLE = str(ROOT / "data" / "sample")
 
@@ -42,10 +40,9 @@ def test_compare_layers_option(tmp_path):
 
 
 def test_missing_weights_end_in_one_message(tmp_path):
+    """The command line through the script's ``main`` here (tests/test_errors.py runs a real script's stop)."""
     missing = tmp_path / "nope.pt"
-    cmd = [sys.executable, str(ROOT / "scripts" / "saliency_check.py"), "--ckpt_file", str(missing)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd + ["--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)
+    proc = script_in_process(saliency_check.main, "--ckpt_file", str(missing), "--out", str(tmp_path / "o"))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and str(missing) in proc.stderr and "file not found" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2

@@ -4,7 +4,6 @@ on data/sample writes report.md, results.json and the curves, and a rerun skips 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,15 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, write_dataset
+from tests.helpers import launch
 
 SCRIPT = ROOT / "scripts" / "study.py"
 SAMPLE = ROOT / "data" / "sample"
 
 
 def study_command(*args: str, cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("CXR_DEBUG", "MONAI_DEBUG_CONFIG")}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    # one thread, whatever the machine: the study's steps (a process each) see the same setting everywhere
+    return launch([sys.executable, SCRIPT, *args], cwd=cwd, env={"OMP_NUM_THREADS": "1"}, timeout=timeout)
 
 
 @pytest.fixture
@@ -114,6 +111,7 @@ def _natural_weights(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_small_study_writes_the_report_and_a_rerun_skips_what_finished(tmp_path):
     if not (SAMPLE / "datalist.json").is_file():
         pytest.skip(f"{SAMPLE} (the embedded sample data) is missing")

@@ -13,7 +13,8 @@ from monai.bundle import ConfigWorkflow
 from bundle import checkpoints
 from bundle.errors import DebugUserError, UserError
 from bundle.ssl.curriculum import STATE_FILE, CurriculumError, load_state, run_curriculum
-from tests.conftest import ROOT, run_bundle, write_dataset
+from tests.conftest import ROOT, write_dataset
+from tests.helpers import bundle_in_process
 
 TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "probe_interval": 0}
 STAGES = [
@@ -146,8 +147,8 @@ def test_corrupt_state_file_is_named(tmp_path):
         load_state(str(tmp_path))
 
 
-# The real command (configs/pretrain_curriculum.json): each case fails before any stage trains. Each costs ~10 s
-# of imports, so one case per kind of mistake runs here; test_bad_stages_are_named and the rerun test above call
+# The command (configs/pretrain_curriculum.json), run in this interpreter: each case fails before any stage
+# trains. One case per kind of mistake runs here; test_bad_stages_are_named and the rerun test above call
 # run_curriculum, what the command runs, with the others (a missing stage config, a finished stage changed since).
 # (overrides, what the state file holds first or None, texts the message must hold)
 COMMAND_CASES = {
@@ -172,15 +173,8 @@ def test_command_stops_before_training_with_one_message(case, tmp_path):
     if state is not None:
         root.mkdir(parents=True)
         (root / STATE_FILE).write_text(state)
-    proc = run_bundle(
-        "run",
-        "--config_file",
-        "configs/pretrain_curriculum.json",
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-        *overrides,
-        check=False,
-        timeout=300,
+    proc = bundle_in_process(
+        "run", "--config_file", "configs/pretrain_curriculum.json", "--ckpt_dir", str(tmp_path / "models"), *overrides
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]

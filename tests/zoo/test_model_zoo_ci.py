@@ -14,9 +14,7 @@ the process prints which file ``bundle`` came from.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -25,15 +23,19 @@ import pytest
 
 from scripts.release import BUNDLE_NAME, build_release
 from tests.conftest import ROOT
+from tests.helpers import launch
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 ZOO_CI = SHARED / "reference" / "model-zoo-ci"
 SCHEMA = SHARED / "reference" / "monai" / "meta_schema_20240725.json"
 UNIT_TEST = Path(__file__).resolve().parent / "ci" / "unit_tests" / f"test_{BUNDLE_NAME}.py"
 
-pytestmark = pytest.mark.skipif(
-    not ZOO_CI.is_dir(), reason=f"the model zoo's CI scripts are not at {ZOO_CI} (../shared is absent)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not ZOO_CI.is_dir(), reason=f"the model zoo's CI scripts are not at {ZOO_CI} (../shared is absent)"
+    ),
+    pytest.mark.slow,  # the zoo's own runner: a release, its checks and its unit tests, each a process
+]
 
 # `python <script> <args>` without the editable install of this checkout, printing where `bundle` came from
 ZOO_PYTHON = (
@@ -47,13 +49,11 @@ ZOO_PYTHON = (
 
 def run_zoo(zoo: Path, script: str, *args: str, timeout: int = 900) -> str:
     """Run a zoo script from the zoo root (its folder first on the path, as ``python <script>`` has it)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(zoo / Path(script).parent), PYTHONUNBUFFERED="1")
-    env.setdefault("OMP_NUM_THREADS", "2")
+    env = {"PYTHONPATH": str(zoo / Path(script).parent)}
     # -P (3.11+): no working-directory entry on sys.path, as with `python <script>`; the zoo root holds no package
     # of ours, so on 3.10 that entry is harmless
     cmd = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-c", ZOO_PYTHON, script, *args]
-    proc = subprocess.run(cmd, cwd=zoo, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = launch(cmd, cwd=zoo, env=env, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"python {script} {' '.join(args)} exited {proc.returncode}:\n{output[-8000:]}"
     return output
