@@ -138,9 +138,16 @@ def test_no_script_or_test_edits_sys_path():
 def test_the_readme_layout_names_every_module():
     """README.md's Layout lists every module of the package (prepare/'s layouts are summed up as a folder)."""
     layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"[a-z_]+", layout))
-    stems = {n.rsplit(".", 1)[-1] for n in MODULES if n.count(".") and ".prepare." not in n}
-    assert not sorted(stems - named), f"README.md's Layout does not name {sorted(stems - named)}"
+    named = set(re.findall(r"[a-z_]+(?:\.py|/)?", layout))  # a top-level module as x.py, a package as x/
+    wanted = set()
+    for name, path in MODULES.items():
+        parts = name.split(".")
+        if len(parts) == 2:
+            wanted.add(f"{parts[1]}/" if path.name == "__init__.py" else f"{parts[1]}.py")
+        elif len(parts) > 2 and parts[1] != "prepare" and path.name != "__init__.py":
+            wanted.add(parts[-1])
+    missing = sorted(wanted - named)
+    assert not missing, f"README.md's Layout does not name {missing}"
 
 
 MAX_FUNCTION_LINES = 60

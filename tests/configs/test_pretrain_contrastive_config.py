@@ -124,6 +124,7 @@ def test_pretraining_resumes(small_datalist, tmp_path, caplog):
     assert not torch.equal(resumed, queue)
 
 
+@pytest.mark.slow  # two real commands: MICLe pretraining, then fine-tuning from its weights
 def test_cli_pretrain_micle_then_train(small_datalist, tmp_path):
     """The documented commands: pretrain (MICLe) with monai.bundle run, then train.json with --pretrained_ckpt.
 

@@ -136,6 +136,7 @@ def test_real_collection_train_and_evaluate(tmp_path):
     assert 0.5 < metrics["auc_macro"] <= 1.0 and 0.0 < metrics["dice_lung"] <= 1.0
 
 
+@pytest.mark.slow  # two real commands: multi-label training, then its evaluation
 @pytest.mark.parametrize("multi_label", [True])
 def test_multilabel_training(tmp_path, multi_label):
     from tests.conftest import write_dataset
