@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, launch, run_bundle, start
+from tests.helpers import ROOT, launch, start
 
 pytestmark = pytest.mark.slow  # several processes per run, one of them killed mid-run
 
@@ -195,42 +195,22 @@ def _numbers(value, prefix=""):
     return {prefix: value}
 
 
-def test_evaluation_under_ddp_equals_one_process(tmp_path):
-    models = tmp_path / "models"
-    run_bundle(
-        "run",
-        "--config_file",
-        _configs("train"),
-        "--bundle_root",
-        str(ROOT),
-        *QUICK,
-        "--ckpt_dir",
-        str(models),
-        "--output_dir",
-        str(tmp_path / "train"),
-        "--max_epochs",
-        "1",
-    )
-    evaluate = ["--ckpt_dir", str(models), "--n_overlays", "2"]
-    run_bundle(
-        "run",
-        "--config_file",
-        _configs("train", "evaluate"),
-        "--bundle_root",
-        str(ROOT),
-        *QUICK,
-        *evaluate,
-        "--output_dir",
-        str(tmp_path / "one"),
-    )
+def test_evaluation_under_ddp_equals_one_process(evaluated_tiny, tmp_path):
+    # one process: the shared tiny run's evaluation (configs/evaluate.json, two overlays of each kind)
+    run = evaluated_tiny
     torchrun(
         _configs("train", "evaluate", "multi_gpu_evaluate"),
-        *evaluate,
+        *run.args,
+        "--ckpt_dir",
+        str(run.models),
+        "--n_overlays",
+        "2",
         "--output_dir",
         str(tmp_path / "two"),
         cwd=tmp_path,
     )
-    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    folders = {"one": run.folder / "eval", "two": tmp_path / "two"}
+    one, two = (json.loads((folders[d] / "metrics.json").read_text()) for d in ("one", "two"))
     a, b = _numbers(one), _numbers(two)
     assert a.keys() == b.keys() and a["num_images."] == b["num_images."] > 0
     for key, value in a.items():
@@ -239,7 +219,7 @@ def test_evaluation_under_ddp_equals_one_process(tmp_path):
         else:
             assert b[key] == value, key
     for name in ("metrics.csv", "lung_attention_raw.csv", "test_dice_raw.csv"):
-        rows = [sorted((tmp_path / d / name).read_text().splitlines()) for d in ("one", "two")]
+        rows = [sorted((folders[d] / name).read_text().splitlines()) for d in ("one", "two")]
         assert rows[0] == rows[1], name
-    overlays = [sorted(p.name for p in (tmp_path / d / "overlays").iterdir()) for d in ("one", "two")]
+    overlays = [sorted(p.name for p in (folders[d] / "overlays").iterdir()) for d in ("one", "two")]
     assert overlays[0] == overlays[1] and len(overlays[0]) == 4
