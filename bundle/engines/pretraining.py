@@ -22,16 +22,15 @@ __all__ = ["SSLPrepareBatch", "ssl_loss", "MethodHooks"]
 class SSLPrepareBatch:
     """``prepare_batch`` for pretraining: every tensor of the batch to ``device``; returns ``(batch, None)``.
 
-    With ``views`` (a ``bundle.data.batch_views.BatchViews``) and a batch of images rather than views
-    (``image1``, ``image2``: (B, 1, H, W), as ``TwoViewDataset(views_on="device")`` gives them), the images go to
-    the device as they are (compact integers stay compact for the copy) and ``view1``, ``view2`` (B, 1, S, S) are
-    made there, every image its own random view. A batch that already holds views passes through unchanged.
+    With ``views`` (a ``bundle.data.views.BatchViews``) and a batch of image pairs (``image1``, ``image2``:
+    (B, 1, H, W), as ``bundle.data.pairs.TwoViewDataset`` gives them), the images go to the device as they are
+    (compact integers stay compact for the copy) and ``view1``, ``view2`` (B, 1, S, S) are made there, every image
+    its own random view. A batch that already holds views passes through unchanged.
 
     A batch of single images (``image``: (B, 1, H, W), as cached, for reconstruction and pretext pretraining)
     goes to the device the same way and ``views(image)`` replaces it there: a tensor is the new ``image`` (the
-    augmentations, ``BatchViews``), a mapping adds its keys (``bundle.ssl.batch_masking.BatchMasks``: ``image``,
-    ``target``, ``recon_mask``...). Such configs set ``views`` only when ``views_on`` is ``device``: their worker
-    batches hold an ``image`` too.
+    augmentations, ``BatchViews``), a mapping adds its keys (``bundle.ssl.masking.BatchMasks``: ``image``,
+    ``target``, ``recon_mask``...).
     """
 
     # view key <- image key it is made from

@@ -70,7 +70,7 @@ class TwoViewMethod(PretrainingMethod):
     """Common parts of SimCLR, MoCo, BYOL and SimSiam: the encoder, view unpacking, step counting, twins.
 
     ``forward(batch)`` takes the two views ``batch["view1"]``, ``batch["view2"]`` (B, 1, H, W). MICLe is not a
-    method of its own: it is any of these fed with multi-instance pairs (``bundle.data.views``).
+    method of its own: it is any of these fed with multi-instance pairs (``bundle.data.pairs``).
 
     Args:
         backbone: the configs' ``backbone`` id (a FlexibleUNet encoder or a ViT).

@@ -1,6 +1,6 @@
 """Inpainting pretraining (context encoders, GMML): reconstruct the masked pixels with the bundle's encoder-decoder.
 
-``Inpainting`` trains ``MultiTaskNet(seg_channels=1)`` on batches masked by ``bundle.ssl.masking``; its
+``Inpainting`` trains ``MultiTaskNet(seg_channels=1)`` on batches masked by ``bundle.ssl.masking.BatchMasks``; its
 ``encoder.*`` and ``decoder.*`` weights are what fine-tuning loads (``configs/train.json --pretrained_ckpt``).
 """
 
@@ -29,10 +29,10 @@ class Inpainting(PretrainingMethod):
         recon_loss: ``l1`` or ``l2``, over the masked pixels only.
         replace_prob: share of images whose masked pixels are pasted from another image of the batch (GMML).
         contrastive_weight: weight of the NT-Xent term between the two views (0 = reconstruction only; needs
-            ``num_views=2`` in ``ReconstructionMaskd``).
+            ``num_views=2`` in ``BatchMasks``).
         temperature: NT-Xent temperature.
         projection_dim: output size of the projection head of the contrastive term.
-        image_key, target_key, mask_key: batch keys written by ``ReconstructionMaskd``.
+        image_key, target_key, mask_key: batch keys written by ``bundle.ssl.masking.BatchMasks``.
 
     The contrastive term compares projections of the pooled deepest encoder features of the two views (the
     SimCLR convention), whereas MONAI's 3D tutorial compares the flattened reconstructions: in a U-Net the skip
@@ -91,14 +91,14 @@ class Inpainting(PretrainingMethod):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # type: ignore[override]
         for key in (self.image_key, self.target_key, self.mask_key):
             if key not in batch:
-                raise KeyError(f"batch has no {key!r}: put bundle.ssl.masking.ReconstructionMaskd in the transforms")
+                raise KeyError(f"batch has no {key!r}: give SSLPrepareBatch the masks, bundle.ssl.masking.BatchMasks")
         loss, embedding = self._view(batch, "")
         out = {"embedding": embedding, "recon_loss": loss.detach()}
         if self.projector is not None:
             if self.image_key + "_2" not in batch:
                 raise KeyError(
                     f"contrastive_weight > 0 needs a second masked view {self.image_key + '_2'!r}: "
-                    "set num_views 2 in ReconstructionMaskd"
+                    "set num_views 2 in BatchMasks"
                 )
             loss_2, embedding_2 = self._view(batch, "_2")
             z1, z2 = self.projector(embedding.float()).float(), self.projector(embedding_2.float()).float()

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 METHODS: dict[str, type[TwoViewMethod]] = {"simclr": SimCLR, "moco": MoCoV2, "byol": BYOL, "simsiam": SimSiam}
 PRETEXT_METHODS: dict[str, type[PretextMethod]] = {"rotation": Rotation, "jigsaw": Jigsaw}
-# inpainting method -> the mask mode of bundle.ssl.masking.ReconstructionMaskd
+# inpainting method -> the mask mode of bundle.ssl.masking.BatchMasks
 INPAINTING_METHODS: dict[str, str] = {"inpainting": "blocks", "outpainting": "outpaint", "group_masked": "group"}
 
 

@@ -12,6 +12,7 @@ from ignite.engine import Engine, Events
 from ..distributed import unwrap
 from ..plots import plot_reconstructions
 from ..values import Rule, described, integer
+from .masking import BatchMasks
 
 __all__ = ["ReconstructionSnapshot"]
 
@@ -21,13 +22,16 @@ logger = logging.getLogger(__name__)
 class ReconstructionSnapshot:
     """Every ``interval`` epochs (and after the last), save masked | reconstruction | original for a few images.
 
-    The images are prepared once with ``transform`` (loading + ``ReconstructionMaskd``) under a fixed seed, so
-    every picture shows the same holes and epochs can be compared. Files: ``<output_dir>/<prefix>_epochNNNN.png``.
+    The images are loaded once with ``transform`` and masked once by ``masks`` without its augmentations, on a
+    stream of its own seeded by ``seed`` (``BatchMasks.without_views``): every picture shows the same holes, epochs
+    can be compared, and the training masks' random stream never moves. Files:
+    ``<output_dir>/<prefix>_epochNNNN.png``.
 
     Args:
         method: an ``Inpainting`` (anything with ``reconstruct``).
         data: datalist entries; the first ``num_images`` are shown.
-        transform: the preprocessing that produces ``image``, ``target`` and ``recon_mask``.
+        transform: the loading that produces a (1, H, W) ``image`` of each entry (as cached for training).
+        masks: the training masks (a ``bundle.ssl.masking.BatchMasks``): mode, coverage and hole sizes.
         output_dir: folder of the PNGs.
         interval: epochs between pictures (0 = only after the last epoch).
         num_images: rows of the grid.
@@ -41,6 +45,7 @@ class ReconstructionSnapshot:
         method: torch.nn.Module,
         data: Sequence[Mapping],
         transform: Callable,
+        masks: BatchMasks,
         output_dir: str,
         interval: int = 1,
         num_images: int = 4,
@@ -48,6 +53,7 @@ class ReconstructionSnapshot:
         prefix: str = "reconstruction",
     ) -> None:
         self.method, self.data, self.transform = unwrap(method), list(data)[:num_images], transform
+        self.masks = masks.without_views(seed)
         self.output_dir, self.interval, self.seed, self.prefix = output_dir, interval, seed, prefix
         self._samples: dict[str, torch.Tensor] | None = None
         self.saved: list[str] = []
@@ -59,11 +65,9 @@ class ReconstructionSnapshot:
         if self._samples is None:
             if not self.data:
                 raise ValueError("ReconstructionSnapshot: no images to show (empty data)")
-            if hasattr(self.transform, "set_random_state"):
-                self.transform.set_random_state(seed=self.seed)
-            items = [self.transform(dict(e)) for e in self.data]
-            keys = ("image", "target", "recon_mask")
-            self._samples = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}
+            images = torch.stack([torch.as_tensor(self.transform(dict(e))["image"]) for e in self.data])
+            masked = self.masks(images)
+            self._samples = {k: masked[k] for k in ("image", "target", "recon_mask")}
         return self._samples
 
     def __call__(self, engine: Engine) -> None:

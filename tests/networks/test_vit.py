@@ -17,7 +17,7 @@ from bundle.networks.vit import VIT_BACKBONES, is_vit, patch_size_of
 from bundle.saliency import SaliencyInferer, default_target_layer, encoder_stages
 from bundle.settings import check
 from bundle.ssl.inpainting import Inpainting
-from bundle.ssl.masking import ReconstructionMaskd
+from bundle.ssl.masking import BatchMasks
 from bundle.ssl.methods import build_method
 from tests.conftest import ROOT
 
@@ -152,9 +152,7 @@ def test_verify_net_in_out_both_views():
 def test_group_masked_pretraining_feeds_fine_tuning(tmp_path):
     """GMML on the ViT: patch-aligned masks, L1 on them, and every encoder and decoder weight reaches fine-tuning."""
     torch.manual_seed(0)
-    masking = ReconstructionMaskd("group", patch_size=16).set_random_state(0)
-    samples = [masking({"image": torch.rand(1, 64, 64)}) for _ in range(3)]
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "target", "recon_mask")}
+    batch = BatchMasks("group", patch_size=16, seed=0)(torch.rand(3, 1, 64, 64))
     cells = batch["recon_mask"].reshape(3, 4, 16, 4, 16)
     assert (cells.amax(dim=(2, 4)) == cells.amin(dim=(2, 4))).all()  # whole patches only
     assert ((batch["recon_mask"].mean((1, 2, 3)) >= 0.5) & (batch["recon_mask"].mean((1, 2, 3)) <= 0.75)).all()

@@ -10,7 +10,7 @@ from bundle.networks import MultiTaskNet
 from bundle.plots import plot_reconstructions
 from bundle.ssl.inpainting import Inpainting
 from bundle.ssl.losses import masked_reconstruction_loss
-from bundle.ssl.masking import ReconstructionMaskd, group_mask, paste_from_batch
+from bundle.ssl.masking import BatchMasks, paste_from_batch
 
 
 def picture(height: int = 48, width: int = 40, seed: int = 0) -> torch.Tensor:
@@ -19,66 +19,53 @@ def picture(height: int = 48, width: int = 40, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("size", [(64, 64), (37, 53), (224, 224)])
 def test_group_mask_coverage_within_range(size):
-    rng = np.random.RandomState(0)
-    coverage = [group_mask(*size, rng, (0.5, 0.75), (0.05, 0.3)).mean() for _ in range(40)]
-    assert min(coverage) >= 0.5 - 1 / (size[0] * size[1]) and max(coverage) <= 0.75
-    assert max(coverage) - min(coverage) > 0.05  # the target is drawn, not fixed
+    coverage = BatchMasks("group", mask_ratio=(0.5, 0.75), hole_size=(0.05, 0.3)).mask(40, *size).double().mean((1, 2))
+    assert coverage.min() >= 0.5 - 1 / (size[0] * size[1]) and coverage.max() <= 0.75
+    assert coverage.max() - coverage.min() > 0.05  # the target is drawn, not fixed
 
 
 def test_group_mask_rejects_bad_ratio():
     with pytest.raises(ValueError, match="mask_ratio"):
-        group_mask(32, 32, np.random.RandomState(0), (0.8, 0.5))
+        BatchMasks("group", mask_ratio=(0.8, 0.5))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        BatchMasks("group", mask_ratio=(0.5, 1.0))
 
 
 @pytest.mark.parametrize("mode", ["blocks", "group", "outpaint"])
 def test_only_masked_pixels_change_and_target_is_the_original(mode):
     image = picture()
-    t = ReconstructionMaskd(mode=mode)
-    t.set_random_state(3)
-    out = t({"image": image.clone(), "label": 1})
-    mask = out["recon_mask"]
+    out = BatchMasks(mode=mode, seed=3)(image.unsqueeze(0))
+    mask = out["recon_mask"][0]
     assert mask.shape == (1, 48, 40) and set(mask.unique().tolist()) <= {0.0, 1.0}
     assert 0 < mask.mean() < 1
-    assert torch.equal(out["target"], image)
+    assert torch.equal(out["target"][0], image)
     keep = mask[0] == 0
-    assert torch.equal(out["image"][:, keep], image[:, keep])
-    changed = out["image"][:, ~keep] != image[:, ~keep]
+    assert torch.equal(out["image"][0][:, keep], image[:, keep])
+    changed = out["image"][0][:, ~keep] != image[:, ~keep]
     assert changed.float().mean() > 0.99  # noise fill: (almost) every masked pixel differs
-    assert out["label"] == 1
-
-
-def test_group_mode_coverage_in_transform():
-    t = ReconstructionMaskd(mode="group", mask_ratio=(0.5, 0.75))
-    t.set_random_state(0)
-    for _ in range(20):
-        assert 0.5 - 1e-3 <= t({"image": picture(64, 64)})["recon_mask"].mean() <= 0.75
 
 
 def test_outpaint_keeps_the_holes_that_blocks_drops():
-    image = picture(64, 64)
-    blocks = ReconstructionMaskd(mode="blocks", holes=(3, 5), hole_size=(0.1, 0.3))
-    outpaint = ReconstructionMaskd(mode="outpaint", holes=(3, 5), hole_size=(0.1, 0.3))
-    blocks.set_random_state(7)
-    outpaint.set_random_state(7)
-    b, o = blocks({"image": image}), outpaint({"image": image})
+    image = picture(64, 64).unsqueeze(0)
+    b = BatchMasks(mode="blocks", holes=(3, 5), hole_size=(0.1, 0.3), seed=7)(image)
+    o = BatchMasks(mode="outpaint", holes=(3, 5), hole_size=(0.1, 0.3), seed=7)(image)
     assert torch.equal(b["recon_mask"], 1 - o["recon_mask"])  # same holes: dropped by one, kept by the other
-    holes = o["recon_mask"][0] == 0
-    assert torch.equal(o["image"][:, holes], image[:, holes])
+    holes = o["recon_mask"][0, 0] == 0
+    assert torch.equal(o["image"][0][:, holes], image[0][:, holes])
 
 
 def test_masks_are_reproducible_and_views_differ():
-    t = ReconstructionMaskd(mode="group", num_views=2)
-    t.set_random_state(1)
-    first = t({"image": picture()})
-    t.set_random_state(1)
-    again = t({"image": picture()})
+    masks = BatchMasks(mode="group", num_views=2, seed=1)
+    first = masks(picture().unsqueeze(0))
+    masks.set_random_state(1)
+    again = masks(picture().unsqueeze(0))
     assert torch.equal(first["recon_mask"], again["recon_mask"]) and torch.equal(first["image"], again["image"])
     assert not torch.equal(first["recon_mask"], first["recon_mask_2"])
 
 
 def test_bad_mode_is_named():
     with pytest.raises(ValueError, match="mask_mode 'holes'"):
-        ReconstructionMaskd(mode="holes")
+        BatchMasks(mode="holes")
 
 
 @pytest.mark.parametrize("kind", ["l1", "l2"])
@@ -119,9 +106,7 @@ def tiny_inpainting(**kwargs) -> Inpainting:
 def test_inpainting_loss_matches_masked_loss_and_exports_encoder_decoder():
     torch.manual_seed(0)
     method = tiny_inpainting().eval()
-    t = ReconstructionMaskd(mode="blocks")
-    items = [t({"image": picture(32, 32, s)}) for s in range(2)]
-    batch = {k: torch.stack([it[k] for it in items]) for k in ("image", "target", "recon_mask")}
+    batch = BatchMasks(mode="blocks")(torch.stack([picture(32, 32, s) for s in range(2)]))
     out = method(batch)
     recon, _ = method.reconstruct(batch["image"])
     assert torch.allclose(out["loss"], masked_reconstruction_loss(recon, batch["target"], batch["recon_mask"]))
@@ -133,9 +118,7 @@ def test_inpainting_loss_matches_masked_loss_and_exports_encoder_decoder():
 def test_combined_objective_needs_and_uses_two_views():
     torch.manual_seed(0)
     method = tiny_inpainting(contrastive_weight=0.5)
-    t = ReconstructionMaskd(mode="group", num_views=2)
-    items = [t({"image": picture(32, 32, s)}) for s in range(3)]
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    batch = BatchMasks(mode="group", num_views=2)(torch.stack([picture(32, 32, s) for s in range(3)]))
     out = method(batch)
     assert out["contrastive_loss"] > 0
     out["loss"].backward()

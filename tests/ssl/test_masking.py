@@ -1,7 +1,7 @@
-"""Masks and augmentations of reconstruction / pretext pretraining made on the training device (``views_on``
-device): the masks agree in distribution with ``ReconstructionMaskd`` for each mode (a wrong setting is caught),
-fill with noise in each image's range, keep the other pixels, differ per image, read compact uint8 caches; the
-device views agree with the configs' worker chains; short real runs of both configs with either ``views_on``."""
+"""Masks and augmentations of reconstruction / pretext pretraining made on the training device: the masks agree in
+distribution with the per-image reference (MONAI's coarse dropout, GMML's rectangles) for each mode (a wrong setting
+is caught), fill with noise in each image's range, keep the other pixels, differ per image, read compact uint8
+caches; the configs' augmentations agree with MONAI's per-image chain; short real runs of both configs."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import set_track_meta
-from monai.transforms import Compose
 
-from bundle.data.batch_views import BatchViews
 from bundle.data.precision import compact, to_float
+from bundle.data.views import BatchViews
 from bundle.engines.pretraining import SSLPrepareBatch
-from bundle.ssl.batch_masking import BatchMasks
-from bundle.ssl.masking import ReconstructionMaskd
+from bundle.ssl.masking import BatchMasks
 from tests.conftest import ROOT, sample_workflow, synthetic_cxr
-from tests.data.test_batch_views import KS_TOL, ks, view_stats
+from tests.data.reference_views import monai_chain
+from tests.data.test_views import KS_TOL, ks, view_stats
+from tests.ssl.reference_masks import ReconstructionMaskd
 
 SIZE = 32
 N = 300  # masks per distribution (KS_TOL: alpha = 0.001 for 300 + 300 samples)
@@ -183,26 +183,26 @@ def parse(name: str, **override) -> ConfigParser:
 
 
 @pytest.mark.parametrize(
-    "name, wrong, stat",
-    [("pretrain_inpainting", {"rotate_range": 0.5}, "corner"), ("pretrain_pretext", {"translate_range": 8}, "corner")],
+    "name, key, wrong, stat",
+    [
+        ("pretrain_inpainting", "train#augment", {"rotate_range": 0.5}, "corner"),
+        ("pretrain_pretext", "train#views", {"translate_range": 8}, "corner"),
+    ],
 )
-def test_device_views_agree_with_the_worker_chain(name, wrong, stat):
-    """The device views (train#device_views) against the config's per-image MONAI chain, without the masks."""
-    parser = parse(name)
-    chain = [t for t in parser.get_parsed_content("train#random_transforms") if not isinstance(t, ReconstructionMaskd)]
-    chain = Compose(chain)
-    chain.set_random_state(0)
+def test_config_augmentations_agree_with_the_monai_chain(name, key, wrong, stat):
+    """The config's batched augmentations against MONAI's per-image chain with their settings, without the masks."""
+    views = parse(name).get_parsed_content(key)
+    chain = monai_chain(views)
     set_track_meta(False)
     try:
-        theirs = torch.stack([torch.as_tensor(chain({"image": image()})["image"]) for _ in range(N)])
+        theirs = torch.stack([torch.as_tensor(chain(image())) for _ in range(N)])
     finally:
         set_track_meta(True)
-    views = parser.get_parsed_content("train#device_views")
     ours = views(image().unsqueeze(0).expand(N, -1, -1, -1))
     a, b = view_stats(ours), view_stats(theirs)
     assert max(ks(a[k], b[k]) for k in a) < KS_TOL, {k: ks(a[k], b[k]) for k in a}
-    bad = parse(name, **{f"train#device_views#{k}": v for k, v in wrong.items()})
-    worse = bad.get_parsed_content("train#device_views")(image().unsqueeze(0).expand(N, -1, -1, -1))
+    bad = parse(name, **{f"{key}#{k}": v for k, v in wrong.items()})
+    worse = bad.get_parsed_content(key)(image().unsqueeze(0).expand(N, -1, -1, -1))
     assert ks(view_stats(worse)[stat], b[stat]) > KS_TOL
 
 
@@ -227,19 +227,9 @@ def run_config(name: str, tmp_path: Path, **overrides) -> ConfigWorkflow:
         ("pretrain_pretext", "jigsaw", {"num_permutations": 10}),
     ],
 )
-def test_config_runs_with_views_on_the_device(name, method, overrides, tmp_path):
+def test_config_runs_with_the_masks_made_on_the_device(name, method, overrides, tmp_path):
     wf = run_config(name, tmp_path, ssl_method=method, **overrides)
-    assert wf.parser.get_parsed_content("views_on") == "device"
     item = wf.parser.get_parsed_content("train#dataset")[0]
     assert item["image"].dtype == torch.uint8 and "target" not in item  # the workers stop at the cache
     assert wf.parser.get_parsed_content("train#views") is not None
     assert (tmp_path / "models" / f"pretrained_{method}.pt").is_file()
-
-
-@pytest.mark.parametrize("name, method", [("pretrain_inpainting", "group_masked"), ("pretrain_pretext", "rotation")])
-def test_config_runs_with_views_on_the_workers(name, method, tmp_path):
-    wf = run_config(name, tmp_path, ssl_method=method, views_on="workers")
-    assert wf.parser.get_parsed_content("train#views") is None
-    item = wf.parser.get_parsed_content("train#dataset")[0]
-    assert item["image"].dtype == torch.float32
-    assert ("target" in item) == (name == "pretrain_inpainting")
