@@ -65,18 +65,8 @@ def group_mask(
 class ReconstructionMaskd(Randomizable, MapTransform):
     """Corrupt ``image`` for reconstruction; keep the original as ``target``, the corrupted pixels as ``recon_mask``.
 
-    Args:
-        mode: ``blocks`` | ``group`` | ``outpaint`` (see the module docstring).
-        keys: the image key (one key).
-        target_key: where the uncorrupted image is stored.
-        mask_key: where the (1, H, W) float mask of corrupted pixels is stored.
-        num_views: 2 adds an independently masked second view (``<key>_2`` and ``<mask_key>_2``) for the
-            combined reconstruction + contrastive objective.
-        mask_ratio: (min, max) share of the image corrupted by ``group`` masks.
-        holes: (min, max) number of holes for ``blocks`` / ``outpaint``; None = the mode's default.
-        hole_size: (min, max) hole side as a fraction of the image side (``group``: rectangle side); None = default.
-        patch_size: ``group`` masks cover whole cells of this many pixels a side (16 for a ViT: whole patches);
-            1 = pixels. The other modes ignore it.
+    Args: ``keys`` (one image key) and those of ``bundle.ssl.masking.BatchMasks`` (the same meaning and defaults);
+    the masks of ``group`` are ``group_mask``'s, the holes MONAI's ``RandCoarseDropout``'s.
 
     Corrupted pixels are filled with uniform noise between the image's minimum and maximum (MONAI's
     ``RandCoarseDropout`` with ``fill_value=None``), for every mode.
