@@ -77,6 +77,26 @@ def run_bundle(*args: str, cwd: Path = ROOT, timeout: int = 600, check: bool = T
     return launch([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, timeout=timeout, check=check)
 
 
+def run_script(
+    script: str,
+    *args: str,
+    cwd: Path | str = ROOT,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = 600,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """``python scripts/<script> <args>`` from ``cwd`` (the bundle root by default), as a user runs it."""
+    return launch([sys.executable, ROOT / "scripts" / script, *args], cwd=cwd, env=env, timeout=timeout, check=check)
+
+
+def run_module(
+    module: str, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` from the bundle root, as the commands of its development tree run
+    (``python -m benchmarks``, ``python -m scripts.label_server``)."""
+    return launch([sys.executable, "-m", module, *args], cwd=ROOT, env=env, timeout=timeout, check=check)
+
+
 def exit_status(stop: SystemExit, stderr: io.StringIO) -> int:
     """The status Python exits with for ``stop``, printing its message to ``stderr`` as Python does."""
     if stop.code is None:
