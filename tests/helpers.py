@@ -44,6 +44,12 @@ def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
     return out
 
 
+def label_server_env() -> dict[str, str]:
+    """``child_env`` for a MONAI Label server (``label_app.client.LabelServer``): without ``PYTHONPATH``, which
+    would put this environment's packages into MONAI Label's."""
+    return child_env({"PYTHONPATH": None})
+
+
 def launch(
     argv: Sequence[str],
     cwd: Path | str = ROOT,

@@ -17,34 +17,27 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
+from bundle import workflow
 from bundle.networks import MultiTaskNet
 from bundle.ssl.inpainting import Inpainting
 from bundle.ssl.masking import ReconstructionMaskd
 from bundle.ssl.methods import INPAINTING_METHODS, mask_mode_of
 
-from .harness import (
-    IterationTimer,
-    OptimiserStep,
+from .datapath import measure_data_path
+from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
+from .report import training_report
+from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
+from .workflows import (
     SpeedUp,
-    add_common_arguments,
-    add_data_arguments,
-    add_speed_arguments,
-    choose_device,
-    compare_training,
     config_value,
     dataset_size_needed,
-    measure_data_path,
-    parse_ids,
     repeat_datalist,
     run_workflow,
-    settings,
     speed_overrides,
-    time_loop,
-    training_report,
     workflow_overrides,
 )
 
-CONFIG = "pretrain_inpainting.json"
+CONFIG = "pretrain_inpainting"
 POOL = 4  # distinct in-memory batches the plain loop cycles through
 
 
@@ -64,7 +57,7 @@ def plain_loop(
     """A hand-written loop: mask in-memory images, forward, masked reconstruction loss, backward, step."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
     names = ("learning_rate", "weight_decay", "recon_loss", "replace_prob", "mask_ratio")
-    lr, wd, recon_loss, replace_prob, mask_ratio = parse_ids(CONFIG, overrides, *names)
+    lr, wd, recon_loss, replace_prob, mask_ratio = workflow.parsed(CONFIG, overrides, *names)
     net = MultiTaskNet(num_classes=1, backbone=args.backbone, seg_channels=1)
     method = Inpainting(net, recon_loss=recon_loss, replace_prob=replace_prob).to(device).train()
     optimiser_step = OptimiserStep(

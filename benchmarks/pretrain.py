@@ -17,32 +17,25 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
+from bundle import workflow
 from bundle.data.views import VIEWS_ON
 from bundle.ssl.base import trainable_parameters
 
-from .harness import (
-    IterationTimer,
-    OptimiserStep,
+from .datapath import measure_data_path
+from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
+from .report import training_report
+from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
+from .workflows import (
     SpeedUp,
-    add_common_arguments,
-    add_data_arguments,
-    add_speed_arguments,
-    choose_device,
-    compare_training,
     config_value,
     dataset_size_needed,
-    measure_data_path,
-    parse_ids,
     repeat_datalist,
     run_workflow,
-    settings,
     speed_overrides,
-    time_loop,
-    training_report,
     workflow_overrides,
 )
 
-CONFIG = "pretrain_contrastive.json"
+CONFIG = "pretrain_contrastive"
 METHODS = ("simclr", "moco", "byol", "simsiam")
 POOL = 4  # distinct in-memory batches the plain loop cycles through
 
@@ -67,7 +60,7 @@ def plain_loop(
 ) -> IterationTimer:
     """A hand-written loop of the config's method and optimiser on random in-memory views."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
-    method, lr, wd = parse_ids(CONFIG, overrides, "network_def", "learning_rate", "weight_decay")
+    method, lr, wd = workflow.parsed(CONFIG, overrides, "network_def", "learning_rate", "weight_decay")
     method = method.to(device).train()
     optimiser = torch.optim.AdamW(trainable_parameters(method), lr=lr, weight_decay=wd)
     optimiser_step = OptimiserStep(optimiser, device, speed.amp_dtype)
