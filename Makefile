@@ -56,7 +56,7 @@ pins: install
 	$(PY) .ci/check_pins.py
 
 bench: install
-	$(PY) scripts/benchmark.py all
+	$(PY) -m benchmarks all
 
 # Reproduce the shipped models/model.pt (and its eval_metrics in configs/metadata.json) from the CC BY images of
 # the real collection (SHARED_CXR): SimCLR pretraining, then multi-task fine-tuning, then a test-split evaluation.

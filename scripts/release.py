@@ -46,7 +46,8 @@ SHIPPED_DIRS = ("configs", "bundle", "docs", "label_app")
 SHIPPED_FILES = ("LICENSE",)
 # what a MONAI Label server writes into the app folder when it runs (weights it trained, logs, helper scripts)
 LABEL_APP_RUNTIME = ("label_app/model", "label_app/logs", "label_app/bin")
-# scripts a user runs; benchmark.py, bench/, demo.sh and this script stay in the development tree
+# scripts a user runs; demo.sh, label_server.py and this script stay in the development tree, as do benchmarks/
+# and tests/ (nothing outside SHIPPED_DIRS, these scripts, the weights and SHIPPED_FILES is shipped)
 USER_SCRIPTS = (
     "__init__.py",
     "prepare_dataset.py",

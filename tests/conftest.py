@@ -18,8 +18,9 @@ from tests.helpers import run_bundle  # noqa: F401  (tests import it from here t
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CXR = ROOT.parent / "shared" / "data" / "cxr-real"
 SHARED_SCHEMA = ROOT.parent / "shared" / "reference" / "monai" / "meta_schema_20240725.json"
-CLASS_NAMES = ["normal", "bacterial_pneumonia", "viral_pneumonia", "covid19"]
-BACKBONE = json.loads((ROOT / "configs" / "train.json").read_text())["backbone"]  # the configs' default encoder
+TRAIN_CONFIG = json.loads((ROOT / "configs" / "train.json").read_text())
+CLASS_NAMES = TRAIN_CONFIG["class_names"]  # the configs' classes, in the order of the labels
+BACKBONE = TRAIN_CONFIG["backbone"]  # the configs' default encoder
 
 
 def synthetic_cxr(height: int = 40, width: int = 56, seed: int = 0, label: int = 0) -> tuple[np.ndarray, np.ndarray]:

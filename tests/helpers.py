@@ -44,6 +44,12 @@ def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
     return out
 
 
+def label_server_env() -> dict[str, str]:
+    """``child_env`` for a MONAI Label server (``label_app.client.LabelServer``): without ``PYTHONPATH``, which
+    would put this environment's packages into MONAI Label's."""
+    return child_env({"PYTHONPATH": None})
+
+
 def launch(
     argv: Sequence[str],
     cwd: Path | str = ROOT,
@@ -75,6 +81,26 @@ def run_bundle(*args: str, cwd: Path = ROOT, timeout: int = 600, check: bool = T
     default keeps the documented ``configs/...`` relative form working.
     """
     return launch([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, timeout=timeout, check=check)
+
+
+def run_script(
+    script: str,
+    *args: str,
+    cwd: Path | str = ROOT,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = 600,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """``python scripts/<script> <args>`` from ``cwd`` (the bundle root by default), as a user runs it."""
+    return launch([sys.executable, ROOT / "scripts" / script, *args], cwd=cwd, env=env, timeout=timeout, check=check)
+
+
+def run_module(
+    module: str, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` from the bundle root, as the commands of its development tree run
+    (``python -m benchmarks``, ``python -m scripts.label_server``)."""
+    return launch([sys.executable, "-m", module, *args], cwd=ROOT, env=env, timeout=timeout, check=check)
 
 
 def exit_status(stop: SystemExit, stderr: io.StringIO) -> int:

@@ -16,7 +16,7 @@ A memory cache of compact images keeps small tensors (50 KB) among the freed flo
 (200 KB each). glibc's malloc raises its mmap threshold each time such a block is freed, after which the
 intermediates come from the heap and the small survivors pin it: measured, 260 KB of RSS per cached uint8 image,
 more than float32's 205 KB. ``keep_heap_compact`` fixes the threshold at glibc's default (128 KB), so blocks that
-large always map and unmap, and RSS follows the cache's contents (``scripts/benchmark.py cache``). ``Compactd``
+large always map and unmap, and RSS follows the cache's contents (``python -m benchmarks cache``). ``Compactd``
 calls it for the integer precisions only: a float32 cache, whose survivors are the 200 KB blocks themselves, does
 better with glibc's moving threshold.
 """

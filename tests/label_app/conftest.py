@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from scripts.label_server import LABEL_PYTHON
+from label_app.client import LABEL_PYTHON
 
 
 @pytest.fixture(autouse=True, scope="module")

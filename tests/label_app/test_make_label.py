@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.label_server import LabelServer, copy_app, free_port
+from label_app.client import LabelServer, copy_app, free_port
 from tests.conftest import ROOT
+from tests.helpers import label_server_env
 
 pytestmark = pytest.mark.slow  # `make label` starts a real MONAI Label server
 
@@ -27,7 +28,8 @@ def test_make_label_serves_the_sample(tmp_path: Path):
         f"LABEL_STUDIES={studies}",
         f"LABEL_PORT={port}",
     ]
-    with LabelServer(app, studies, tmp_path / "make.log", port=port, command=make, timeout=300) as server:
+    log = tmp_path / "make.log"
+    with LabelServer(app, studies, log, port=port, command=make, timeout=300, env=label_server_env()) as server:
         assert set(server.get("/info/")["models"]) == {"lung_segmentation", "classification"}
         stats = server.get("/datastore/", output="stats")
         # every sample PNG, plus one picture also as DICOM and as JPEG; the sample's masks as final labels

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.label_server import LABEL_PYTHON, HTTPError, LabelServer, copy_app, parse_multipart
+from label_app.client import LABEL_PYTHON, HTTPError, LabelServer, copy_app, parse_multipart
 from tests.conftest import CLASS_NAMES, ROOT
-from tests.helpers import launch, run_bundle
+from tests.helpers import label_server_env, launch, run_bundle
 
 pytestmark = pytest.mark.slow  # a real MONAI Label server in its own environment, and a training through it
 
@@ -77,7 +77,8 @@ def reference(studies, tmp_path_factory) -> dict[str, dict]:
 def server(studies, reference, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")
     (studies / "broken.png").write_bytes(b"not a picture")  # after the reference run, which would report it
-    with LabelServer(copy_app(tmp / "app"), studies, tmp / "server.log", conf={"bundle_root": str(ROOT)}) as s:
+    conf = {"bundle_root": str(ROOT)}
+    with LabelServer(copy_app(tmp / "app"), studies, tmp / "server.log", conf=conf, env=label_server_env()) as s:
         yield s
     assert "Traceback" not in s.log_tail(10**7), "the server logged a stack trace"
 

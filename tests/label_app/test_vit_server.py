@@ -17,8 +17,9 @@ from PIL import Image
 
 from bundle.atomic import atomic_save
 from bundle.networks import MultiTaskNet
-from scripts.label_server import LabelServer, copy_app, parse_multipart
+from label_app.client import LabelServer, copy_app, parse_multipart
 from tests.conftest import CLASS_NAMES, ROOT, run_bundle
+from tests.helpers import label_server_env
 
 pytestmark = pytest.mark.slow  # a real MONAI Label server in its own environment, and a training through it
 
@@ -55,7 +56,7 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(setup):
     tmp, studies, _, _, _, conf = setup
-    with LabelServer(copy_app(tmp / "app"), studies, tmp / "server.log", conf=conf) as s:
+    with LabelServer(copy_app(tmp / "app"), studies, tmp / "server.log", conf=conf, env=label_server_env()) as s:
         yield s
     assert "Traceback" not in s.log_tail(10**7), "the server logged a stack trace"
 

@@ -8,22 +8,19 @@ does (``run_main``), which saves an interpreter start each.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bundle.prepare.cli import main
-from tests.helpers import ROOT, launch, script_in_process
+from tests.helpers import run_script, script_in_process
 
 from .fixtures import write_dicom, write_image
-
-SCRIPT = ROOT / "scripts" / "prepare_dataset.py"
 
 
 def prepare_command(*args: str, cwd: Path, debug: bool = False) -> subprocess.CompletedProcess:
     """The real command, ``python scripts/prepare_dataset.py <args>`` (``CXR_DEBUG=1`` with ``debug``)."""
-    return launch([sys.executable, SCRIPT, *args], cwd=cwd, env={"CXR_DEBUG": "1"} if debug else None, timeout=120)
+    return run_script("prepare_dataset.py", *args, cwd=cwd, env={"CXR_DEBUG": "1"} if debug else None, timeout=120)
 
 
 def prepare(*args: str, cwd: Path) -> subprocess.CompletedProcess:

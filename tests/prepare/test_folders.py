@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 
 from bundle.data.datalist import SECTIONS
 from bundle.prepare.cli import main
-from tests.helpers import launch
+from tests.helpers import run_script
 
 from .fixtures import check_datalist, run, skipped_items, write_garbage, write_image, write_mask
 
@@ -214,7 +213,7 @@ def test_script_runs_from_repo_root(tmp_path):
         for i in range(3):
             write_image(src / cls / f"{cls}{i}.png")
     args = ["folders", "--src", src, "--out", tmp_path / "out", "--workers", "1", "--no-decode"]
-    proc = launch([sys.executable, "scripts/prepare_dataset.py", *args], cwd=ROOT, timeout=120)
+    proc = run_script("prepare_dataset.py", *map(str, args), cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "train with:" in proc.stdout
     assert json.loads((tmp_path / "out" / "datalist.json").read_text())["class_names"] == ["normal", "pneumonia"]

@@ -27,7 +27,7 @@ from scripts.release import (
     release_version,
 )
 from tests.conftest import ROOT
-from tests.helpers import launch
+from tests.helpers import launch, run_script
 
 MODEL = ROOT / "models" / "model.pt"
 pytestmark = [
@@ -168,9 +168,9 @@ def test_zip_holds_what_a_bundle_carries(release):
         assert required in rel, required
     for left_out in ("Makefile", "requirements.txt", "requirements-dev.txt", "pyproject.toml", "setup.cfg"):
         assert left_out not in rel, left_out
-    for prefix in ("tests/", ".ci/", "data/", "runs/", "dist/", "scripts/bench/", ".git"):
+    for prefix in ("tests/", ".ci/", "data/", "runs/", "dist/", "benchmarks/", ".git"):
         assert not any(r.startswith(prefix) for r in rel), prefix
-    for script in ("benchmark.py", "demo.sh", "release.py"):
+    for script in ("label_server.py", "demo.sh", "release.py"):
         assert f"scripts/{script}" not in rel, script
     assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
     # the zoo's compress_bundle: fixed timestamps, sorted entries, no directory entries
@@ -190,6 +190,19 @@ def test_label_app_runtime_files_are_not_shipped():
     assert _shipped(Path("label_app/lib/trainers.py")) and _shipped(Path("label_app/studies.py"))
     for runtime in ("label_app/model/model.pt", "label_app/logs/app.log", "label_app/bin/run.sh"):
         assert not _shipped(Path(runtime)), runtime
+
+
+def test_the_installed_package_is_bundle_alone():
+    """pyproject.toml installs ``bundle`` only: benchmarks/, scripts/ and label_app/, packages of the development
+    tree run from the repository root, stay out of what pip installs."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    installed = find_packages(ROOT, include=include)
+    assert "bundle" in installed and all(p == "bundle" or p.startswith("bundle.") for p in installed)
+    assert {"benchmarks", "scripts", "label_app"} <= set(find_packages(ROOT))  # packages all the same
 
 
 def test_zip_is_deterministic(release, tmp_path):
@@ -219,7 +232,7 @@ def test_refuses_a_version_missing_from_the_changelog(tmp_path):
     (tmp_path / "configs" / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ReleaseError, match="99.0.0 .* missing from its 'changelog'"):
         build_release(tmp_path, tmp_path / "dist")
-    proc = launch([sys.executable, ROOT / "scripts" / "release.py", "--bundle_root", tmp_path], timeout=120)
+    proc = run_script("release.py", "--bundle_root", str(tmp_path), timeout=120)
     assert proc.returncode == 1 and "release: version 99.0.0" in proc.stderr and "changelog" in proc.stderr
     assert not (tmp_path / "dist").exists()
 

@@ -4,23 +4,17 @@ on data/sample writes report.md, results.json and the curves, and a rerun skips 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import ROOT, write_dataset
-from tests.helpers import launch
+from tests.helpers import run_script
 
-SCRIPT = ROOT / "scripts" / "study.py"
 SAMPLE = ROOT / "data" / "sample"
-
-
-def study_command(*args: str, cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
-    # one thread, whatever the machine: the study's steps (a process each) see the same setting everywhere
-    return launch([sys.executable, SCRIPT, *args], cwd=cwd, env={"OMP_NUM_THREADS": "1"}, timeout=timeout)
+# one thread, whatever the machine: the study's steps (a process each) see the same setting everywhere
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture
@@ -82,7 +76,8 @@ def test_wrong_option_stops_before_any_step(case, folders, capsys, monkeypatch):
 def test_dry_run_prints_every_command_of_the_grid_and_the_source_runs(tmp_path):
     write_dataset(tmp_path / "data", n_per_class=4)
     args = ["--data", "data", "--out", "study", "--dry_run", "--methods", "simclr", "curriculum", "--seeds", "0", "1"]
-    proc = study_command(*args, "--fractions", "0.5", "1", "--image_size", "32", "--leave_one_source_out", cwd=tmp_path)
+    args += ["--fractions", "0.5", "1", "--image_size", "32", "--leave_one_source_out"]
+    proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     split = json.loads((tmp_path / "study" / "split_datalist.json").read_text())
     assert {"training", "validation", "test"} <= set(split) and split["test"]
@@ -120,7 +115,7 @@ def test_small_study_writes_the_report_and_a_rerun_skips_what_finished(tmp_path)
     args += ["--fractions", "0.5", "--natural_weights", str(_natural_weights(tmp_path / "natural.pt"))]
     args += ["--image_size", "32"]
     args += ["--finetune_epochs", "1", "--batch_size", "16", "--num_workers", "0", "--bootstrap", "50"]
-    proc = study_command(*args, cwd=tmp_path)
+    proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = tmp_path / "study"
     results = json.loads((out / "results.json").read_text())
@@ -155,7 +150,7 @@ def test_small_study_writes_the_report_and_a_rerun_skips_what_finished(tmp_path)
 
     # an interruption lost one test run's output: the rerun redoes that step only
     (out / "runs/probe/natural/frac0.5/seed0/test/metrics.json").unlink()
-    again = study_command(*args, cwd=tmp_path)
+    again = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=1500)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert again.stdout.count("[run ]") == 1 and "[run ] test_probe_natural_frac0.5_seed0" in again.stdout
     assert again.stdout.count("[skip]") == 2 * 2 - 1
@@ -165,7 +160,8 @@ def test_leave_one_source_out_writes_a_datalist_per_source_without_it_in_trainin
     if not (SAMPLE / "datalist.json").is_file():
         pytest.skip(f"{SAMPLE} (the embedded sample data) is missing")
     args = ["--data", str(SAMPLE), "--out", "study", "--dry_run", "--methods", "none", "--protocols", "finetune"]
-    proc = study_command(*args, "--fractions", "1", "--leave_one_source_out", "--loso_min_images", "10", cwd=tmp_path)
+    args += ["--fractions", "1", "--leave_one_source_out", "--loso_min_images", "10"]
+    proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     entries = json.loads((SAMPLE / "datalist.json").read_text())["training"]
     counts: dict[str, int] = {}
@@ -183,20 +179,3 @@ def test_leave_one_source_out_writes_a_datalist_per_source_without_it_in_trainin
         }
         assert datalist["training"] and datalist["validation"]
     assert proc.stdout.count("[run ] train_loso_") == len(expected)
-
-
-def test_per_source_scores_leave_auc_undefined_on_a_single_class_source():
-    import numpy as np
-
-    from bundle.evaluation.bootstrap import Predictions
-    from scripts.study import per_source_scores
-
-    prob = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-    truth = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=float)
-    pred = Predictions(["a", "b", "c", "d"], prob, truth, ["x", "y"])
-    sources = {"a": "mixed", "b": "mixed", "c": "single", "d": "single"}
-    mixed, single = per_source_scores(pred, sources, "mixed"), per_source_scores(pred, sources, "single")
-    assert mixed == {"images": 2, "accuracy": 1.0, "true_class_prob": pytest.approx(0.85), "auc_macro": 1.0}
-    assert (
-        single["auc_macro"] is None and single["accuracy"] == 0.5 and single["true_class_prob"] == pytest.approx(0.45)
-    )

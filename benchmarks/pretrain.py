@@ -2,10 +2,10 @@
 
 Both sides train the method the config's ``network_def`` builds for ``--method`` (SimCLR, MoCo v2, BYOL, SimSiam;
 ``--multi_instance`` for MICLe pairs) with the config's optimiser settings. The bundle side is the whole workflow
-(cached images, two augmented views per image in DataLoader workers, MONAI's SupervisedTrainer and the pretraining
-handlers); the plain side feeds random in-memory views. Throughput is in views/s (two views per image). The
-data path alone (the config's train DataLoader and ``SSLPrepareBatch``, which makes the views on the device with
-``views_on: device``, no model) is measured first, with one worker and with ``--num_workers``.
+(cached image pairs, two augmented views per pair made batched on the device, MONAI's SupervisedTrainer and the
+pretraining handlers); the plain side feeds random in-memory views. Throughput is in views/s (two views per image).
+The data path alone (the config's train DataLoader and ``SSLPrepareBatch``, which makes the views on the device,
+no model) is measured first, with one worker and with ``--num_workers``, and the loader alone with one worker.
 """
 
 from __future__ import annotations
@@ -17,32 +17,16 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
-from bundle.data.views import VIEWS_ON
+from bundle import workflow
 from bundle.ssl.base import trainable_parameters
 
-from .harness import (
-    IterationTimer,
-    OptimiserStep,
-    SpeedUp,
-    add_common_arguments,
-    add_data_arguments,
-    add_speed_arguments,
-    choose_device,
-    compare_training,
-    config_value,
-    dataset_size_needed,
-    measure_data_path,
-    parse_ids,
-    repeat_datalist,
-    run_workflow,
-    settings,
-    speed_overrides,
-    time_loop,
-    training_report,
-    workflow_overrides,
-)
+from .datapath import measure_data_path
+from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
+from .report import training_report
+from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
+from .workflows import SpeedUp, dataset_size_needed, repeat_datalist, run_workflow, speed_overrides, workflow_overrides
 
-CONFIG = "pretrain_contrastive.json"
+CONFIG = "pretrain_contrastive"
 METHODS = ("simclr", "moco", "byol", "simsiam")
 POOL = 4  # distinct in-memory batches the plain loop cycles through
 
@@ -54,12 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_speed_arguments(parser)
     parser.add_argument("--method", default="simclr", choices=METHODS, help="ssl_method (default simclr)")
     parser.add_argument("--multi_instance", action="store_true", help="MICLe pairs (two images of one patient)")
-    parser.add_argument(
-        "--views_on",
-        choices=list(VIEWS_ON),
-        default=None,
-        help="where the views are made: device (batched) or workers (per image); default: the config's",
-    )
 
 
 def plain_loop(
@@ -67,7 +45,7 @@ def plain_loop(
 ) -> IterationTimer:
     """A hand-written loop of the config's method and optimiser on random in-memory views."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
-    method, lr, wd = parse_ids(CONFIG, overrides, "network_def", "learning_rate", "weight_decay")
+    method, lr, wd = workflow.parsed(CONFIG, overrides, "network_def", "learning_rate", "weight_decay")
     method = method.to(device).train()
     optimiser = torch.optim.AdamW(trainable_parameters(method), lr=lr, weight_decay=wd)
     optimiser_step = OptimiserStep(optimiser, device, speed.amp_dtype)
@@ -87,12 +65,9 @@ def plain_loop(
 
 
 def count_views(batch: dict[str, Any]) -> int:
-    """Views in a batch of the workflow: two per image (or image pair).
-
-    The loader's batch holds ``view1`` / ``view2`` (``views_on: workers``) or the images ``image1`` / ``image2``
-    whose views ``SSLPrepareBatch`` makes on the device (``views_on: device``).
-    """
-    return 2 * len(batch["view1"] if "view1" in batch else batch["image1"])
+    """Views in a batch of the workflow: two per image pair (the loader's ``image1`` / ``image2``, whose views
+    ``SSLPrepareBatch`` makes on the device)."""
+    return 2 * len(batch["image1"])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,17 +78,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         datalist, _ = repeat_datalist(args.dataset_dir, dataset_size_needed(args), out)
         overrides = workflow_overrides(args, device, out, datalist)
         overrides.update(ssl_method=args.method, multi_instance=args.multi_instance, probe_interval=0, **given)
-        if args.views_on:
-            overrides["views_on"] = args.views_on
         speed = SpeedUp.from_config(CONFIG, overrides)
-        views_on = config_value(CONFIG, overrides, "views_on", "workers")
         setup = settings(
             args,
             device,
             num_workers=args.num_workers,
             method=args.method,
             multi_instance=args.multi_instance,
-            views_on=views_on,
             **speed.as_settings(),
         )
         measured = compare_training(
@@ -121,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lambda: plain_loop(args, device, overrides, speed),
             device,
             data=lambda: measure_data_path(
-                CONFIG, overrides, count_views, device, args.warmup, args.iters, loader_alone=views_on == "device"
+                CONFIG, overrides, count_views, device, args.warmup, args.iters, loader_alone=True
             ),
         )
     micle = " + MICLe" if args.multi_instance else ""

@@ -17,34 +17,19 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
+from bundle import workflow
 from bundle.networks import MultiTaskNet
 from bundle.ssl.inpainting import Inpainting
-from bundle.ssl.masking import ReconstructionMaskd
+from bundle.ssl.masking import BatchMasks
 from bundle.ssl.methods import INPAINTING_METHODS, mask_mode_of
 
-from .harness import (
-    IterationTimer,
-    OptimiserStep,
-    SpeedUp,
-    add_common_arguments,
-    add_data_arguments,
-    add_speed_arguments,
-    choose_device,
-    compare_training,
-    config_value,
-    dataset_size_needed,
-    measure_data_path,
-    parse_ids,
-    repeat_datalist,
-    run_workflow,
-    settings,
-    speed_overrides,
-    time_loop,
-    training_report,
-    workflow_overrides,
-)
+from .datapath import measure_data_path
+from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
+from .report import training_report
+from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
+from .workflows import SpeedUp, dataset_size_needed, repeat_datalist, run_workflow, speed_overrides, workflow_overrides
 
-CONFIG = "pretrain_inpainting.json"
+CONFIG = "pretrain_inpainting"
 POOL = 4  # distinct in-memory batches the plain loop cycles through
 
 
@@ -64,22 +49,18 @@ def plain_loop(
     """A hand-written loop: mask in-memory images, forward, masked reconstruction loss, backward, step."""
     set_determinism(seed=0)  # as the workflow's initialize: same seed and cuDNN settings on both sides
     names = ("learning_rate", "weight_decay", "recon_loss", "replace_prob", "mask_ratio")
-    lr, wd, recon_loss, replace_prob, mask_ratio = parse_ids(CONFIG, overrides, *names)
+    lr, wd, recon_loss, replace_prob, mask_ratio = workflow.parsed(CONFIG, overrides, *names)
     net = MultiTaskNet(num_classes=1, backbone=args.backbone, seg_channels=1)
     method = Inpainting(net, recon_loss=recon_loss, replace_prob=replace_prob).to(device).train()
     optimiser_step = OptimiserStep(
         torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=wd), device, speed.amp_dtype
     )
     forward = speed.module(method)
-    masking = ReconstructionMaskd(mode=mask_mode_of(args.method), mask_ratio=mask_ratio)
-    masking.set_random_state(0)
-    images = torch.rand(POOL, args.batch_size, 1, args.image_size, args.image_size)
+    masks = BatchMasks(mode=mask_mode_of(args.method), mask_ratio=mask_ratio, seed=0)
+    images = torch.rand(POOL, args.batch_size, 1, args.image_size, args.image_size, device=device)
 
     def step(i: int) -> float:
-        items = [masking({"image": img}) for img in images[i % POOL]]
-        batch = {
-            k: speed.tensor(torch.stack([it[k] for it in items]).to(device)) for k in ("image", "target", "recon_mask")
-        }
+        batch = {k: speed.tensor(v) for k, v in masks(images[i % POOL]).items()}
         return optimiser_step(lambda: forward(batch)["loss"])
 
     return time_loop(step, device, args.warmup, args.iters, args.batch_size)
@@ -100,22 +81,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overrides = workflow_overrides(args, device, out, datalist)
         overrides.update(ssl_method=args.method, probe_interval=0, sample_interval=0, **given)
         speed = SpeedUp.from_config(CONFIG, overrides)
-        views_on = config_value(CONFIG, overrides, "views_on", "workers")  # random transforms and masks: where
         setup = settings(
-            args,
-            device,
-            num_workers=args.num_workers,
-            method=args.method,
-            mask_mode=mode,
-            views_on=views_on,
-            **speed.as_settings(),
+            args, device, num_workers=args.num_workers, method=args.method, mask_mode=mode, **speed.as_settings()
         )
         measured = compare_training(
             lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_images)),
             lambda: plain_loop(args, device, overrides, speed),
             device,
             data=lambda: measure_data_path(
-                CONFIG, overrides, count_images, device, args.warmup, args.iters, loader_alone=views_on == "device"
+                CONFIG, overrides, count_images, device, args.warmup, args.iters, loader_alone=True
             ),
         )
     return training_report(

@@ -1,8 +1,9 @@
-"""Benchmark suites of the bundle: each measures a bundle workflow (or inference mode) against a plain reference.
+"""The command line of ``python -m benchmarks``: each suite measures a bundle workflow (or inference mode) against a
+plain reference.
 
 ``SUITES`` maps a suite's name to its module; every module has ``add_arguments(parser)`` and ``run(args) -> report``
-(a dict with ``harness.REPORT_KEYS``). ``main`` is the command line of ``scripts/benchmark.py``. ``ALL_RUNS`` is
-what ``all`` runs: every suite, the contrastive suite once per method (SimCLR, MoCo, BYOL, SimSiam, MICLe).
+(a dict with ``benchmarks.report.REPORT_KEYS``). ``ALL_RUNS`` is what ``all`` runs: every suite, the contrastive
+suite once per method (SimCLR, MoCo, BYOL, SimSiam, MICLe).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from bundle.settings import option
 from bundle.values import integer
 
 from . import cache, inference, inpainting, pretrain, train
-from .harness import REPORT_KEYS, add_speed_arguments, check_output_file, print_report, speed_overrides, write_json
+from .options import add_speed_arguments, check_output_file
+from .report import REPORT_KEYS, print_report, write_json
+from .workflows import speed_overrides
 
 __all__ = ["SUITES", "ALL_RUNS", "REPORT_KEYS", "all_runs", "build_parser", "run_suite", "main"]
 
+PROG = "python -m benchmarks"
 SUITES: dict[str, ModuleType] = {
     "train": train,
     "pretrain": pretrain,
@@ -66,14 +70,16 @@ def _suite_names(text: str) -> list[str]:
 
 def suite_parser(name: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The parser of one suite's flags (a new one, or ``parser`` filled in)."""
-    parser = parser or argparse.ArgumentParser(prog=f"benchmark.py {name}")
+    parser = parser or argparse.ArgumentParser(prog=f"{PROG} {name}")
     SUITES[name].add_arguments(parser)
     return parser
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """``<suite> [flags]`` for each suite, and ``all`` (every suite with its defaults)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="suite", required=True)
     for name, module in SUITES.items():
         suite_parser(name, sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))

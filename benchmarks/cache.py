@@ -25,13 +25,16 @@ from typing import Any
 import torch
 from monai.transforms import MapTransform
 
+from bundle import workflow
 from bundle.errors import fail
 from bundle.settings import option
 from bundle.values import integer
 
-from .harness import ROOT, add_common_arguments, make_report, parse_ids, settings
+from .memory import reset_peak, status_kb
+from .options import add_common_arguments, settings
+from .report import make_report
 
-CONFIG = "train.json"
+CONFIG = "train"
 RESULT = "CACHE_RESULT "  # the line a child prints its measurements on
 
 
@@ -88,24 +91,6 @@ class SyntheticCXRd(MapTransform):
         return d
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> bool:
-    """Start a new VmHWM at the current RSS (Linux); False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure(size: int, cache_dtype: str, image_size: int) -> dict[str, Any]:
     """Build one memory cache of ``size`` synthetic images in this process; the figures per image (run in a child)."""
     from monai.transforms import Compose
@@ -113,17 +98,17 @@ def measure(size: int, cache_dtype: str, image_size: int) -> dict[str, Any]:
     from bundle.data.cache import cached_dataset
     from bundle.data.precision import cached_bytes
 
-    (loading,) = parse_ids(CONFIG, {"image_size": image_size, "cache_dtype": cache_dtype}, "load_transforms")
+    (loading,) = workflow.parsed(CONFIG, {"image_size": image_size, "cache_dtype": cache_dtype}, "load_transforms")
     transform = Compose([SyntheticCXRd(image_size), *loading[1:]])  # the config's steps after its reader
     entries = [{"index": i, "label": i % 4} for i in range(size)]
     transform(dict(entries[0]))  # first-call allocations (kernels, caches) before the baseline
     gc.collect()
-    exact_peak = _reset_peak()
-    baseline_kb = _status_kb("VmRSS")
+    exact_peak = reset_peak(torch.device("cpu"))
+    baseline_kb = status_kb("VmRSS") or 0
     start = time.perf_counter()
     dataset = cached_dataset(entries, transform, cache="memory", num_workers=0)
     seconds = time.perf_counter() - start
-    peak_kb, rss_kb = _status_kb("VmHWM"), _status_kb("VmRSS")
+    peak_kb, rss_kb = status_kb("VmHWM") or 0, status_kb("VmRSS") or 0
     tensor_bytes = sum(cached_bytes(item) for item in dataset._cache)
     if not tensor_bytes:  # nothing cached: the figures would measure nothing
         raise RuntimeError("the cache holds no tensors: its transforms did not run at caching time")
@@ -143,11 +128,13 @@ def measure(size: int, cache_dtype: str, image_size: int) -> dict[str, Any]:
 def _child(size: int, cache_dtype: str, image_size: int, threads: int) -> dict[str, Any]:
     """``measure`` in a fresh interpreter: its peak RSS is this run's alone."""
     code = (
-        "import json, sys, torch; from scripts.bench.cache import RESULT, measure; "
+        "import json, sys, torch; from benchmarks.cache import RESULT, measure; "
         f"torch.set_num_threads({threads}) if {threads} else None; "
         f"print(RESULT + json.dumps(measure({size}, {cache_dtype!r}, {image_size})), flush=True)"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # the child imports this package whatever the working folder: the repository root goes first on its path
+    root = str(workflow.ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode != 0 or not lines:

@@ -24,16 +24,10 @@ from bundle.saliency import SaliencyInferer
 from bundle.settings import option
 from bundle.values import integer
 
-from .harness import (
-    IterationTimer,
-    add_common_arguments,
-    choose_device,
-    make_report,
-    memory_note,
-    peak_memory_mb,
-    reset_peak,
-    settings,
-)
+from .memory import memory_note, peak_memory_mb, reset_peak
+from .options import add_common_arguments, choose_device, settings
+from .report import make_report
+from .timing import IterationTimer
 
 TARGET_RATIO = 2.5  # saliency may cost at most 2.5x a plain pass
 

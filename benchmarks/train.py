@@ -16,31 +16,17 @@ from typing import Any
 import torch
 from monai.utils import set_determinism
 
+from bundle import workflow
 from bundle.losses import MultiTaskLoss
 from bundle.networks import MultiTaskNet
 
-from .harness import (
-    IterationTimer,
-    OptimiserStep,
-    SpeedUp,
-    add_common_arguments,
-    add_data_arguments,
-    add_speed_arguments,
-    choose_device,
-    compare_training,
-    dataset_size_needed,
-    measure_data_path,
-    parse_ids,
-    repeat_datalist,
-    run_workflow,
-    settings,
-    speed_overrides,
-    time_loop,
-    training_report,
-    workflow_overrides,
-)
+from .datapath import measure_data_path
+from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
+from .report import training_report
+from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
+from .workflows import SpeedUp, dataset_size_needed, repeat_datalist, run_workflow, speed_overrides, workflow_overrides
 
-CONFIG = "train.json"
+CONFIG = "train"
 POOL = 4  # distinct in-memory batches the plain loop cycles through
 
 
@@ -92,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         speed = SpeedUp.from_config(CONFIG, overrides)
         setup = settings(args, device, num_workers=args.num_workers, **speed.as_settings())
         names = ("class_names", "learning_rate", "weight_decay", "w_cls", "w_seg", "multi_label")
-        hyper = dict(zip(names, parse_ids(CONFIG, overrides, *names)))
+        hyper = dict(zip(names, workflow.parsed(CONFIG, overrides, *names)))
         hyper["num_classes"] = len(hyper.pop("class_names"))
         mask_share = sum(1 for e in entries if e.get("mask")) / len(entries)
         measured = compare_training(
