@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from types import ModuleType
 
-__version__ = "0.9.1"
+__version__ = "0.9.2"
 
 
 def lazy_submodules(package: str) -> Callable[[str], ModuleType]:
