@@ -46,16 +46,14 @@ HEAD = """# Settings
 
 <!-- Written by `make docs` (.ci/make_settings_doc.py) from the rules in bundle/ and the configs: do not edit. -->
 
-Every id below is overridable on the command line as `--<id> <value>` (for example
-`python -m monai.bundle run --config_file configs/train.json --max_epochs 5`). Each id has one rule, whichever
-config it appears in, declared by the component that consumes it; the first step of every run checks them all and
-stops with one message listing every bad setting, before any work ([reliability.md](reliability.md)). Boolean ids
-accept {booleans} in any case.
-
-*Default* is the value in the config, an expression (`$...`) or a reference (`@id`) as written there; where
-workflows differ, each value names its workflows. *Workflows*: `train` (configs/train.json), `evaluate` (on top of
-train.json), `inference`, `contrastive`, `inpainting`, `pretext` (configs/pretrain_*.json), `curriculum`
-(configs/pretrain_curriculum.json) and the `multi-GPU` overlays (configs/multi_gpu_*.json).
+Every id is overridable on the command line as `--<id> <value>`, for example
+`python -m monai.bundle run --config_file configs/train.json --max_epochs 5`. Each id has one rule, wherever it
+appears; every run first checks them all and stops with one message listing every bad setting
+([reliability.md](reliability.md)). *Default*: the config's value, expression (`$...`) or reference (`@id`), per
+workflow where they differ. *Workflows*: `train`, `evaluate` (on top of train.json), `inference`, `contrastive`,
+`inpainting`, `pretext` (configs/pretrain_*.json), `curriculum` and the `multi-GPU` overlays
+(configs/multi_gpu_*.json).
+Boolean ids accept {booleans} in any case.
 """
 
 
@@ -133,7 +131,7 @@ def ids_table(found: dict[str, dict[str, Any]], computed: dict[str, dict[str, An
 
 def checks_list() -> list[str]:
     """The checks over several ids, each with its docstring's first line."""
-    lines = ["## Checks across ids", "", "After each id's own rule, these checks look at several ids together:", ""]
+    lines = ["## Checks across ids", ""]
     for check in settings.CHECKS:
         first = (check.__doc__ or "").strip().splitlines()[0]
         lines.append(f"- `{check.__module__}.{check.__name__}`: {cell(first)}")
