@@ -18,7 +18,7 @@ from ..distributed import unwrap
 from ..values import Rule, described, integer, number
 from .base import PretrainingMethod, pooled_features
 
-__all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled", "probe_entries"]
+__all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled", "probe_entries", "probe_loaders"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,13 @@ class PretrainMonitor:
 def probe_entries(entries: Sequence[Mapping[str, Any]], probe_interval: int) -> list[Mapping[str, Any]]:
     """The labelled ``entries`` the kNN probe reads (its memory or its queries); none when the probe is off."""
     return [e for e in entries if e.get("label") is not None] if probe_interval else []
+
+
+def probe_loaders(train_loader: Any, val_loader: Any, probe_interval: int) -> list[Any] | None:
+    """``[train_loader, val_loader]`` for the kNN probe, or None when the probe is off or either set is empty."""
+    if not probe_interval or not len(train_loader.dataset) or not len(val_loader.dataset):
+        return None
+    return [train_loader, val_loader]
 
 
 # the settings the monitor consumes (bundle.settings gathers every component's table)

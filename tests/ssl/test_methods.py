@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from monai.bundle import ConfigParser
 
@@ -47,7 +49,7 @@ def test_every_method_of_every_config_writes_its_own_files(tmp_path):
 
 def test_what_differs_per_method_has_a_name():
     from bundle.ssl.methods import pretext_options, reconstruction_keys, reconstruction_views, replace_prob_of
-    from bundle.ssl.monitor import probe_entries
+    from bundle.ssl.monitor import probe_entries, probe_loaders
 
     assert (
         replace_prob_of("group_masked") == 0.3 and replace_prob_of("Inpainting") == replace_prob_of("outpainting") == 0
@@ -61,3 +63,7 @@ def test_what_differs_per_method_has_a_name():
     assert reconstruction_keys(2) == ["image", "target", "recon_mask", "image_2", "recon_mask_2"]
     entries = [{"image": "a", "label": 0}, {"image": "b"}, {"image": "c", "label": None}, {"image": "d", "label": 2}]
     assert [e["image"] for e in probe_entries(entries, 5)] == ["a", "d"] and probe_entries(entries, 0) == []
+    full, empty = SimpleNamespace(dataset=[1, 2]), SimpleNamespace(dataset=[])
+    assert probe_loaders(full, full, 5) == [full, full]
+    assert probe_loaders(full, full, 0) is None and probe_loaders(full, empty, 5) is None
+    assert probe_loaders(empty, full, 5) is None
