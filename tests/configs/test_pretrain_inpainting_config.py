@@ -117,7 +117,7 @@ def test_train_json_loads_encoder_and_decoder(blocks_run, tiny_data, tmp_path):
 
 @requires_shared
 def test_real_images_64px(tmp_path):
-    """The real collection, a small subset at 64 px (the full one-epoch command is in docs/reconstruction.md)."""
+    """The real collection, a small subset at 64 px (the command is in docs/pretraining.md)."""
     entries = json.loads((SHARED_CXR / "datalist.json").read_text())["training"][:24]
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": entries}))
