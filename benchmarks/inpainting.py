@@ -23,11 +23,17 @@ from bundle.ssl.inpainting import Inpainting
 from bundle.ssl.masking import BatchMasks
 from bundle.ssl.methods import INPAINTING_METHODS, mask_mode_of
 
-from .datapath import measure_data_path
 from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
 from .report import training_report
-from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
-from .workflows import SpeedUp, dataset_size_needed, repeat_datalist, run_workflow, speed_overrides, workflow_overrides
+from .timing import IterationTimer, OptimiserStep, time_loop
+from .workflows import (
+    SpeedUp,
+    dataset_size_needed,
+    measure_training,
+    repeat_datalist,
+    speed_overrides,
+    workflow_overrides,
+)
 
 CONFIG = "pretrain_inpainting"
 POOL = 4  # distinct in-memory batches the plain loop cycles through
@@ -84,13 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         setup = settings(
             args, device, num_workers=args.num_workers, method=args.method, mask_mode=mode, **speed.as_settings()
         )
-        measured = compare_training(
-            lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_images)),
-            lambda: plain_loop(args, device, overrides, speed),
-            device,
-            data=lambda: measure_data_path(
-                CONFIG, overrides, count_images, device, args.warmup, args.iters, loader_alone=True
-            ),
+        measured = measure_training(
+            CONFIG, overrides, count_images, lambda: plain_loop(args, device, overrides, speed), device, args, True
         )
     return training_report(
         "inpainting",

@@ -20,11 +20,17 @@ from monai.utils import set_determinism
 from bundle import workflow
 from bundle.ssl.base import trainable_parameters
 
-from .datapath import measure_data_path
 from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
 from .report import training_report
-from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
-from .workflows import SpeedUp, dataset_size_needed, repeat_datalist, run_workflow, speed_overrides, workflow_overrides
+from .timing import IterationTimer, OptimiserStep, time_loop
+from .workflows import (
+    SpeedUp,
+    dataset_size_needed,
+    measure_training,
+    repeat_datalist,
+    speed_overrides,
+    workflow_overrides,
+)
 
 CONFIG = "pretrain_contrastive"
 METHODS = ("simclr", "moco", "byol", "simsiam")
@@ -87,13 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             multi_instance=args.multi_instance,
             **speed.as_settings(),
         )
-        measured = compare_training(
-            lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_views)),
-            lambda: plain_loop(args, device, overrides, speed),
-            device,
-            data=lambda: measure_data_path(
-                CONFIG, overrides, count_views, device, args.warmup, args.iters, loader_alone=True
-            ),
+        measured = measure_training(
+            CONFIG, overrides, count_views, lambda: plain_loop(args, device, overrides, speed), device, args, True
         )
     micle = " + MICLe" if args.multi_instance else ""
     return training_report(

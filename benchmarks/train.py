@@ -20,11 +20,17 @@ from bundle import workflow
 from bundle.losses import MultiTaskLoss
 from bundle.networks import MultiTaskNet
 
-from .datapath import measure_data_path
 from .options import add_common_arguments, add_data_arguments, add_speed_arguments, choose_device, settings
 from .report import training_report
-from .timing import IterationTimer, OptimiserStep, compare_training, time_loop
-from .workflows import SpeedUp, dataset_size_needed, repeat_datalist, run_workflow, speed_overrides, workflow_overrides
+from .timing import IterationTimer, OptimiserStep, time_loop
+from .workflows import (
+    SpeedUp,
+    dataset_size_needed,
+    measure_training,
+    repeat_datalist,
+    speed_overrides,
+    workflow_overrides,
+)
 
 CONFIG = "train"
 POOL = 4  # distinct in-memory batches the plain loop cycles through
@@ -81,11 +87,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hyper = dict(zip(names, workflow.parsed(CONFIG, overrides, *names)))
         hyper["num_classes"] = len(hyper.pop("class_names"))
         mask_share = sum(1 for e in entries if e.get("mask")) / len(entries)
-        measured = compare_training(
-            lambda: run_workflow(CONFIG, overrides, IterationTimer(device, args.warmup, args.iters, count_images)),
-            lambda: plain_loop(args, device, hyper, mask_share, speed),
-            device,
-            data=lambda: measure_data_path(CONFIG, overrides, count_images, device, args.warmup, args.iters),
+        measured = measure_training(
+            CONFIG, overrides, count_images, lambda: plain_loop(args, device, hyper, mask_share, speed), device, args
         )
     return training_report(
         "train", "configs/train.json trainer vs a plain PyTorch loop", "images/s", measured, setup, device

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from bundle import workflow
 from bundle.errors import fail
 from bundle.values import as_bool, autocast_dtype
 
-from .timing import IterationTimer
+from .datapath import measure_data_path
+from .timing import IterationTimer, compare_training
 
 __all__ = [
     "SPEED_IDS",
@@ -30,6 +31,7 @@ __all__ = [
     "dataset_size_needed",
     "workflow_overrides",
     "run_workflow",
+    "measure_training",
 ]
 
 SPEED_IDS = ("channels_last", "compile", "amp_dtype")  # config ids the speed flags set, only when given
@@ -195,3 +197,25 @@ def run_workflow(
     workflow.run(config, overrides, lambda wf: timer.attach(wf.parser.get_parsed_content("train#trainer")))
     timer.check()
     return timer
+
+
+def measure_training(
+    config: str,
+    overrides: Mapping[str, Any],
+    items: Callable[[Any], int],
+    plain: Callable[[], IterationTimer],
+    device: torch.device,
+    args: argparse.Namespace,
+    loader_alone: bool = False,
+) -> dict[str, Any]:
+    """One training suite's three measurements (``compare_training``): the data path of ``config`` alone, the
+    ``plain`` loop and the workflow with ``overrides``, each counting ``items`` per batch over ``args.warmup``
+    and ``args.iters`` iterations. ``loader_alone``: also the loader without ``prepare_batch`` (pretraining, whose
+    views or masks ``prepare_batch`` makes on the device)."""
+    warmup, iters = args.warmup, args.iters
+    return compare_training(
+        lambda: run_workflow(config, overrides, IterationTimer(device, warmup, iters, items)),
+        plain,
+        device,
+        data=lambda: measure_data_path(config, overrides, items, device, warmup, iters, loader_alone=loader_alone),
+    )
