@@ -10,6 +10,7 @@ still finds a usable state when the latest one is damaged. Nothing with NaN or i
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from ..atomic import atomic_save
 from ..distributed import is_main_process, unwrap
 from ..errors import fail
 from ..values import as_bool
+from .recipe import contradictions, make_recipe, read_recipe, recipe_path, save_weights, write_recipe
 from .weights import WeightsError, examples, first_sentence, mismatch, non_finite_problem, non_finite_tensors, read_file
 
 __all__ = ["previous_path", "TrainingCheckpointer"]
@@ -67,6 +69,10 @@ class TrainingCheckpointer:
         last_filename: name (in ``ckpt_dir``) or path of the resume file; workflows sharing a folder use distinct names.
         model_state: callable returning the state_dict written as the model (default ``network.state_dict``),
             e.g. a pretraining method's ``export_state``.
+        recipe: the settings the weights are made with (``bundle.checkpoints.recipe.RECIPE_KEYS`` and e.g.
+            ``ssl_method``), written beside the model file and the resume state; a resume state made with other
+            settings is refused, naming them.
+        recipe_kind: ``"model"`` (fine-tuned) or ``"pretrained"`` (an encoder to fine-tune).
     """
 
     def __init__(
@@ -80,6 +86,8 @@ class TrainingCheckpointer:
         best_filename: str = "model.pt",
         last_filename: str = "checkpoint.pt",
         model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        recipe_kind: str = "model",
     ) -> None:
         resume = as_bool(resume, "resume")
         # plain modules: a resume state or model file of a DDP run loads on one process and the other way round
@@ -91,6 +99,7 @@ class TrainingCheckpointer:
         self.last_path = os.path.join(ckpt_dir, last_filename)
         self.prev_path = previous_path(self.last_path)
         self.model_state = model_state or network.state_dict
+        self.recipe = make_recipe(recipe, recipe_kind) if recipe is not None else None
         self.best_metric, self.best_epoch = float("-inf"), -1
         self._trainer: Engine | None = None
         self._resume_state: dict[str, Any] | None = None
@@ -98,6 +107,7 @@ class TrainingCheckpointer:
         # whether the files at last_path / prev_path are states of this run (resumed from or written by it):
         # only then is the latest one kept as the previous one, and a stale previous one is never fallen back to
         self._last_ours = self._prev_ours = False
+        self._recipe_written = False
         self._refused: str | None = None  # a model file not written during validation, reported by the trainer
 
     def state_dict(self) -> dict[str, float]:
@@ -139,6 +149,7 @@ class TrainingCheckpointer:
             except WeightsError as e:
                 problems.append((path, e.problem))
                 continue
+            self._check_resume_recipe(path)
             for bad, problem in problems:
                 logger.warning("resume state %s %s; resuming from the previous one, %s", bad, problem, path)
             logger.info("resuming from %s", path)
@@ -151,6 +162,18 @@ class TrainingCheckpointer:
             f"cannot resume training: {told}. To start over, pass --resume false, delete "
             f"{' and '.join(p for p, _ in problems)}, or use another --ckpt_dir"
         )
+
+    def _check_resume_recipe(self, path: str) -> None:
+        """A resume state made with other network settings would continue another run under this one's name."""
+        made = read_recipe(self.last_path, "resume state")
+        found = contradictions(made, self.recipe or {})
+        if found:
+            told = "; ".join(f"{k} {json.dumps(r)} there, {json.dumps(g)} now" for k, g, r in found)
+            fail(
+                f"cannot resume training from {path}: it was made with other settings ({told}; see "
+                f"{recipe_path(self.last_path)}). Give the same settings to continue it, or pass --resume false or "
+                "another --ckpt_dir to start over"
+            )
 
     def _validated(self, path: str) -> dict[str, Any]:
         """The resume state in ``path`` if it can restore every object of ``save_dict``; else ``WeightsError``."""
@@ -244,7 +267,7 @@ class TrainingCheckpointer:
         if not is_main_process():  # under DDP every rank holds the same weights: rank 0 writes them
             return
         try:
-            atomic_save(state, path)
+            save_weights(state, path, self.recipe)
         except OSError as e:
             fail(f"cannot write {what} {path} ({e.strerror or e}): free some space or pass another --ckpt_dir", e)
 
@@ -268,6 +291,9 @@ class TrainingCheckpointer:
         kept = f"; the previous one is {self.prev_path}" if self._prev_ours else ""
         try:
             atomic_save(state, self.last_path)
+            if self.recipe is not None and not self._recipe_written:  # once a run: its settings do not change
+                write_recipe(self.last_path, self.recipe)
+                self._recipe_written = True
         except OSError as e:
             fail(
                 f"cannot write the resume state {self.last_path} ({e.strerror or e}){kept}: free some space or pass "
