@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, NoReturn
@@ -29,6 +30,8 @@ __all__ = [
     "write_error_in",
     "write_failed",
     "make_folder",
+    "written_file",
+    "quiet_writer_threads",
     "atomic_write",
     "atomic_write_json",
     "atomic_save",
@@ -112,6 +115,48 @@ def write_failed(
     stop = WriteError(message)
     stop.path, stop.errno = path, found
     raise stop
+
+
+def written_file(error: OSError) -> str | None:
+    """The file a failed write names: ``error.filename``, else the ``filename`` of the innermost call that held
+    one (TensorBoard's writer thread raises its ``OSError`` without the name; the error is raised again in the
+    main thread with the thread's traceback)."""
+    if error.filename:
+        return os.fsdecode(error.filename)
+    name, tb = None, error.__traceback__
+    while tb is not None:
+        value = tb.tb_frame.f_locals.get("filename")
+        name = os.fsdecode(value) if isinstance(value, (str, bytes)) else name
+        tb = tb.tb_next
+    return name
+
+
+_quiet_installed = False
+
+
+def quiet_writer_threads() -> None:
+    """Keep a background writer thread's failed write from printing a traceback (once per process).
+
+    TensorBoard writes its event files in a thread; a full disk ends that thread with a traceback on stderr and
+    the same ``OSError`` raised again by the next write, flush or close in the main thread, where it is reported
+    as one message. Other threads' errors print as before.
+    """
+    global _quiet_installed
+    if _quiet_installed:
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in WRITE_ERRNOS and _writer_thread(args):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _quiet_installed = True
+
+
+def _writer_thread(args: Any) -> bool:
+    return "tensorboard" in type(args.thread).__module__ if args.thread is not None else False
 
 
 def make_folder(path: str | os.PathLike, what: str = "the folder", todo: str = "then rerun") -> None:

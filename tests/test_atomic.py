@@ -76,7 +76,7 @@ def test_write_cause_finds_the_error_behind_torch_saves_runtime_error():
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
         except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
     except RuntimeError as e:
         assert write_error_in(e).errno == errno.ENOSPC
         assert write_cause(e)[0] == "the disk is full"

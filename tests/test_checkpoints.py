@@ -15,7 +15,6 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from torch import nn
 
-from bundle import checkpoints
 from bundle.atomic import atomic_save
 from bundle.checkpoints import (
     TrainingCheckpointer,

@@ -11,7 +11,7 @@ import errno
 
 from ignite.engine import Engine, Events
 
-from ..atomic import write_error_in, write_failed
+from ..atomic import quiet_writer_threads, write_error_in, write_failed, written_file
 from ..errors import DebugUserError, RelayedUserError, UserError, fail
 
 __all__ = ["UserErrorPassThrough", "pass_user_errors"]
@@ -36,8 +36,8 @@ def pass_user_errors(engine: Engine, e: BaseException) -> None:
     if isinstance(e, RelayedUserError):
         fail(e.message, cause=e)
     found = write_error_in(e)
-    if found is not None and found.errno in _WRITE_ONLY and found.filename and not isinstance(e, UserError):
-        write_failed(found.filename, e, kept="the files written before are kept")
+    if found is not None and found.errno in _WRITE_ONLY and not isinstance(e, UserError) and written_file(found):
+        write_failed(written_file(found), e, kept="the files written before are kept")
     if not isinstance(e, (UserError, DebugUserError, KeyboardInterrupt)) and not getattr(e, _LOGGED, False):
         engine.logger.exception(f"Exception: {e}")
         try:
@@ -51,5 +51,6 @@ class UserErrorPassThrough:
     """Ignite handler installing ``pass_user_errors``; attach it before any ``StatsHandler`` of the engine."""
 
     def attach(self, engine: Engine) -> None:
+        quiet_writer_threads()  # MONAI's TensorBoard handlers: their failed write is reported by pass_user_errors
         if not engine.has_event_handler(pass_user_errors, Events.EXCEPTION_RAISED):
             engine.add_event_handler(Events.EXCEPTION_RAISED, pass_user_errors)

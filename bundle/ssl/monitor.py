@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 from torch.nn import functional as F
 
-from ..atomic import write_failed
+from ..atomic import quiet_writer_threads, write_failed
 from ..data.precision import to_float
 from ..distributed import unwrap
 from ..values import Rule, described, integer, number
@@ -163,6 +163,7 @@ class PretrainMonitor:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter
 
+                quiet_writer_threads()  # the failed write is reported here, by _failed
                 self._writer = SummaryWriter(self.log_dir)
             for k, v in row.items():
                 if k != "epoch" and not np.isnan(v):
