@@ -43,6 +43,7 @@ RECIPES = {
 # top-level ids that hold a scalar but are computed from settings, not set by users (kept out of ``settings``)
 DERIVED = {
     "splits",
+    "weights_recipe",
     "output_name",
     "pretrained_out",
     "resume_ckpt",

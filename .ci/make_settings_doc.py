@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,9 @@ Every id is overridable on the command line as `--<id> <value>`, for example
 `python -m monai.bundle run --config_file configs/train.json --max_epochs 5`. Each id has one rule, wherever it
 appears; every run first checks them all and stops with one message listing every bad setting
 ([reliability.md](reliability.md)). *Default*: the config's value, expression (`$...`) or reference (`@id`), per
-workflow where they differ. *Workflows*: `train`, `evaluate` (on top of train.json), `inference`, `contrastive`,
+workflow where they differ; *the weights' recipe* is the value recorded beside the weights the run starts from
+(`model.pt` for evaluation and inference, `pretrained_ckpt` for training; [reliability.md](reliability.md)).
+*Workflows*: `train`, `evaluate` (on top of train.json), `inference`, `contrastive`,
 `inpainting`, `pretext` (configs/pretrain_*.json), `curriculum` and the `multi-GPU` overlays
 (configs/multi_gpu_*.json).
 Boolean ids accept {booleans} in any case.
@@ -63,7 +66,11 @@ def cell(text: str) -> str:
 
 
 def shown(value: Any) -> str:
-    """A config value as a code span, cut to ``MAX_VALUE`` characters."""
+    """A config value as a code span, cut to ``MAX_VALUE`` characters; a default taken from the weights' recipe
+    is told in words."""
+    recipe = re.fullmatch(r"\$@weights_recipe\.get\('\w+', (.+)\)", value) if isinstance(value, str) else None
+    if recipe:
+        return f"the weights' recipe, else `{recipe.group(1)}`"
     text = value if isinstance(value, str) else json.dumps(value)
     if len(text) > MAX_VALUE:  # cut at a space, so that no word is cut in two
         text = text[: MAX_VALUE - 4].rsplit(" ", 1)[0] + " ..."

@@ -15,8 +15,8 @@ import argparse
 import logging
 import os
 
-from bundle.atomic import atomic_save, atomic_write_json
-from bundle.checkpoints import load_pretrained, load_weights
+from bundle.atomic import atomic_write_json
+from bundle.checkpoints import load_pretrained, load_weights, make_recipe, save_weights
 from bundle.networks import MultiTaskNet
 from bundle.networks.conversion import convert_torchvision_resnet, format_report
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
         weights, report = convert_torchvision_resnet(state, backbone=args.backbone)
     except (FileNotFoundError, ValueError) as e:
         parser.exit(2, f"convert_weights: {args.input}: {e}\n")
-    atomic_save(weights, args.output)
+    # an encoder of natural images: no image size of its own (the fine-tuning run's applies)
+    save_weights(weights, args.output, make_recipe({"backbone": args.backbone, "source": "torchvision"}, "pretrained"))
     # prove the file loads into the fine-tuning network, with the same log that train.json prints
     load_pretrained(MultiTaskNet(num_classes=1, backbone=args.backbone), args.output)
     print(format_report(report))

@@ -57,7 +57,7 @@ USER_SCRIPTS = (
     "study.py",
     "saliency_check.py",
 )
-MODEL_FILES = ("model.pt", "model.ts")
+MODEL_FILES = ("model.pt", "model.recipe.json", "model.ts")
 DEFAULT_URL_BASE = "https://REPLACE-WITH-THE-HOSTING-URL"
 
 

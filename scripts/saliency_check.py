@@ -30,7 +30,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 
-from bundle.checkpoints import check_weights, load_weights
+from bundle.checkpoints import check_recipe, check_weights, load_weights, read_recipe
+from bundle.checkpoints.recipe import RECIPE_KEYS
 from bundle.errors import fail, run_main
 from bundle.evaluation.sanity import MAX_CORRELATION, candidate_layers, cascading_randomization, compare_layers
 from bundle.evaluation.sanity_report import cascade_table, comparison_table, write_cascade, write_comparison
@@ -94,11 +95,13 @@ def build(args: argparse.Namespace) -> tuple[ConfigParser, torch.nn.Module, torc
         overrides["datalist"] = os.path.join(args.dataset_dir, "datalist.json")
     parser.update(overrides)
     device = torch.device(args.device) if args.device else parser.get_parsed_content("device")
+    ckpt = args.ckpt_file or Path(parser.get_parsed_content("ckpt_dir")) / "model.pt"
+    parser["weights_recipe"] = read_recipe(ckpt)  # the weights' settings are the defaults, as in evaluation
+    check_recipe(parser["weights_recipe"], {k: parser.get_parsed_content(k) for k in RECIPE_KEYS}, ckpt)
     try:
         network = parser.get_parsed_content("network_def")
     except Exception as e:  # MONAI wraps the network's ValueError (e.g. an unknown backbone) in its own
         fail(f"--backbone {parser['backbone']!r}: cannot build the network ({str(e).splitlines()[-1]})", e)
-    ckpt = args.ckpt_file or Path(parser.get_parsed_content("ckpt_dir")) / "model.pt"
     network.load_state_dict(load_weights(check_weights(ckpt, network, name="ckpt_file")))
     return parser, network.to(device).eval(), device
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from bundle import workflow
-from bundle.atomic import atomic_save, atomic_write
-from bundle.checkpoints import load_weights
+from bundle.atomic import atomic_write
+from bundle.checkpoints import load_weights, read_recipe, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -117,7 +117,7 @@ def train_and_evaluate(args: argparse.Namespace, work: Path) -> "OrderedDict[str
         # evaluate the file that ships: float16 storage, loaded into the float32 network
         shipped = work / "shipped"
         weights = half_state_dict(train / "model.pt")
-        atomic_save(weights, shipped / "model.pt")
+        save_weights(weights, shipped / "model.pt", read_recipe(train / "model.pt"))
         bundle_run(
             [CONFIGS / "train.json", CONFIGS / "evaluate.json"],
             {**common, "ckpt_dir": shipped, "output_dir": evaluate},
@@ -147,9 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work.resolve()
     started = time.time()
     weights = train_and_evaluate(args, work)
+    recipe = read_recipe(work / "shipped" / "model.pt")
     metrics = release_metrics(work / "eval" / "metrics.json")
     os.makedirs(args.out.parent, exist_ok=True)
-    atomic_save(weights, args.out)  # the very tensors evaluated above
+    save_weights(weights, args.out, recipe)  # the very tensors evaluated above, and their recipe
     summary = release_summary(args, metrics, started)
     with atomic_write(work / "release_metrics.json", "w") as f:
         f.write(json.dumps(summary, indent=4) + "\n")

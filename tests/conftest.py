@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+from bundle.workflow import parsed
 from tests.helpers import run_bundle  # noqa: F401  (tests import it from here too)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CXR = ROOT.parent / "shared" / "data" / "cxr-real"
 SHARED_SCHEMA = ROOT.parent / "shared" / "reference" / "monai" / "meta_schema_20240725.json"
-TRAIN_CONFIG = json.loads((ROOT / "configs" / "train.json").read_text())
-CLASS_NAMES = TRAIN_CONFIG["class_names"]  # the configs' classes, in the order of the labels
-BACKBONE = TRAIN_CONFIG["backbone"]  # the configs' default encoder
+# the configs' classes, in the order of the labels, and their default encoder (without weights: no recipe)
+CLASS_NAMES, BACKBONE = parsed("train", None, "class_names", "backbone")
 
 
 def synthetic_cxr(height: int = 40, width: int = 56, seed: int = 0, label: int = 0) -> tuple[np.ndarray, np.ndarray]:

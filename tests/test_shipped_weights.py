@@ -38,3 +38,18 @@ def test_metadata_records_its_test_metrics_as_numbers():
     metrics = json.loads((ROOT / "configs" / "metadata.json").read_text())["eval_metrics"]
     assert {"test_auc_macro", "test_accuracy", "test_lung_dice"} <= set(metrics)
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_carries_its_recipe_and_metadata_agrees():
+    from bundle.checkpoints import read_recipe
+    from bundle.prepare.labels import MODEL_CLASSES
+
+    recipe = read_recipe(MODEL)
+    meta = json.loads((ROOT / "configs" / "metadata.json").read_text())
+    io = meta["network_data_format"]
+    assert recipe["kind"] == "model" and recipe["multi_label"] is False and recipe["lungs_only"] is False
+    assert recipe["class_names"] == list(io["outputs"]["pred"]["channel_def"].values()) == list(MODEL_CLASSES)
+    assert io["inputs"]["image"]["spatial_shape"] == [recipe["image_size"]] * 2
+    assert f"{recipe['backbone']} backbone" in meta["description"]
+    # loadable as the weights are: no code runs, and the weights themselves stay a plain state_dict
+    assert json.loads((ROOT / "models" / "model.recipe.json").read_text()) == recipe

@@ -10,6 +10,7 @@ still finds a usable state when the latest one is damaged. Nothing with NaN or i
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from ..atomic import WriteError, atomic_save, write_failed
 from ..distributed import is_main_process, unwrap
 from ..errors import fail
 from ..values import as_bool
+from .recipe import contradictions, make_recipe, read_recipe, recipe_path, write_recipe
 from .weights import WeightsError, examples, first_sentence, mismatch, non_finite_problem, non_finite_tensors, read_file
 
 __all__ = ["previous_path", "TrainingCheckpointer"]
@@ -67,6 +69,10 @@ class TrainingCheckpointer:
         last_filename: name (in ``ckpt_dir``) or path of the resume file; workflows sharing a folder use distinct names.
         model_state: callable returning the state_dict written as the model (default ``network.state_dict``),
             e.g. a pretraining method's ``export_state``.
+        recipe: the settings the weights are made with (``bundle.checkpoints.recipe.RECIPE_KEYS`` and e.g.
+            ``ssl_method``), written beside the model file and the resume state; a resume state made with other
+            settings is refused, naming them.
+        recipe_kind: ``"model"`` (fine-tuned) or ``"pretrained"`` (an encoder to fine-tune).
     """
 
     def __init__(
@@ -80,6 +86,8 @@ class TrainingCheckpointer:
         best_filename: str = "model.pt",
         last_filename: str = "checkpoint.pt",
         model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        recipe_kind: str = "model",
     ) -> None:
         resume = as_bool(resume, "resume")
         # plain modules: a resume state or model file of a DDP run loads on one process and the other way round
@@ -91,6 +99,7 @@ class TrainingCheckpointer:
         self.last_path = os.path.join(ckpt_dir, last_filename)
         self.prev_path = previous_path(self.last_path)
         self.model_state = model_state or network.state_dict
+        self.recipe = make_recipe(recipe, recipe_kind) if recipe is not None else None
         self.best_metric, self.best_epoch = float("-inf"), -1
         self._trainer: Engine | None = None
         self._resume_state: dict[str, Any] | None = None
@@ -98,6 +107,7 @@ class TrainingCheckpointer:
         # whether the files at last_path / prev_path are states of this run (resumed from or written by it):
         # only then is the latest one kept as the previous one, and a stale previous one is never fallen back to
         self._last_ours = self._prev_ours = False
+        self._recipe_written = False
         self._refused: str | None = None  # a model file not written during validation, reported by the trainer
         self._epoch_of: dict[str, int | None] = {}  # the epoch each resume state of this run holds, for messages
 
@@ -140,6 +150,7 @@ class TrainingCheckpointer:
             except WeightsError as e:
                 problems.append((path, e.problem))
                 continue
+            self._check_resume_recipe(path)
             for bad, problem in problems:
                 logger.warning("resume state %s %s; resuming from the previous one, %s", bad, problem, path)
             logger.info("resuming from %s", path)
@@ -152,6 +163,18 @@ class TrainingCheckpointer:
             f"cannot resume training: {told}. To start over, pass --resume false, delete "
             f"{' and '.join(p for p, _ in problems)}, or use another --ckpt_dir"
         )
+
+    def _check_resume_recipe(self, path: str) -> None:
+        """A resume state made with other network settings would continue another run under this one's name."""
+        made = read_recipe(self.last_path, "resume state")
+        found = contradictions(made, self.recipe or {})
+        if found:
+            told = "; ".join(f"{k} {json.dumps(r)} there, {json.dumps(g)} now" for k, g, r in found)
+            fail(
+                f"cannot resume training from {path}: it was made with other settings ({told}; see "
+                f"{recipe_path(self.last_path)}). Give the same settings to continue it, or pass --resume false or "
+                "another --ckpt_dir to start over"
+            )
 
     def _validated(self, path: str) -> dict[str, Any]:
         """The resume state in ``path`` if it can restore every object of ``save_dict``; else ``WeightsError``."""
@@ -260,15 +283,21 @@ class TrainingCheckpointer:
         todo = f"then rerun the same command: it continues after epoch {resumes}" if resumes else "then rerun"
         return kept, todo
 
-    def _write(self, state: Any, path: str, what: str) -> None:
-        """Write ``state`` to ``path`` atomically; a failure ends the run saying what ``ckpt_dir`` still holds."""
+    def _write(self, state: Any, path: str, what: str, recipe: Mapping[str, Any] | None = None) -> None:
+        """Write ``state`` to ``path`` atomically, then ``recipe`` beside it; a failure ends the run saying what
+        ``ckpt_dir`` still holds."""
         if not is_main_process():  # under DDP every rank holds the same weights: rank 0 writes them
             return
         kept, todo = self._kept()
         try:
-            atomic_save(state, path, what=what, kept=kept)
+            atomic_save(dict(state), path, what=what, kept=kept)
+            if recipe:
+                write_recipe(path, recipe)
         except WriteError as e:  # the same message, with how to continue from the files kept
-            write_failed(path, e, what, kept, f"or pass another --ckpt_dir; {todo}")
+            if e.path in (None, os.path.abspath(path)):
+                write_failed(path, e, what, kept, f"or pass another --ckpt_dir; {todo}")
+            name = os.path.basename(path)
+            write_failed(e.path, e, f"the recipe of {name}", f"the new {name} is written without it", todo)
 
     def _save_last(self, engine: Engine) -> None:
         self._report_refused(engine)
@@ -289,7 +318,9 @@ class TrainingCheckpointer:
         except OSError as e:
             kept, todo = self._kept()
             write_failed(self.prev_path, e, "the previous resume state", kept, f"or pass another --ckpt_dir; {todo}")
-        self._write(state, self.last_path, "the resume state")
+        # the recipe once a run: its settings do not change
+        self._write(state, self.last_path, "the resume state", None if self._recipe_written else self.recipe)
+        self._recipe_written = self.recipe is not None
         self._last_ours = True
         self._epoch_of[self.last_path] = engine.state.epoch
 
@@ -300,7 +331,7 @@ class TrainingCheckpointer:
         if bad:
             self._refused = self._refusal(self.best_path, bad, engine.state.epoch)
             return False
-        self._write(state, self.best_path, "the model")
+        self._write(state, self.best_path, "the model", self.recipe)
         return True
 
     def _report_refused(self, engine: Engine) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
@@ -21,13 +23,19 @@ from .weights import (
     non_finite_tensors,
 )
 
-__all__ = ["load_pretrained"]
+__all__ = ["load_pretrained", "MIN_MATCH"]
 
 logger = logging.getLogger(__name__)
 
+# Share of the encoder's tensors a pretrained file must provide. Weights of the same backbone match all of them
+# (a ViT's position table at another image size is the one exception, under 1 %); weights of another backbone
+# match a handful (1 of 72 for resnet18 weights in a resnet10), and training would then start, unsaid, from
+# random weights. ``pretrained_min_match`` lowers it for a deliberate partial transfer.
+MIN_MATCH = 0.9
+
 
 def load_pretrained(
-    network: nn.Module, path: str | os.PathLike | None, name: str = "pretrained_ckpt"
+    network: nn.Module, path: str | os.PathLike | None, name: str = "pretrained_ckpt", min_match: float = MIN_MATCH
 ) -> dict[str, list[str]]:
     """Copy every tensor of ``path`` whose name and shape match ``network``; log what matched and what did not.
 
@@ -35,8 +43,9 @@ def load_pretrained(
     parameters the file does not provide (e.g. a new classification head), ``mismatched`` share a name but not
     a shape (e.g. a 1-channel reconstruction head loaded into a 2-channel segmentation head).
 
-    A file that cannot be read, is not a state_dict, holds NaN/inf values or shares no key with ``network``
-    stops the run (``fail``) with a message naming ``name`` and the file.
+    A file that cannot be read, is not a state_dict, holds NaN/inf values, shares no key with ``network`` or
+    provides less than ``min_match`` of the encoder's tensors (``encoder.*``; every tensor for a network without
+    one) stops the run (``fail``) with a message naming ``name``, the file and the match count.
     """
     if not path:
         return {"matched": [], "missing": [], "unexpected": [], "mismatched": []}
@@ -64,6 +73,7 @@ def load_pretrained(
             "is it a checkpoint of this bundle's encoder? (scripts/convert_weights.py converts torchvision ResNet "
             f"weights); {HINTS.get(name, '')}".rstrip("; "),
         )
+    _check_share(matched, target, path, name, min_match)
     network.load_state_dict({k: source[k] for k in matched}, strict=False)
 
     totals = Counter(k.split(".")[0] for k in target)
@@ -81,3 +91,20 @@ def load_pretrained(
     if unexpected:
         logger.info("%s: keys in the file that the network lacks: %s", name, module_counts(unexpected))
     return {"matched": matched, "missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+def _check_share(matched: list[str], target: Mapping[str, Any], path: str, name: str, min_match: float) -> None:
+    """Stop when the file provides less than ``min_match`` of the encoder: it was made for another network."""
+    encoder = [k for k in target if k.split(".")[0] == "encoder"] or list(target)
+    found = len(set(matched) & set(encoder))
+    if found < min_match * len(encoder):
+        fail_weights(
+            WeightsError(
+                path,
+                f"matches {found} of the encoder's {len(encoder)} tensors ({found / len(encoder):.0%}, under "
+                f"pretrained_min_match {min_match:g}): weights of another backbone or another program?",
+                name,
+            ),
+            "give the pretrained file of this --backbone, or lower --pretrained_min_match for a deliberate partial "
+            "transfer",
+        )

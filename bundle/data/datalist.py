@@ -43,6 +43,8 @@ __all__ = [
     "load_datalist",
     "check_entries",
     "labels_against_classes",
+    "declared_class_names",
+    "check_class_names",
     "prepare_splits",
     "pretraining_splits",
     "list_images",
@@ -103,6 +105,47 @@ def load_datalist(datalist: str | os.PathLike, dataset_dir: str | os.PathLike) -
             entries.append(entry)
         out[section] = entries
     return out
+
+
+def declared_class_names(datalist: str | os.PathLike | None) -> list[str] | None:
+    """The class names a datalist declares, in its labels' order: its ``class_names`` list, else a decathlon-style
+    ``labels`` map (``{"0": "normal", ...}``); None when it declares none or cannot be read (``load_datalist``
+    reports that)."""
+    if not datalist or not os.path.isfile(datalist):
+        return None
+    try:
+        with open(datalist, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(content, dict):
+        return None
+    names, labels = content.get("class_names"), content.get("labels")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return list(names)
+    if isinstance(labels, dict) and all(str(k).isdigit() for k in labels):
+        return [str(labels[k]) for k in sorted(labels, key=int)]
+    return None
+
+
+def check_class_names(datalist: str | os.PathLike | None, class_names: Sequence[str]) -> None:
+    """Stop when the datalist declares other class names, or another order, than the run's ``class_names``.
+
+    The labels are class indices: read in another order, every score of the swapped classes is wrong without a
+    word (a COVID-19 AUC of 0.000). The run's names are the model's (evaluation, inference: its recipe) or the
+    settings' (training).
+    """
+    declared = declared_class_names(datalist)
+    if declared is None or declared == [str(n) for n in class_names]:
+        if declared is None and datalist and os.path.isfile(datalist):
+            logger.info("datalist %s declares no class_names: its labels are read as %s", datalist, list(class_names))
+        return
+    fail(
+        f"class_names: the datalist {datalist} declares the classes {declared}, this run has {list(class_names)} "
+        "(the weights' recipe or --class_names), so its labels would be read as other classes. Train with "
+        f"--class_names '{json.dumps(declared)}', or, for a trained model, rewrite the datalist in the model's "
+        f"order (scripts/prepare_dataset.py ... --classes {','.join(map(str, class_names))})"
+    )
 
 
 def _label_problem(label, num_classes: int, multi_label: bool) -> str | None:

@@ -17,12 +17,19 @@ from torch.nn import functional as F
 from ..values import as_bool
 from .readers import NIFTI_SUFFIXES, CXRReadError, read_cxr, read_mask
 
-__all__ = ["LoadCXRd", "ClassLabeld", "STATUS_OK", "ON_ERROR", "file_stem", "resize_2d"]
+__all__ = ["LoadCXRd", "ClassLabeld", "STATUS_OK", "ON_ERROR", "PREPROCESSING", "file_stem", "resize_2d"]
 
 logger = logging.getLogger(__name__)
 
 STATUS_OK = "ok"
 ON_ERROR = ("raise", "status")
+# What every workflow does to an image before the network sees it (LoadCXRd, then the configs' Resized), as weights
+# record it in their recipe (bundle.checkpoints.recipe): weights made with another preprocessing are told apart.
+PREPROCESSING = {
+    "intensity": "min-max per image to [0, 1] after the format's photometric steps",
+    "channels": 1,
+    "resize": "area, to image_size x image_size",
+}
 
 
 def file_stem(path: str) -> str:

@@ -7,10 +7,13 @@ from collections.abc import Iterable, Sequence
 
 from .records import PrepareError, Skip
 
-__all__ = ["assign_classes", "class_key", "order_classes", "parse_mapping", "select_findings"]
+__all__ = ["MODEL_CLASSES", "assign_classes", "class_key", "order_classes", "parse_mapping", "select_findings"]
 
 # Classes that mean "nothing found" go first so that index 0 is the negative class wherever the data has one.
 NEGATIVE_NAMES = ("normal", "negative", "no_finding", "no_pneumonia")
+# The shipped model's classes, in its order (models/model.recipe.json; a test keeps them in step): found classes
+# take this order, so that the shipped model evaluates a prepared datalist without renumbering a class.
+MODEL_CLASSES = ("normal", "bacterial_pneumonia", "viral_pneumonia", "covid19")
 
 
 def class_key(name: str) -> str:
@@ -45,16 +48,16 @@ def assign_classes(
     """Turn each entry's raw ``_class`` text into an int ``label`` and ``label_name``.
 
     ``class_map`` renames or merges classes (keys and values are class keys); ``classes`` keeps only those
-    classes, in that order (the rest are reported as left out); without it every class found is kept, those in
-    ``preferred`` (the source's own order) first, then in ``order_classes`` order. Returns the kept entries,
-    the class names and the skipped entries.
+    classes, in that order (the rest are reported as left out); without it every class found is kept, those of
+    the shipped model first in its order (``MODEL_CLASSES``), then those in ``preferred`` (the source's own
+    order), then in ``order_classes`` order. Returns the kept entries, the class names and the skipped entries.
     """
     class_map = class_map or {}
     for e in entries:
         key = class_key(e.pop("_class"))
         e["label_name"] = class_map.get(key, key)
     found = {e["label_name"] for e in entries}
-    first = [p for p in preferred if p in found]
+    first = list(dict.fromkeys(p for p in (*MODEL_CLASSES, *preferred) if p in found))
     names = [class_key(c) for c in classes] if classes else first + order_classes(found - set(first))
     if len(set(names)) != len(names):
         raise PrepareError(f"--classes names a class twice: {names}")

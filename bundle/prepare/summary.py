@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from .dedup import patient_key
+from .labels import MODEL_CLASSES
 from .records import Skip
 
 __all__ = ["build_summary", "format_summary", "train_command"]
@@ -39,6 +40,19 @@ def train_command(out: str, class_names: Sequence[str], multi_label: bool) -> st
         f'--class_names "{names}"'
     )
     return cmd + (" --multi_label True" if multi_label else "")
+
+
+def model_note(class_names: Sequence[str]) -> str:
+    """Whether the shipped model (``MODEL_CLASSES``) reads the datalist's labels as they are, and what to do if not."""
+    names, model = list(class_names), list(MODEL_CLASSES)
+    if names == model:
+        return "the shipped model's classes, in its order: it evaluates this datalist as it is"
+    if sorted(names) == sorted(model):
+        return (
+            "the shipped model's classes in another order, so the shipped model cannot evaluate this datalist; "
+            f"prepare again with --classes {','.join(model)} to evaluate it"
+        )
+    return f"the shipped model has other classes ({', '.join(model)}): train a model on these"
 
 
 def _class_counts(entries: Sequence[dict], class_names: Sequence[str], multi_label: bool) -> dict[str, int]:
@@ -110,6 +124,7 @@ def build_summary(
         "cache": cache,
         "notes": list(notes),
         "train_command": train_command(out, class_names, multi_label) if labelled and class_names else None,
+        "model_classes": model_note(class_names) if labelled and class_names and not multi_label else None,
     }
 
 
@@ -149,6 +164,9 @@ def format_summary(summary: dict, per_kind: int = 5) -> str:
             lines.append(f"    ... {len(items) - per_kind} more in summary.json")
     lines += [f"note: {n}" for n in summary["notes"]]
     if summary["train_command"]:
+        lines += ["", f"classes: {summary['class_names']}"]
+        if summary.get("model_classes"):
+            lines.append(f"  {summary['model_classes']}")
         lines += ["", "train with:", "  " + summary["train_command"]]
     else:
         lines += ["", "no labels: the datalist serves self-supervised pretraining only"]

@@ -34,8 +34,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..atomic import atomic_save, atomic_write_json
-from ..checkpoints import load_pretrained, load_weights
+from ..atomic import atomic_write_json
+from ..checkpoints import load_pretrained, load_weights, read_recipe, save_weights
 from ..errors import UserError, fail
 from ..values import Rule, as_bool, boolean, described, integer, optional
 from ..workflow import run as run_config
@@ -303,7 +303,7 @@ def _hand_on(init: str | None, exported: str, ckpt_dir: str, carry_forward: bool
         return exported
     merged = {**load_weights(init), **load_weights(exported)}
     handed_on = os.path.join(ckpt_dir, "curriculum_weights.pt")
-    atomic_save(merged, handed_on)
+    save_weights(merged, handed_on, read_recipe(exported))
     return handed_on
 
 
@@ -360,7 +360,7 @@ def _publish(weights: str | None, final_out: str | None, state: dict[str, Any], 
     if weights is None:  # unreachable: at least one stage ran or was skipped with its weights
         raise CurriculumError("no stage produced weights")
     if final_out:
-        atomic_save(load_weights(weights), final_out)
+        save_weights(load_weights(weights), final_out, read_recipe(weights))
         weights = os.path.abspath(final_out)
     state["final"] = weights
     atomic_write_json(state, state_path, default=str)

@@ -22,8 +22,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from torch import nn
 
-from bundle.atomic import atomic_save
-from bundle.checkpoints import load_weights
+from bundle.checkpoints import load_weights, read_recipe, save_weights
 from bundle.data.datalist import check_entries
 from bundle.data.transforms import LoadCXRd
 
@@ -153,7 +152,9 @@ class LungSegmentationTrain(BasicTrainTask):
 
     def _save(self, context: Context) -> None:
         network = context.network.network  # the bundle network inside DecoderOnly: the shipped state_dict keys
-        atomic_save({k: v.detach().cpu() for k, v in network.state_dict().items()}, self.weights[-1])
+        state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        # the network's settings are those of the weights it started from: their recipe goes with the new ones
+        save_weights(state, self.weights[-1], read_recipe(self.current_weights()))
         logger.info("published new weights to %s", self.weights[-1])
 
     def _publish_best(self, evaluator, context: Context) -> None:

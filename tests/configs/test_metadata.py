@@ -7,11 +7,17 @@ import re
 
 import pytest
 
+from bundle.workflow import parsed
 from tests.conftest import ROOT, SHARED_SCHEMA
 from tests.helpers import bundle_in_process
 
 META = json.loads((ROOT / "configs" / "metadata.json").read_text())
-CONFIGS = {name: json.loads((ROOT / "configs" / f"{name}.json").read_text()) for name in ("inference", "train")}
+# the values each config runs with by default: the shipped model's recipe for inference, the defaults for train
+CONFIGS = {
+    name: dict(zip(KEYS, parsed(name, None, *KEYS)))
+    for KEYS in [("class_names", "image_size")]
+    for name in ("inference", "train")
+}
 IO = META["network_data_format"]
 # MONAI's verify_net_in_out always compares a net's output with outputs#pred; the segmentation view is checked
 # against the "lung" entry by overriding that number on the command line.

@@ -217,3 +217,19 @@ def test_script_runs_from_repo_root(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "train with:" in proc.stdout
     assert json.loads((tmp_path / "out" / "datalist.json").read_text())["class_names"] == ["normal", "pneumonia"]
+
+
+def test_known_classes_take_the_shipped_model_order(tmp_path, capsys):
+    """Folders sorted by name would put covid19 before viral_pneumonia and swap them for the shipped model."""
+    from bundle.prepare.labels import MODEL_CLASSES
+
+    src = tmp_path / "src"
+    for cls in sorted(MODEL_CLASSES):
+        for i in range(4):
+            write_image(src / cls / f"{cls}-{i}.png")
+    datalist, summary = run("folders", src, tmp_path / "out")
+    assert datalist["class_names"] == list(MODEL_CLASSES)
+    assert "the shipped model's classes, in its order" in capsys.readouterr().out
+    datalist, summary = run("folders", src, tmp_path / "out2", "--classes", *sorted(MODEL_CLASSES))
+    assert datalist["class_names"] == sorted(MODEL_CLASSES)  # the user's order is kept, and told
+    assert "prepare again with --classes normal,bacterial_pneumonia,viral_pneumonia,covid19" in summary["model_classes"]
