@@ -60,8 +60,8 @@ class WriteError(UserError):
 
 
 def write_cause(error: BaseException | int | None) -> tuple[str, str]:
-    """The cause of a failed write in words and what to do, e.g. ``("the disk is full", "free some space on
-    it")``, from an ``OSError`` (or one in the chain of another exception) or an error number."""
+    """The cause of a failed write in words and what to do, e.g. ``("the disk is full", "free some space on the
+    disk of {folder}")``, from an ``OSError`` (or one in the chain of another exception) or an error number."""
     number = error if isinstance(error, int) else getattr(write_error_in(error), "errno", None)
     if number in _CAUSES:
         return _CAUSES[number]
