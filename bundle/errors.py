@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
-__all__ = ["UserError", "DebugUserError", "fail", "set_debug", "debug_enabled", "run_main"]
+__all__ = ["UserError", "DebugUserError", "RelayedUserError", "fail", "set_debug", "debug_enabled", "run_main"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,22 @@ class UserError(SystemExit):
 
 class DebugUserError(RuntimeError):
     """The same failure in debug mode: an ordinary exception, so Python prints its traceback and cause."""
+
+
+class RelayedUserError(RuntimeError):
+    """A ``UserError`` raised in a DataLoader worker, carried to the main process.
+
+    A ``SystemExit`` would end the worker and leave the main process with "worker exited unexpectedly"; an
+    ``Exception`` is sent back, and torch re-raises it as ``RelayedUserError("Caught ... Original Traceback
+    ...")``. The message is taken back out of that text, and ``bundle.engines.user_errors`` ends the run with it.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if "Original Traceback" in message and marker in message:  # re-raised by torch: the last line is ours
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+        self.message = message
 
 
 def set_debug(enabled: bool) -> None:

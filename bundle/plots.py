@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .atomic import atomic_write  # noqa: E402
 from .data.transforms import resize_2d  # noqa: E402
 
 __all__ = [
@@ -29,6 +30,20 @@ __all__ = [
     "plot_label_efficiency",
     "plot_cascade",
 ]
+
+
+def _save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: float | None = None) -> None:
+    """Write ``fig`` through ``atomic_write`` (its format from the extension) and close it, whatever happens.
+
+    A full disk or an unwritable folder ends in one message naming the picture; matplotlib's own ``savefig``
+    would leave a torn file and raise a bare ``OSError``.
+    """
+    try:
+        fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+        with atomic_write(path, what="the picture") as f:
+            fig.savefig(f, format=fmt, **({"dpi": dpi} if dpi is not None else {}))
+    finally:
+        plt.close(fig)
 
 
 def attention_caption(attention: float | None, share: float | None) -> str:
@@ -102,9 +117,7 @@ def save_overlay(
         )
     ax.set_xlim(-0.5, shape[1] - 0.5)
     ax.set_ylim(shape[0] - 0.5, -0.5)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    _save_figure(fig, path, dpi=dpi)
     return str(path)
 
 
@@ -124,9 +137,7 @@ def plot_roc(
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (one vs rest)", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -143,9 +154,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -167,9 +176,7 @@ def plot_reconstructions(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -201,9 +208,7 @@ def plot_label_efficiency(
     if ax.lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -225,6 +230,5 @@ def plot_cascade(result: dict, path: str) -> str:
     ax.set_title(f"{result['method']} on {result['saliency_layer']}: cascading randomisation", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path, dpi=100)
     return path

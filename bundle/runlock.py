@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
+from bundle.atomic import write_cause
 from bundle.errors import fail
 
 try:
@@ -130,6 +131,24 @@ def _options(roles: list[str]) -> str:
     return " / ".join(named) if named else "--ckpt_dir / --output_dir"
 
 
+def _why(error: OSError, roles: list[str]) -> str:
+    """The cause of a failed write in words, that nothing was written, and what to do."""
+    cause, _ = write_cause(error)
+    return f"{cause}; nothing was written. Give this run a writable {_options(roles)}"
+
+
+def _write_record(fd: int, path: str, label: str, roles: list[str]) -> None:
+    """Write this run's record into the locked ``fd``; on a full disk, remove the file and stop (``fail``)."""
+    # the whole record at offset 0, then cut what a longer stale record left: never an empty file
+    record = _record()
+    try:
+        os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
+    except OSError as e:
+        _unlock(_Held(fd=fd, path=path, pid=os.getpid()))
+        fail(f"{label}: cannot write its lock file {path} ({e.strerror or e}): {_why(e, roles)}", e)
+
+
 def _prepare(folder: str, roles: list[str]) -> str:
     """Create ``folder`` when missing and return its real path; ``fail`` when it cannot be made or written."""
     label = _label(roles, folder)
@@ -138,7 +157,7 @@ def _prepare(folder: str, roles: list[str]) -> str:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        fail(f"{label} cannot be created ({e.strerror or e}); give this run a writable {_options(roles)}", e)
+        fail(f"{label} cannot be created ({e.strerror or e}): {_why(e, roles)}", e)
     return os.path.realpath(folder)
 
 
@@ -147,11 +166,7 @@ def _open(path: str, label: str, roles: list[str]) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as e:
-        fail(
-            f"{label} is not writable: cannot open its lock file {path} ({e.strerror or e}); "
-            f"give this run a writable {_options(roles)}",
-            e,
-        )
+        fail(f"{label} is not writable: cannot open its lock file {path} ({e.strerror or e}): {_why(e, roles)}", e)
 
 
 def _in_use(fd: int, path: str, label: str, roles: list[str]) -> NoReturn:
@@ -200,10 +215,7 @@ def _acquire(folder: str, roles: list[str]) -> _Held | None:
                 f"{label}: taking over the stale lock of pid {stale.get('pid', '?')} (host {stale.get('host', '?')}, "
                 f"started {stale.get('started', '?')}, no longer running)"
             )
-        # write the whole record at offset 0, then cut what a longer stale record left: never an empty file
-        record = _record()
-        os.pwrite(fd, record, 0)
-        os.ftruncate(fd, len(record))
+        _write_record(fd, path, label, roles)
         return _Held(fd=fd, path=path, pid=os.getpid())
     fail(f"{label}: its lock file {path} kept changing while this run tried to take it; is another run starting?")
 

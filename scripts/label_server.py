@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bundle.atomic import atomic_write
 from label_app.client import APP, LABEL_PYTHON, LabelServer, copy_app
 
 
@@ -83,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        with atomic_write(args.json, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from bundle.atomic import atomic_write
+from bundle.atomic import atomic_write, make_folder, write_failed
 
 # (class label, source repository, whether its masks may be redistributed)
 ALLOWED = {
@@ -61,12 +61,17 @@ def main() -> None:
             if not masks_ok:
                 e.pop("mask", None)
             chosen.append(e)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    make_folder(out / "images", "the images folder")
+    make_folder(out / "masks", "the masks folder")
     for e in chosen:
         for key in ("image", "mask"):
             if key in e:
-                shutil.copyfile(src / e[key], out / e[key])
+                try:
+                    shutil.copyfile(src / e[key], out / e[key])
+                except OSError as error:
+                    if error.filename == str(src / e[key]):  # a source that cannot be read: not a failed write
+                        raise
+                    write_failed(out / e[key], error, "the sample file", "the files copied before are kept")
     datalist = {
         "name": "chest_xray_ssl_multitask sample",
         "description": "Real frontal CXRs under CC BY licences (see docs/data_license.txt); 256x256 8-bit PNG.",

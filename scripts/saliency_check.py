@@ -30,6 +30,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 
+from bundle.atomic import make_folder
 from bundle.checkpoints import check_recipe, check_weights, load_weights, read_recipe
 from bundle.checkpoints.recipe import RECIPE_KEYS
 from bundle.errors import fail, run_main
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = output_folder(out)
     if problem:
         fail(f"--out {out} {problem}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "the --out folder")
     compare = args.compare_layers is not None
     images, masks = load_images(parser, args, need_masks=compare)
     print(f"{images.shape[0]} images of the {args.split} split, {tuple(images.shape[2:])} px, on {device}", flush=True)

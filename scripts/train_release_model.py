@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 from bundle import workflow
-from bundle.atomic import atomic_write
+from bundle.atomic import atomic_write, make_folder
 from bundle.checkpoints import load_weights, read_recipe, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = train_and_evaluate(args, work)
     recipe = read_recipe(work / "shipped" / "model.pt")
     metrics = release_metrics(work / "eval" / "metrics.json")
-    os.makedirs(args.out.parent, exist_ok=True)
+    make_folder(args.out.parent, "the folder of --out")
     save_weights(weights, args.out, recipe)  # the very tensors evaluated above, and their recipe
     summary = release_summary(args, metrics, started)
     with atomic_write(work / "release_metrics.json", "w") as f:

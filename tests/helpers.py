@@ -19,8 +19,8 @@ import random
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +219,46 @@ def script_in_process(main: Callable, *args: str, cwd: Path | str = ROOT) -> sub
         raise SystemExit(run_main(main, list(args)))
 
     return in_process(script, [getattr(main, "__module__", "script"), *args], cwd=cwd)
+
+
+# ---- small disks: a tmpfs of a given size, full or read-only on demand -----------------------------------------
+
+
+@contextmanager
+def small_disk(folder: Path, size_kb: int) -> Iterator[Path]:
+    """Mount a ``size_kb`` tmpfs on ``folder`` (created) for the block; always unmounted afterwards.
+
+    The test is skipped when this process may not mount (not root, or a container without the capability).
+    ``make_full`` and ``make_read_only`` turn the disk into the failure a test needs.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs here ({(proc.stderr or proc.stdout).strip() or 'mount failed'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def make_full(folder: Path) -> None:
+    """Fill the disk of ``folder`` (a ``small_disk``) with a filler file until not one more byte fits."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (1 << 20, 1 << 16, 1 << 12, 1):
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError:  # full for this chunk size: go on with smaller ones
+                pass
+    finally:
+        os.close(fd)
+
+
+def remount(folder: Path, options: str) -> None:
+    """``mount -o remount,<options>`` on a ``small_disk`` (``ro`` makes it read-only, ``size=2m`` grows it)."""
+    subprocess.run(["mount", "-o", f"remount,{options}", str(folder)], check=True, capture_output=True)

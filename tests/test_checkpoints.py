@@ -15,7 +15,6 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from torch import nn
 
-from bundle import checkpoints
 from bundle.atomic import atomic_save
 from bundle.checkpoints import (
     TrainingCheckpointer,
@@ -27,8 +26,8 @@ from bundle.checkpoints import (
 )
 from bundle.errors import UserError, set_debug
 from bundle.networks import MultiTaskNet
-from tests.conftest import ROOT, copy_models
-from tests.helpers import bundle_in_process, run_bundle
+from tests.conftest import ROOT, copy_models, write_dataset
+from tests.helpers import bundle_in_process, remount, run_bundle, small_disk
 
 TRAIN = "configs/train.json"
 
@@ -434,15 +433,21 @@ def test_non_finite_model_is_refused(tmp_path):
 def test_full_disk_keeps_the_previous_state(tmp_path, monkeypatch):
     run = TinyRun(tmp_path).attach().run(2)
 
-    def full(obj, path):
+    def full(obj, f, *args, **kwargs):
+        f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoints.checkpointer, "atomic_save", full)
+    monkeypatch.setattr(torch, "save", full)
     with pytest.raises(UserError) as e:
         TinyRun(tmp_path).attach().run(3)
     last, prev = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
-    assert str(e.value).startswith(f"cannot write the resume state {last} (No space left on device)")
-    assert f"the previous one is {prev}" in str(e.value)
+    assert str(e.value) == (
+        f"cannot write the resume state {last}: the disk is full; the previous model.pt and the resume state from "
+        f"epoch 2 ({prev}) are kept. "
+        f"Free some space on the disk of {tmp_path}, or pass another --ckpt_dir; then rerun the same command: it "
+        "continues after epoch 2"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "model.pt"]  # no temporary left
     monkeypatch.undo()
     run = TinyRun(tmp_path).attach().run(3)  # resumes from the kept state
     assert run.epochs_run == [3]
@@ -508,3 +513,55 @@ def test_real_inference_with_a_damaged_model_file_ends_in_one_message(trained_ti
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"ckpt_file {bad}: is truncated or corrupt")
+
+
+# ---- a full or read-only disk under ckpt_dir ---------------------------------------------------------------------
+
+
+def test_read_only_ckpt_dir_keeps_the_previous_state(tmp_path):
+    with small_disk(tmp_path / "models", 1024) as ckpt_dir:
+        TinyRun(ckpt_dir).attach().run(2)
+        remount(ckpt_dir, "ro")
+        with pytest.raises(UserError) as e:
+            TinyRun(ckpt_dir).attach().run(3)
+        assert str(e.value).startswith(
+            f"cannot write the previous resume state {ckpt_dir / 'checkpoint.prev.pt'}: no permission to write there "
+            "(the disk is read-only); the previous model.pt and the resume state from epoch 2"
+        )
+        assert str(e.value).endswith("then rerun the same command: it continues after epoch 2")
+        remount(ckpt_dir, "rw")
+        assert TinyRun(ckpt_dir).attach().run(3).epochs_run == [3]
+
+
+def test_real_run_on_a_full_disk_ends_in_one_message_and_resumes(tmp_path):
+    """A real training whose second resume state does not fit: one message, the epoch 1 files kept, a rerun on a
+    disk with room continues after epoch 1."""
+    write_dataset(tmp_path / "data", n_per_class=2)
+    args = ["--config_file", str(ROOT / TRAIN), "--bundle_root", str(ROOT), "--dataset_dir", str(tmp_path / "data")]
+    args += ["--image_size", "32", "--batch_size", "4", "--num_workers", "0", "--amp", "false"]
+    args += ["--multi_label", "false", "--output_dir", str(tmp_path / "eval")]
+    with small_disk(tmp_path / "models", 400 * 1024) as ckpt_dir:
+        run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "1")
+        model, state = (ckpt_dir / "model.pt").stat().st_size, (ckpt_dir / "checkpoint.pt").stat().st_size
+        used = sum(p.stat().st_size for p in ckpt_dir.iterdir())
+        # room for another model file (the next best one fits) but not for another resume state (larger)
+        remount(ckpt_dir, f"size={(used + (model + state) // 2) // 1024}k")
+        proc = run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "3", check=False)
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stdout + proc.stderr
+        message = proc.stderr.strip().splitlines()[-1]
+        last, prev = ckpt_dir / "checkpoint.pt", ckpt_dir / "checkpoint.prev.pt"
+        assert message.startswith(f"cannot write the resume state {last}: the disk is full; the previous model.pt")
+        assert f"and the resume state from epoch 1 ({prev}) are kept. Free some space on the disk of {ckpt_dir}" in (
+            message
+        )
+        assert message.endswith("or pass another --ckpt_dir; then rerun the same command: it continues after epoch 1")
+        left = sorted(p.name for p in ckpt_dir.iterdir() if not p.name.endswith(".recipe.json"))
+        assert left == ["checkpoint.prev.pt", "model.pt"]  # no temporary file, no lock file
+        load_weights(ckpt_dir / "model.pt")
+        assert saved_epoch(prev) == 1
+
+        remount(ckpt_dir, "size=400m")
+        proc = run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "2")
+        assert "Epoch[1] Complete" not in proc.stdout and "Epoch[2] Complete" in proc.stdout
+        assert saved_epoch(last) == 2 and saved_epoch(prev) == 1

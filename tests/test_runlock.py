@@ -14,7 +14,7 @@ import pytest
 
 from bundle import runlock
 from bundle.errors import UserError
-from tests.helpers import ROOT, bundle_in_process, launch, run_bundle, start
+from tests.helpers import ROOT, bundle_in_process, launch, make_full, remount, run_bundle, small_disk, start
 
 LOCK = runlock.LOCK_NAME
 # a holder: locks the folders named on its command line, says so, then waits until its stdin closes
@@ -167,7 +167,7 @@ def test_unwritable_folders(tmp_path):
         with pytest.raises(UserError) as err:
             runlock.lock(output_dir=locked)
         assert str(err.value).startswith(f"output_dir {locked} is not writable: cannot open its lock file")
-        assert "give this run a writable --output_dir" in str(err.value)
+        assert "Give this run a writable --output_dir" in str(err.value)
     finally:
         locked.chmod(0o700)
     assert runlock.held() == []
@@ -187,6 +187,31 @@ def test_folders_that_cannot_hold_a_lock(tmp_path):
     assert runlock.held() == [] and not (tmp_path / "models" / LOCK).exists()
     with pytest.raises(UserError, match="^a run folder is empty"):
         runlock.lock("")
+
+
+def test_read_only_disk_names_the_cause(tmp_path):
+    """Root may write into a chmod 0o555 folder, not into a read-only file system."""
+    with small_disk(tmp_path / "ro", 64) as disk:
+        remount(disk, "ro")
+        with pytest.raises(UserError) as err:
+            runlock.lock(ckpt_dir=disk / "models")
+        assert str(err.value) == (
+            f"ckpt_dir {disk / 'models'} cannot be created (Read-only file system): no permission to write there "
+            "(the disk is read-only); nothing was written. Give this run a writable --ckpt_dir"
+        )
+        with pytest.raises(UserError, match=f"^output_dir {disk} is not writable: cannot open its lock file .*"):
+            runlock.lock(output_dir=disk)
+    assert runlock.held() == []
+
+
+def test_full_disk_while_writing_the_lock_record(tmp_path):
+    with small_disk(tmp_path / "full", 64) as disk:
+        make_full(disk)
+        with pytest.raises(UserError) as err:
+            runlock.lock(output_dir=disk)
+        assert str(err.value).startswith(f"output_dir {disk}: cannot write its lock file {disk / LOCK} (No space left")
+        assert str(err.value).endswith("the disk is full; nothing was written. Give this run a writable --output_dir")
+        assert runlock.held() == [] and not (disk / LOCK).exists()
 
 
 def test_replaced_lock_file_is_retried(tmp_path, monkeypatch):

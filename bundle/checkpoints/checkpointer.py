@@ -22,11 +22,11 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
 
-from ..atomic import atomic_save
+from ..atomic import WriteError, atomic_save, write_failed
 from ..distributed import is_main_process, unwrap
 from ..errors import fail
 from ..values import as_bool
-from .recipe import contradictions, make_recipe, read_recipe, recipe_path, save_weights, write_recipe
+from .recipe import contradictions, make_recipe, read_recipe, recipe_path, write_recipe
 from .weights import WeightsError, examples, first_sentence, mismatch, non_finite_problem, non_finite_tensors, read_file
 
 __all__ = ["previous_path", "TrainingCheckpointer"]
@@ -109,6 +109,7 @@ class TrainingCheckpointer:
         self._last_ours = self._prev_ours = False
         self._recipe_written = False
         self._refused: str | None = None  # a model file not written during validation, reported by the trainer
+        self._epoch_of: dict[str, int | None] = {}  # the epoch each resume state of this run holds, for messages
 
     def state_dict(self) -> dict[str, float]:
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
@@ -213,6 +214,7 @@ class TrainingCheckpointer:
         trainer.state.max_epochs = max_epochs  # the configured number of epochs, not the one saved
         for optimizer, lrs in zip(optimizers, configured):
             self._keep_learning_rate(optimizer, lrs, path)
+        self._epoch_of[path] = trainer.state.epoch
         logger.info("restored %s: continuing after epoch %d", path, trainer.state.epoch)
         self._warn_if_finished(trainer)
 
@@ -263,13 +265,39 @@ class TrainingCheckpointer:
             f"lower --learning_rate {rerun} (with --amp true, also try --amp false)"
         )
 
-    def _write(self, state: Any, path: str, what: str) -> None:
+    def _kept(self) -> tuple[str, str]:
+        """What a failed write leaves in ``ckpt_dir`` (for its message) and how a rerun goes on from there."""
+        parts, resumes = [], None
+        if os.path.isfile(self.best_path):
+            best = f" (epoch {self.best_epoch})" if self.best_epoch > 0 else ""
+            parts.append(f"the previous {os.path.basename(self.best_path)}{best}")
+        for path, ours in ((self.last_path, self._last_ours), (self.prev_path, self._prev_ours)):
+            if ours and os.path.isfile(path):
+                resumes = self._epoch_of.get(path)
+                epoch = f" from epoch {resumes}" if resumes is not None else ""
+                parts.append(f"the resume state{epoch} ({path})")
+                break
+        if not parts:
+            return "no model file or resume state was written yet", "then rerun"
+        kept = f"{' and '.join(parts)} {'are' if len(parts) > 1 else 'is'} kept"
+        todo = f"then rerun the same command: it continues after epoch {resumes}" if resumes else "then rerun"
+        return kept, todo
+
+    def _write(self, state: Any, path: str, what: str, recipe: Mapping[str, Any] | None = None) -> None:
+        """Write ``state`` to ``path`` atomically, then ``recipe`` beside it; a failure ends the run saying what
+        ``ckpt_dir`` still holds."""
         if not is_main_process():  # under DDP every rank holds the same weights: rank 0 writes them
             return
+        kept, todo = self._kept()
         try:
-            save_weights(state, path, self.recipe)
-        except OSError as e:
-            fail(f"cannot write {what} {path} ({e.strerror or e}): free some space or pass another --ckpt_dir", e)
+            atomic_save(dict(state), path, what=what, kept=kept)
+            if recipe:
+                write_recipe(path, recipe)
+        except WriteError as e:  # the same message, with how to continue from the files kept
+            if e.path in (None, os.path.abspath(path)):
+                write_failed(path, e, what, kept, f"or pass another --ckpt_dir; {todo}")
+            name = os.path.basename(path)
+            write_failed(e.path, e, f"the recipe of {name}", f"the new {name} is written without it", todo)
 
     def _save_last(self, engine: Engine) -> None:
         self._report_refused(engine)
@@ -284,23 +312,17 @@ class TrainingCheckpointer:
             if self._last_ours and os.path.isfile(self.last_path):
                 os.replace(self.last_path, self.prev_path)
                 self._prev_ours = True
+                self._epoch_of[self.prev_path] = self._epoch_of.pop(self.last_path, None)
             elif not self._prev_ours and os.path.lexists(self.prev_path):
                 os.remove(self.prev_path)  # left by an earlier run: a fall-back to it would resume that run
         except OSError as e:
-            fail(f"cannot keep the previous resume state as {self.prev_path} ({e.strerror or e})", e)
-        kept = f"; the previous one is {self.prev_path}" if self._prev_ours else ""
-        try:
-            atomic_save(state, self.last_path)
-            if self.recipe is not None and not self._recipe_written:  # once a run: its settings do not change
-                write_recipe(self.last_path, self.recipe)
-                self._recipe_written = True
-        except OSError as e:
-            fail(
-                f"cannot write the resume state {self.last_path} ({e.strerror or e}){kept}: free some space or pass "
-                "another --ckpt_dir, then rerun to resume",
-                e,
-            )
+            kept, todo = self._kept()
+            write_failed(self.prev_path, e, "the previous resume state", kept, f"or pass another --ckpt_dir; {todo}")
+        # the recipe once a run: its settings do not change
+        self._write(state, self.last_path, "the resume state", None if self._recipe_written else self.recipe)
+        self._recipe_written = self.recipe is not None
         self._last_ours = True
+        self._epoch_of[self.last_path] = engine.state.epoch
 
     def _save_model(self, engine: Engine) -> bool:
         """Write the model file; False (and nothing written) when its weights are not finite."""
@@ -309,7 +331,7 @@ class TrainingCheckpointer:
         if bad:
             self._refused = self._refusal(self.best_path, bad, engine.state.epoch)
             return False
-        self._write(state, self.best_path, "the model")
+        self._write(state, self.best_path, "the model", self.recipe)
         return True
 
     def _report_refused(self, engine: Engine) -> None:

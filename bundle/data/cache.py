@@ -29,13 +29,19 @@ import logging
 import pickle
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
+from pathlib import Path
 from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.utils import convert_to_tensor
+from torch.utils.data import get_worker_info
 
+from ..atomic import WriteError, atomic_save
+from ..errors import RelayedUserError
 from ..values import Rule, choice, described, number, output_folder
 
-__all__ = ["CACHE_KINDS", "cached_dataset", "keep_heap_compact", "transform_hash"]
+__all__ = ["CACHE_KINDS", "DiskCache", "cached_dataset", "keep_heap_compact", "transform_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,33 @@ def transform_hash(transforms: Sequence[Any]) -> bytes:
     except Exception:  # e.g. a lambda in a Lambdad: its settings cannot be read, name them
         payload = repr([(type(t).__qualname__, sorted(map(str, vars(t).items()))) for t in transforms]).encode()
     return hashlib.md5(payload).hexdigest().encode()
+
+
+class DiskCache(PersistentDataset):
+    """MONAI's ``PersistentDataset`` writing each new file through ``atomic_write`` inside ``cache_dir``.
+
+    MONAI writes into the system's temporary folder and copies the file over (a full ``cache_dir`` keeps a torn
+    file that every later run fails to read) and skips the file on a permission error. Here a file is whole or
+    absent, and a full disk, a missing permission or a removed folder ends the run with one message; from a
+    DataLoader worker it travels as a ``RelayedUserError``.
+    """
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
+        name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+        hashfile = Path(self.cache_dir) / f"{name}.pt"
+        if hashfile.is_file():  # a hit: MONAI reads it (and recomputes a corrupt one)
+            return super()._cachecheck(item_transformed)
+        item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
+        stored = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
+        try:
+            atomic_save(stored, hashfile, what="the disk cache file", kept="the cache files written before are kept")
+        except WriteError as e:
+            if get_worker_info() is not None:  # a SystemExit would end the worker without its message
+                raise RelayedUserError(str(e)) from None
+            raise
+        return item
 
 
 def cached_dataset(
@@ -116,7 +149,7 @@ def cached_dataset(
             raise ValueError("cache disk needs a cache_dir (the folder of the cached files)")
         logger.info("disk cache of %d images in %s", len(data), cache_dir)
         # track_meta=False: the loading transforms end with plain tensors; weights_only: nothing in a cache file runs
-        return PersistentDataset(
+        return DiskCache(
             data, transform=transform, cache_dir=cache_dir, hash_transform=transform_hash, track_meta=False
         )
     return Dataset(data, transform=transform)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..atomic import atomic_write, atomic_write_json
+from ..atomic import atomic_write, atomic_write_json, make_folder
 from ..distributed import gather_objects, is_main_process
 from ..plots import plot_confusion, plot_roc
 from ..values import as_bool
@@ -205,7 +205,7 @@ class EvaluationReport:
         report = self._figures(engine, auc, prob, pred, onehot)
         for extra in self.extra_metrics:
             report.update(extra(self))
-        os.makedirs(self.output_dir, exist_ok=True)
+        make_folder(self.output_dir, "the output folder")
         report["plots"] = self._plots(auc, report["confusion_matrix"], prob, onehot)
         report["class_names"] = self.class_names
         if self.predictions:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import workflow
-from ..atomic import atomic_write, atomic_write_json
+from ..atomic import atomic_write, atomic_write_json, make_folder, write_failed
 from ..checkpoints import load_pretrained
 from ..data.datalist import prepare_splits
 from ..errors import fail
@@ -102,11 +102,8 @@ def make_output_folder(out: Path) -> None:
     problem = output_folder(out)
     if problem:
         fail(f"--out {out} {problem}")
-    try:
-        for sub in ("logs", "done"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"--out {out}: cannot create the folder ({e.strerror or e})", e)
+    for sub in ("logs", "done"):
+        make_folder(out / sub, f"the {sub} folder of --out", "or pass another --out, then rerun")
     if not os.access(out, os.W_OK | os.X_OK):
         fail(f"--out {out}: cannot write in it (permission denied)")
 
@@ -186,7 +183,11 @@ class ResumableSteps:
         log = self.out / "logs" / f"{name}.log"
         start = time.time()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(log, "w") as f:
+        try:
+            f = open(log, "w")
+        except OSError as e:  # the step itself reports its own failures to write
+            write_failed(log, e, f"the log of {name}", "the results of the earlier steps are kept")
+        with f:
             proc = subprocess.run(cmd, cwd=self.out, stdout=f, stderr=subprocess.STDOUT, env=env)
         if proc.returncode != 0 or not output.exists():
             tail = log.read_text()[-3000:]

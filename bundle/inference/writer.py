@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import gzip
 import math
 import os
 from collections.abc import Sequence
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from ignite.engine import Engine, Events
 
+from ..atomic import atomic_write, atomic_write_json, make_folder, write_failed
 from ..data.readers import NIFTI_SUFFIXES, read_cxr
 from ..data.transforms import STATUS_OK
 from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
@@ -36,11 +37,12 @@ def _nan_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _save_nifti_like(array: np.ndarray, reference: str, path: str) -> None:
-    """Write ``array`` (rows, cols) to NIfTI on the grid and affine of the NIfTI image ``reference``.
+def _save_nifti_like(array: np.ndarray, reference: str, path: str, kept: str | None = None) -> None:
+    """Write ``array`` (rows, cols) to NIfTI (``.nii.gz``) on the grid and affine of the NIfTI image ``reference``.
 
     ``bundle.readers`` reads NIfTI as data.T (x = column, y = row); writing array.T in the reference's own
-    shape and affine puts the output on top of the input in any NIfTI viewer.
+    shape and affine puts the output on top of the input in any NIfTI viewer. The bytes go through
+    ``atomic_write``, as every other output does.
     """
     import nibabel as nib
 
@@ -49,7 +51,8 @@ def _save_nifti_like(array: np.ndarray, reference: str, path: str) -> None:
     img = nib.Nifti1Image(data, ref.affine)
     img.set_qform(ref.affine, code=1)
     img.set_sform(ref.affine, code=1)
-    nib.save(img, path)
+    with atomic_write(path, what="the map", kept=kept) as f:
+        f.write(gzip.compress(img.to_bytes(), compresslevel=6))
 
 
 class PredictionWriter:
@@ -105,9 +108,24 @@ class PredictionWriter:
 
     def _start(self, engine: Engine) -> None:
         self.rows = []
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
+        with atomic_write(self.csv_path, "w", what="the predictions", newline="") as f:
             csv.DictWriter(f, self.fields).writeheader()
+
+    def _kept(self) -> str:
+        """What the outputs written so far are, for the message of a write that failed."""
+        done = len(self.rows)
+        if not done:
+            return "nothing was written"
+        return f"the rows and files of the {done} image{'s' if done != 1 else ''} before are kept"
+
+    def _append(self, rows: list[dict]) -> None:
+        """Append ``rows`` to ``predictions.csv`` (appended, so that a stopped run keeps the rows before)."""
+        try:
+            with open(self.csv_path, "a", newline="") as f:
+                writer = csv.DictWriter(f, self.fields)
+                writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+        except OSError as e:
+            write_failed(self.csv_path, e, "the predictions", self._kept())
 
     def _predicted(self, prob: np.ndarray) -> str:
         if self.multi_label:
@@ -151,29 +169,31 @@ class PredictionWriter:
                         None if saliency is None else saliency[i, 0],
                         prob[i],
                     )
-                except Exception as e:  # e.g. disk full or an unwritable folder: report it for this image
+                except Exception as e:  # this image's files only; a full disk or unwritable folder stops the run
                     row["status"] = f"cannot write outputs ({type(e).__name__}: {e})"
             rows.append(row)
+        self._append(rows)
         self.rows.extend(rows)
-        with open(self.csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, self.fields)
-            writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
 
     def _save_map(self, array: np.ndarray, folder: str, stem: str, source: str, nifti: bool) -> str:
         """Write a per-image map into ``output_dir/folder``: NIfTI beside NIfTI input (its affine), else PNG for
         uint8 masks and .npy for float maps; returns the file path."""
-        os.makedirs(os.path.join(self.output_dir, folder), exist_ok=True)
+        make_folder(os.path.join(self.output_dir, folder), f"the {folder} folder")
         if nifti:
             f = os.path.join(self.output_dir, folder, f"{stem}.nii.gz")
-            _save_nifti_like(array if array.dtype != np.uint8 else (array > 0).astype(np.uint8), source, f)
+            _save_nifti_like(
+                array if array.dtype != np.uint8 else (array > 0).astype(np.uint8), source, f, self._kept()
+            )
         elif array.dtype == np.uint8:
             from PIL import Image
 
             f = os.path.join(self.output_dir, folder, f"{stem}.png")
-            Image.fromarray(array).save(f)
+            with atomic_write(f, what="the mask", kept=self._kept()) as out:
+                Image.fromarray(array).save(out, format="PNG")
         else:
             f = os.path.join(self.output_dir, folder, f"{stem}.npy")
-            np.save(f, array)
+            with atomic_write(f, what="the map", kept=self._kept()) as out:
+                np.save(out, array)
         return f
 
     def _write_files(
@@ -207,10 +227,8 @@ class PredictionWriter:
             row["overlay_file"] = save_overlay(f, read_cxr(path), sal, mask, text, max_size=self.overlay_size)
 
     def _write_json(self, engine: Engine) -> None:
-        with open(self.json_path, "w") as f:
-            json.dump(self.rows, f, indent=1)
-        with open(self.summary_path, "w") as f:
-            json.dump(self.summary(), f, indent=1)
+        atomic_write_json(self.rows, self.json_path, indent=1)
+        atomic_write_json(self.summary(), self.summary_path, indent=1)
 
     def summary(self) -> dict:
         """The run at a glance: image counts, lung attention / share / ratio distributions, flagged shares.

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, make_folder
 from .cache import CacheSpec, plan_cache_paths, target_size
 from .dedup import PatientGroups, patient_key, resolve_duplicates
 from .files import rel
@@ -227,7 +227,7 @@ def prepare(scan: Scan, options: Options, stream: IO[str] | None = None) -> dict
     stream = stream or sys.stdout
     out = os.path.abspath(options.out)
     src = os.path.abspath(options.src)
-    os.makedirs(out, exist_ok=True)
+    make_folder(out, "the output folder", "or pass another --out, then rerun")
     spec = options.cache
     skipped, notes = list(scan.skipped), list(scan.notes)
     _check_official_test(scan, options, src)

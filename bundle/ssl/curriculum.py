@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, make_folder
 from ..checkpoints import load_pretrained, load_weights, read_recipe, save_weights
 from ..errors import UserError, fail
 from ..values import Rule, as_bool, boolean, described, integer, optional
@@ -387,7 +387,7 @@ def _run_curriculum(
 
     checked = _check_stages(stages, bundle_root)
     output_root = os.path.abspath(output_root)
-    os.makedirs(output_root, exist_ok=True)
+    make_folder(output_root, "the output root")
     state_path = os.path.join(output_root, STATE_FILE)
     state = load_state(output_root)
     plans = _plans(checked, output_root, defaults, force)

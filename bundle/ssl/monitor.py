@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 from torch.nn import functional as F
 
+from ..atomic import quiet_writer_threads, write_failed
 from ..data.precision import to_float
 from ..distributed import unwrap
 from ..values import Rule, described, integer, number
@@ -157,18 +159,32 @@ class PretrainMonitor:
     def _tensorboard(self, row: dict[str, float]) -> None:
         if not self.log_dir:
             return
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+        try:
+            if self._writer is None:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(self.log_dir)
-        for k, v in row.items():
-            if k != "epoch" and not np.isnan(v):
-                self._writer.add_scalar(f"pretrain/{k}", v, int(row["epoch"]))
-        self._writer.flush()
+                quiet_writer_threads()  # the failed write is reported here, by _failed
+                self._writer = SummaryWriter(self.log_dir)
+            for k, v in row.items():
+                if k != "epoch" and not np.isnan(v):
+                    self._writer.add_scalar(f"pretrain/{k}", v, int(row["epoch"]))
+            self._writer.flush()
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, error: OSError) -> NoReturn:
+        """A TensorBoard write failed (full disk, no permission): stop with one message naming its event file."""
+        writer = getattr(getattr(self._writer, "file_writer", None), "event_writer", None)
+        path = getattr(writer, "_file_name", None) or os.path.join(self.log_dir, "events.out.tfevents.*")
+        self._writer = None  # its thread has stopped on the error; closing it would raise the error again
+        write_failed(path, error, "the TensorBoard log", "the epochs logged before are kept")
 
     def _close(self, engine: Engine) -> None:
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as e:
+                self._failed(e)
             self._writer = None
 
 

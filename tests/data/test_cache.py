@@ -7,17 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser, ConfigWorkflow
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
 
-from bundle.data.cache import CACHE_KINDS, cached_dataset
+from bundle.atomic import WriteError
+from bundle.data.cache import CACHE_KINDS, DiskCache, cached_dataset
 from bundle.data.datalist import prepare_splits
 from bundle.data.precision import CACHE_DTYPES, cached_bytes
 from bundle.data.readers import CXRReadError
+from bundle.engines.user_errors import UserErrorPassThrough
+from bundle.errors import UserError
 from bundle.settings import RULES
 from tests.conftest import CLASS_NAMES, ROOT, write_dataset
+from tests.helpers import make_full, small_disk
 
 SIZE = 32
 
@@ -50,7 +54,8 @@ def test_each_kind_is_its_monai_dataset(entries, tmp_path):
     memory = cached_dataset(entries, transform, cache="memory", num_workers=0)
     disk = cached_dataset(entries, transform, cache="DISK", cache_dir=str(tmp_path / "c"))
     plain = cached_dataset(entries, transform, cache="none")
-    assert type(memory) is CacheDataset and type(disk) is PersistentDataset and type(plain) is Dataset
+    assert type(memory) is CacheDataset and type(disk) is DiskCache and type(plain) is Dataset
+    assert isinstance(disk, PersistentDataset)
     for dataset in (memory, disk, plain):
         item = dataset[0]
         assert item["image"].dtype == torch.uint8 and item["image"].shape == (1, SIZE, SIZE)
@@ -129,3 +134,32 @@ def test_one_epoch_on_the_sample_with_a_uint8_cache(cache, tmp_path):
     assert {"val_auc", "val_dice"} <= set(metrics)  # validation ran on the compact batches
     if cache == "disk":
         assert len(list((tmp_path / "cache").glob("*.pt"))) > 0
+
+
+# ---- a disk cache on a full disk ---------------------------------------------------------------------------------
+
+
+def test_full_disk_cache_ends_in_one_message(entries, tmp_path, monkeypatch):
+    monkeypatch.delenv("CXR_DEBUG", raising=False)
+    with small_disk(tmp_path / "cache", 64) as cache_dir:
+        make_full(cache_dir)
+        dataset = cached_dataset(entries, load_transforms(), cache="disk", cache_dir=str(cache_dir))
+        with pytest.raises(WriteError) as e:
+            dataset[0]
+        assert str(e.value).startswith(f"cannot write the disk cache file {cache_dir}/")
+        assert ".pt: the disk is full; the cache files written before are kept. Free some space" in str(e.value)
+        assert sorted(p.name for p in cache_dir.iterdir()) == ["filler"]  # no temporary, no torn file
+
+
+def test_full_disk_cache_in_a_worker_ends_the_run_with_its_message(entries, tmp_path, monkeypatch):
+    """A DataLoader worker cannot end the run itself: its message travels back and the engine stops with it."""
+    monkeypatch.delenv("CXR_DEBUG", raising=False)
+    with small_disk(tmp_path / "cache", 64) as cache_dir:
+        make_full(cache_dir)
+        dataset = cached_dataset(entries, load_transforms(), cache="disk", cache_dir=str(cache_dir))
+        engine = Engine(lambda engine, batch: None)
+        UserErrorPassThrough().attach(engine)
+        with pytest.raises(UserError) as e:
+            engine.run(DataLoader(dataset, batch_size=2, num_workers=1), max_epochs=1)
+        assert str(e.value).startswith(f"cannot write the disk cache file {cache_dir}/")
+        assert "Traceback" not in str(e.value) and "the disk is full" in str(e.value)

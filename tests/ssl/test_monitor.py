@@ -12,8 +12,11 @@ from ignite.engine import Engine
 from torch import nn
 
 from bundle.engines.pretraining import MethodHooks, SSLPrepareBatch, ssl_loss
+from bundle.engines.user_errors import UserErrorPassThrough
+from bundle.errors import UserError
 from bundle.ssl.base import PretrainingMethod, trainable_parameters
 from bundle.ssl.monitor import PretrainMonitor, encode_pooled, knn_accuracy
+from tests.helpers import make_full, small_disk
 
 
 class TinyEncoder(nn.Module):
@@ -117,3 +120,23 @@ def test_monitor_logs_each_epoch_probes_and_warns_on_collapse(tmp_path: Path, ca
     with caplog.at_level(logging.WARNING, logger="bundle.ssl.monitor"):
         run_engine(collapsed, handlers=[PretrainMonitor(method, optimizer, probe_interval=0)])
     assert "embeddings are collapsing" in caplog.text
+
+
+def test_full_disk_under_the_tensorboard_log_is_one_message(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("CXR_DEBUG", raising=False)
+    method = Recorder()
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.25)
+    with small_disk(tmp_path / "tb", 64) as disk:
+        monitor = PretrainMonitor(method, optimizer, probe_interval=0, log_dir=str(disk))
+        make_full(disk)
+
+        def spread(i):
+            return {"loss": torch.tensor(float(i), requires_grad=True), "pred": {"embedding": torch.randn(4, 16)}}
+
+        engine = Engine(lambda e, batch: spread(e.state.iteration))
+        UserErrorPassThrough().attach(engine)
+        monitor.attach(engine)
+        with pytest.raises(UserError) as e:
+            engine.run(range(3), max_epochs=2)
+        assert str(e.value).startswith(f"cannot write the TensorBoard log {disk}/events.out.tfevents.")
+        assert "the disk is full; the epochs logged before are kept" in str(e.value)
