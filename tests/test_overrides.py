@@ -31,12 +31,12 @@ def _stopped(proc) -> str:
 def test_the_real_command_names_each_unknown_id_and_the_closest_known_ones(tmp_path):
     proc = run_bundle(
         "run", "--config_file", _config_arg("inference"), "--bundle_root", str(ROOT),
-        "--saliancy", "none", "--image_sizee", "64", cwd=tmp_path, check=False,
+        "--output_dir", str(tmp_path / "out"), "--saliancy", "none", "--image_sizee", "64", cwd=tmp_path, check=False,
     )  # fmt: skip
     output = _stopped(proc)
     assert "2 ids given are not defined by" in output and "configs/inference.json" in output
     assert "--saliancy: did you mean saliency" in output and "--image_sizee: did you mean image_size?" in output
-    assert not (tmp_path / "eval").exists()
+    assert not (tmp_path / "out").exists()  # stopped before the run locked (and made) its output folder
 
 
 # (configs, arguments, texts the message must hold)
