@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import fail
+from .overrides import check_command_line
 
 __all__ = [
     "TIMEOUT_MINUTES",
@@ -77,8 +78,10 @@ def setup(backend: str | None = None, timeout_minutes: float = TIMEOUT_MINUTES) 
     """Join the process group ``torchrun`` describes (environment variables); returns the backend.
 
     ``nccl`` when CUDA is available, else ``gloo`` (CPU); the process's GPU is ``cuda:<LOCAL_RANK>``. Run
-    without ``torchrun``, it stops with a message saying how to start the overlay.
+    without ``torchrun``, it stops with a message saying how to start the overlay. The overlays call it first in
+    ``initialize``, so it checks the command line's ids first (``bundle.overrides``), before joining the group.
     """
+    check_command_line()
     missing = [v for v in _TORCHRUN_VARIABLES if v not in os.environ]
     if missing:
         fail(

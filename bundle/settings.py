@@ -3,7 +3,9 @@
 ``check`` is the first step of every config's ``run`` (not ``initialize``: ``monai.bundle.load`` initialises a
 workflow only to build its network, from folders where the data need not exist): it is given the config's
 ``settings`` (a mapping of id to resolved value) and stops the run with one message listing every bad setting,
-its value and what is allowed, before a dataset is cached or a network built.
+its value and what is allowed, before a dataset is cached or a network built. Being that first step, it also
+checks the ids of a ``python -m monai.bundle run`` command line before the values (``bundle.overrides``): the
+configs need no step of their own for it, and no workflow runs without it.
 
 Each component declares the rules of the ids it consumes beside the registry they check (``RULES``; rules over
 several ids in ``CHECKS``; ids whose allowed values depend on the workflow in ``WORKFLOW_RULES``), as
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from . import checkpoints, losses, saliency
+from . import checkpoints, losses, overrides, saliency
 from .data import cache, datalist, precision, views
 from .engines import progress
 from .errors import fail, set_debug
@@ -214,13 +216,17 @@ def check(settings: Mapping[str, Any], workflow: str) -> dict[str, Any]:
         switches ``bundle.errors`` debug mode (tracebacks) for the rest of the run.
 
     Raises:
-        UserError: one line per bad setting: ``<id>: <value> <what is wrong / allowed>``.
+        UserError: one line per bad setting: ``<id>: <value> <what is wrong / allowed>``; before them, in a
+            ``python -m monai.bundle run`` process, a command line that overrides ids its configs do not define
+            (``bundle.overrides.check_command_line``).
     """
     if workflow not in WORKFLOWS:
         raise ValueError(f"workflow must be one of {WORKFLOWS}, got {workflow!r}")
     values = {k: v for k, v in dict(settings).items() if not str(k).startswith("_")}
     if boolean(values.get("debug", False)) is None:
         set_debug(as_bool(values.get("debug", False), "debug"))
+    # the ids of the command line first: a misspelt one would otherwise be ignored without a word (bundle.overrides)
+    overrides.check_command_line()
     rules = {**RULES, **WORKFLOW_RULES.get(workflow, {})}
     if values.get("image_dir"):  # pretraining on a folder of images: the datalist is not read
         rules["datalist"] = None

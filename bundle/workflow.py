@@ -19,6 +19,8 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from . import overrides as override_ids
+
 __all__ = ["ROOT", "CONFIGS", "config_paths", "cli_value", "command", "run", "parsed"]
 
 ROOT = Path(__file__).resolve().parents[1]  # the bundle root: configs/, bundle/, models/
@@ -77,14 +79,16 @@ def run(
     ``logging_file`` default to MONAI's (``metadata.json`` and ``logging.conf`` beside the first config);
     ``logging_file`` False keeps the caller's logging. Returns the ids a caller reads after a run (``pretrained_out``,
     ``ckpt_dir``, ``output_dir``) parsed, where the config has them.
+
+    Raises:
+        UserError: before the workflow is built, a config file that does not exist or an override of an id the
+            configs do not define (``bundle.overrides``: MONAI would add it without a word).
     """
+    paths = config_paths(configs)
+    override_ids.check(paths, overrides or {})
     overrides = {"bundle_root": str(ROOT), **(overrides or {})}
     workflow = ConfigWorkflow(
-        config_file=config_paths(configs),
-        meta_file=meta_file,
-        logging_file=logging_file,
-        workflow_type="train",
-        **overrides,
+        config_file=paths, meta_file=meta_file, logging_file=logging_file, workflow_type="train", **overrides
     )
     try:
         workflow.initialize()
@@ -103,8 +107,11 @@ def run(
 def parsed(
     configs: str | os.PathLike | Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None, *ids: str
 ) -> list[Any]:
-    """The parsed values of ``ids`` of ``configs`` with ``overrides``, without running anything."""
+    """The parsed values of ``ids`` of ``configs`` with ``overrides``, without running anything; overrides are
+    checked as ``run`` checks them."""
+    paths = config_paths(configs)
+    override_ids.check(paths, overrides or {})
     parser = ConfigParser()
-    parser.read_config(config_paths(configs))
+    parser.read_config(paths)
     parser.update({"bundle_root": str(ROOT), **(overrides or {})})
     return [parser.get_parsed_content(i) for i in ids]

@@ -201,13 +201,24 @@ COMMANDS = ("ckpt_export", "init_bundle", "onnx_export", "run", "run_workflow", 
 def bundle_in_process(*args: str, cwd: Path | str = ROOT) -> subprocess.CompletedProcess:
     """``python -m monai.bundle <args>`` from ``cwd`` in this interpreter, for commands that stop before training.
 
-    The arguments go through ``fire`` as on the command line, so their values parse the same.
+    The arguments go through ``fire`` as on the command line, so their values parse the same, and ``sys.argv`` is
+    the command's own while it runs (``bundle.overrides`` checks the ids it reads there).
     """
     import fire
+    import monai.bundle.__main__ as main
     from monai.bundle import scripts
 
     commands = {name: getattr(scripts, name) for name in COMMANDS}
-    return in_process(lambda: fire.Fire(commands, command=list(args)), ["monai.bundle", *args], cwd=cwd)
+
+    def command() -> None:
+        argv = sys.argv
+        sys.argv = [main.__file__, *args]
+        try:
+            fire.Fire(commands, command=list(args))
+        finally:
+            sys.argv = argv
+
+    return in_process(command, ["monai.bundle", *args], cwd=cwd)
 
 
 def script_in_process(main: Callable, *args: str, cwd: Path | str = ROOT) -> subprocess.CompletedProcess:

@@ -24,7 +24,6 @@ decoder was trained against the encoder as it was at the end of its stage; fine-
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import overrides as override_ids
 from ..atomic import atomic_write_json, make_folder
 from ..checkpoints import load_pretrained, load_weights, read_recipe, save_weights
 from ..errors import UserError, fail
@@ -112,20 +112,10 @@ def _check_override_ids(where: str, config: str, given: str, overrides: Mapping[
 
     ``pretrained_ckpt`` is always allowed: a config without that id gets the weights loaded into its network.
     """
-    from monai.bundle import ConfigParser
-
-    try:
-        parser = ConfigParser(ConfigParser.load_config_file(config))
-    except Exception as e:  # json / yaml raise their own types for a broken file
-        raise CurriculumError(f"{where}: cannot read config file {config} ({type(e).__name__}: {e})") from e
-    unknown = [k for k in overrides if k != "pretrained_ckpt" and not str(k).startswith("_") and k not in parser]
-    if unknown:
-        known = [str(k) for k in (parser.get() or {}) if not str(k).startswith("_")]
-        close = difflib.get_close_matches(str(unknown[0]), known, n=3)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise CurriculumError(
-            f"{where}: 'overrides' sets {unknown}, not an id of {given}{hint} " "(an unknown id would be ignored)"
-        )
+    names = [k for k in overrides if k != "pretrained_ckpt"]
+    message = override_ids.problem([config], names, shown=given)
+    if message:
+        raise CurriculumError(f"{where}: {message}")
 
 
 def stage_dirs(output_root: str, stage_id: str) -> tuple[str, str]:
@@ -157,9 +147,14 @@ def _stage_label(stage: Mapping[str, Any]) -> str:
 
 def _preflight(stage: Mapping[str, Any], overrides: dict[str, Any], init: str | None) -> None:
     """Run the stage config's own settings check (its ``bundle.settings.check`` step, the first of ``run``) with
-    the values the stage will get, without building anything; a bad setting stops here, naming the stage."""
+    the values the stage will get, without building anything; a bad setting stops here, naming the stage. The
+    ids the curriculum gives every stage (``defaults``, ``force``) must be the stage config's too."""
     from monai.bundle import ConfigParser
 
+    names = [k for k in overrides if k != "pretrained_ckpt"]
+    unknown = override_ids.problem([stage["config"]], names, shown=stage["given"])
+    if unknown:
+        fail(f"{_stage_label(stage)}: {unknown}")
     parser = ConfigParser()
     parser.read_config(stage["config"])
     parser.update(_with_init(stage["config"], overrides, init)[0])

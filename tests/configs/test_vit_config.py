@@ -101,7 +101,9 @@ def test_evaluates_and_explains(chain):
     images.mkdir()
     for e in json.loads((tmp / "datalist.json").read_text())["training"][:2]:
         (images / e["image"].split("/")[-1]).write_bytes((SHARED_CXR / e["image"]).read_bytes())
-    inference = [a for a in common if a not in ("--datalist", str(tmp / "datalist.json"))]
+    # inference reads no datalist and shows no progress bar: those ids are not its own
+    given = dict(zip(common[::2], common[1::2]))
+    inference = [a for k, v in given.items() if k not in ("--datalist", "--show_progress") for a in (k, v)]
     run_bundle(
         "run",
         "--config_file",

@@ -115,13 +115,27 @@ def test_rerun_after_interruption_resumes_stage_two_and_skips_stage_one(tiny_dat
         ([{"config": "configs/pretrain_pretext.json"}] * 2, r"stages\[1\]: stage name 'pretrain_pretext' is used"),
         (
             [{"config": "configs/pretrain_pretext.json", "overrides": {"ssl_methd": "jigsaw"}}],
-            r"stages\[0\] \(pretrain_pretext\): 'overrides' sets \['ssl_methd'\].*did you mean 'ssl_method'",
+            r"stages\[0\] \(pretrain_pretext\): ssl_methd: no such setting in configs/pretrain_pretext.json; "
+            r"did you mean ssl_method\?",
+        ),
+        (
+            [{"config": "configs/pretrain_contrastive.json", "overrides": {"views_on": "device", "train#viewz": 1}}],
+            r"(?s)stages\[0\] \(pretrain_contrastive\): 2 ids .*views_on: it was removed in 0.9.2"
+            r".*train#viewz: did you mean train#views\?",
         ),
     ],
 )
 def test_bad_stages_are_named(stages, message, tmp_path):
     with pytest.raises(UserError, match=message):
         run_curriculum(stages, str(tmp_path), bundle_root=str(ROOT))
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_an_id_given_to_every_stage_must_be_each_stages(tmp_path):
+    stages = [{"config": "configs/pretrain_pretext.json"}]
+    message = r"curriculum stage 01_pretrain_pretext \(configs/pretrain_pretext.json\): amp_dtyp: no such setting"
+    with pytest.raises(UserError, match=message):
+        run_curriculum(stages, str(tmp_path), defaults={"amp_dtyp": "float16"}, bundle_root=str(ROOT))
     assert not (tmp_path / STATE_FILE).exists()
 
 
@@ -155,7 +169,7 @@ COMMAND_CASES = {
     "override of an unknown id": (
         ["--stages#1#overrides#max_epoch", "3"],
         None,
-        ["stages[1] (simclr)", "'max_epoch'", "configs/pretrain_contrastive.json", "did you mean 'max_epochs'"],
+        ["stages[1] (simclr): max_epoch: no such setting in configs/pretrain_contrastive.json", "mean max_epochs"],
     ),
     "bad setting of the last stage": (
         ["--stages#1#overrides#ssl_method", "simclear"],
