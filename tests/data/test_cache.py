@@ -12,7 +12,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose
 
-from bundle.data.cache import CACHE_KINDS, cached_dataset
+from bundle.data.cache import CACHE_KINDS, LoggedCacheDataset, cached_dataset
 from bundle.data.datalist import prepare_splits
 from bundle.data.precision import CACHE_DTYPES, cached_bytes
 from bundle.data.readers import CXRReadError
@@ -50,7 +50,12 @@ def test_each_kind_is_its_monai_dataset(entries, tmp_path):
     memory = cached_dataset(entries, transform, cache="memory", num_workers=0)
     disk = cached_dataset(entries, transform, cache="DISK", cache_dir=str(tmp_path / "c"))
     plain = cached_dataset(entries, transform, cache="none")
-    assert type(memory) is CacheDataset and type(disk) is PersistentDataset and type(plain) is Dataset
+    assert (
+        type(memory) is LoggedCacheDataset
+        and isinstance(memory, CacheDataset)
+        and type(disk) is PersistentDataset
+        and type(plain) is Dataset
+    )
     for dataset in (memory, disk, plain):
         item = dataset[0]
         assert item["image"].dtype == torch.uint8 and item["image"].shape == (1, SIZE, SIZE)
