@@ -92,6 +92,17 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork where there is fork: a spawned worker imports the caller's main module again (seconds, and a script
+    without a ``__main__`` guard would run again). The workers only decode; the decoders are imported here first, so
+    that no worker can inherit an import lock held by another thread at the fork."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from monai.data import PILReader  # noqa: F401  (read_raw's first call imports it)
+
+    return multiprocessing.get_context("fork")
+
+
 def _chunks(paths: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(paths), size):
         yield paths[start : start + size]
@@ -103,15 +114,13 @@ def decode_files(
     """Decode ``paths``; yields (path, (size, mtime_ns) or None, ``Fingerprint`` or the reason it is unreadable).
 
     ``PROCESSES_FROM`` files or more go to ``workers`` processes (default: every available core), fewer to as many
-    threads. Processes are spawned, not forked: a fork of a process holding torch's or a DataLoader's threads can
-    deadlock. Where processes cannot start (a daemon process, a broken pool), the files are decoded in threads.
+    threads. Where processes cannot start (a daemon process, a broken pool), the files are decoded in threads.
     """
     workers = max(1, workers or available_cores())
     if len(paths) >= PROCESSES_FROM and workers > 1:
         done: set[str] = set()
         try:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, -(-len(paths) // _CHUNK)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(min(workers, -(-len(paths) // _CHUNK)), mp_context=_context()) as pool:
                 for chunk in pool.map(_decode_chunk, _chunks(paths, _CHUNK)):
                     for result in chunk:
                         done.add(result[0])

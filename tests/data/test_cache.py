@@ -134,3 +134,20 @@ def test_one_epoch_on_the_sample_with_a_uint8_cache(cache, tmp_path):
     assert {"val_auc", "val_dice"} <= set(metrics)  # validation ran on the compact batches
     if cache == "disk":
         assert len(list((tmp_path / "cache").glob("*.pt"))) > 0
+
+
+def test_filling_the_memory_cache_logs_its_progress_when_not_on_a_terminal(caplog):
+    """Without a bar (``progress`` false: the configs' ``show_progress`` off a terminal) a line every 5 percent, the
+    last with the total time; with a bar, tqdm draws it and nothing is logged."""
+    entries = [{"index": i} for i in range(40)]
+    with caplog.at_level("INFO", logger="bundle.data.cache"):
+        dataset = cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=2, progress=False)
+    assert len(dataset._cache) == 40
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "caching 40 images in memory" and len(lines) == 1 + 20  # 2 images = 5 %
+    assert lines[1].startswith("caching 2 / 40 images (5%), ") and "images/s" in lines[1] and "left" in lines[1]
+    assert lines[-1].startswith("caching 40 / 40 images (100%)") and " done in " in lines[-1]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="bundle.data.cache"):
+        cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=1, progress=True)
+    assert not caplog.records
