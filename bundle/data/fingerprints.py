@@ -103,6 +103,14 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork")
 
 
+def _local_processes() -> int:
+    """Processes of this run on this machine (``torchrun``'s LOCAL_WORLD_SIZE), 1 when not set or unreadable."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        return 1
+
+
 def _chunks(paths: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(paths), size):
         yield paths[start : start + size]
@@ -113,10 +121,11 @@ def decode_files(
 ) -> Iterator[tuple[str, tuple[int, int] | None, Fingerprint | str]]:
     """Decode ``paths``; yields (path, (size, mtime_ns) or None, ``Fingerprint`` or the reason it is unreadable).
 
-    ``PROCESSES_FROM`` files or more go to ``workers`` processes (default: every available core), fewer to as many
-    threads. Where processes cannot start (a daemon process, a broken pool), the files are decoded in threads.
+    ``PROCESSES_FROM`` files or more go to ``workers`` processes (default: the available cores, shared among the
+    processes ``torchrun`` started on this machine, each of which checks the datalist), fewer to as many threads.
+    Where processes cannot start (a daemon process, a broken pool), the files are decoded in threads.
     """
-    workers = max(1, workers or available_cores())
+    workers = max(1, workers or available_cores() // _local_processes())
     if len(paths) >= PROCESSES_FROM and workers > 1:
         done: set[str] = set()
         try:
