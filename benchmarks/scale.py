@@ -9,7 +9,7 @@ source's patient, so a patient's copies stay in one split (no leakage warning).
 Measured, in this order:
 
 * the entry check (``prepare_splits``: load, decode every file, split, leakage check): cold with the decode in
-  threads (as before fingerprints), cold in processes (every core), and warm (the fingerprints recorded under
+  threads (one per core, for comparison), cold in processes (one per core), and warm (the fingerprints recorded under
   ``cache_dir``, nothing decoded);
 * per ``--caches`` kind, in a fresh process: the time from launching configs/train.json (224 px, ``max_epochs``
   1; validation and test split off as the config does) to its first and its ``--iters``-th training iteration,
