@@ -9,8 +9,8 @@ source's patient, so a patient's copies stay in one split (no leakage warning).
 Measured, in this order:
 
 * the entry check (``prepare_splits``: load, decode every file, split, leakage check): cold with the decode in
-  threads (one per core, for comparison), cold in processes (one per core), and warm (the fingerprints recorded under
-  ``cache_dir``, nothing decoded);
+  threads and in processes (one per core each, whatever ``bundle.data.fingerprints`` would choose here), cold as
+  it chooses, and warm (the fingerprints recorded under ``cache_dir``, nothing decoded);
 * per ``--caches`` kind, in a fresh process: the time from launching configs/train.json (224 px, ``max_epochs``
   1; validation and test split off as the config does) to its first and its ``--iters``-th training iteration,
   after which the run stops; the check inside is warm (same ``cache_dir``). The process's peak RSS (VmHWM; DataLoader
@@ -68,7 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time_limit", type=option(integer(60)), default=900, help="seconds a training start may take (default 900)"
     )
-    parser.add_argument("--skip_threads", action="store_true", help="leave out the cold check in threads (about 1 min)")
+    parser.add_argument(
+        "--skip_comparison",
+        action="store_true",
+        help="leave out the cold checks forced to threads and to processes (a few minutes)",
+    )
 
 
 def _link(source: Path, target: Path) -> None:
@@ -178,19 +182,26 @@ def _promised_mb(splits: dict, image_size: int) -> float:
     return (len(cached) + sum(1 for e in cached if e.get("mask"))) * image_size**2 / 2**20
 
 
+def _forced(name: str, value: int, datalist: Path, work: Path, cache: str, names: list[str]) -> tuple[float, float]:
+    """``time_check`` with ``bundle.data.fingerprints.<name>`` set to ``value`` (to force threads or processes)."""
+    before = getattr(fingerprints, name)
+    setattr(fingerprints, name, value)
+    try:
+        return time_check(datalist, work, work / cache, names)[:2]
+    finally:
+        setattr(fingerprints, name, before)
+
+
 def _checks(args: argparse.Namespace, datalist: Path, work: Path) -> tuple[dict[str, tuple[float, float]], dict]:
-    """The entry check's (wall, CPU) seconds: cold in threads (unless skipped), cold in processes, warm."""
+    """The entry check's (wall, CPU) seconds: cold in threads and in processes (unless skipped), cold, warm."""
     class_names = workflow.parsed(CONFIG, {}, "class_names")[0]
     from monai.data import PILReader  # noqa: F401  (imported before timing: a config run has it already)
 
     seconds = {}
-    if not args.skip_threads:
-        limit, fingerprints.PROCESSES_FROM = fingerprints.PROCESSES_FROM, sys.maxsize  # decode in threads
-        try:
-            seconds["check cold, threads"] = time_check(datalist, work, work / "cache_threads", class_names)[:2]
-        finally:
-            fingerprints.PROCESSES_FROM = limit
-    seconds["check cold, processes"] = time_check(datalist, work, work / "cache", class_names)[:2]
+    if not args.skip_comparison:
+        seconds["check cold, threads"] = _forced("PROCESSES_FROM", sys.maxsize, datalist, work, "cache_t", class_names)
+        seconds["check cold, processes"] = _forced("PROCESS_CORES", 2, datalist, work, "cache_p", class_names)
+    seconds["check cold"] = time_check(datalist, work, work / "cache", class_names)[:2]
     wall, cpu, splits = time_check(datalist, work, work / "cache", class_names)
     seconds["check warm"] = (wall, cpu)
     for name, (wall, cpu) in seconds.items():

@@ -214,8 +214,8 @@ def check_entries(
     With ``read_images`` every image and mask file is decoded once (however many entries name it), so that corrupt
     files are found here and not in the middle of an epoch, and its shape and pixel hash are recorded in ``table``
     (default: the one ``prepare_splits`` checks with, else a new one in memory). A file that ``table`` recorded
-    before with the same size and mtime is not decoded again, and 512 files or more are decoded in parallel
-    processes, ``num_threads`` of them (default: every core); see ``bundle.data.fingerprints``. Without
+    before with the same size and mtime is not decoded again; the others are decoded by ``num_threads`` threads
+    (default: one per core; processes on 4 cores or more), see ``bundle.data.fingerprints``. Without
     ``read_images`` only the files' existence is checked.
     """
     if not entries:

@@ -6,10 +6,11 @@ the middle of an epoch. Decoding is the whole cost (about 1 ms of CPU for a 256 
 header alone neither proves that the pixels decode nor gives their hash (``bundle.data.leakage`` compares pictures
 by it). So the check
 
-* decodes in parallel processes (``decode_files``: one per core), each file once however many entries name it.
-  Threads share the GIL outside PIL's inflate step: measured on 144,000 files (``python -m benchmarks scale``),
-  they spent 167 CPU s where processes spent 147, and on 2 cores both took about 2 minutes; on more cores the
-  GIL limits threads and not processes (not measured here); and
+* decodes each file once however many entries name it, one thread per core (``decode_files``), or one process
+  per core from ``PROCESS_CORES`` cores. Measured on 2 cores with 144,000 files (``python -m benchmarks scale``):
+  threads took 90 to 108 s, processes 118 to 127 s though they spent less CPU (150 against 165 CPU s), so threads
+  stay the choice there; threads share the GIL outside PIL's inflate step, which caps them on more cores
+  (processes on 4 cores or more are not measured here); and
 * records each sound file as (size, mtime_ns, rows, columns, pixel hash) under its absolute path
   (``FingerprintTable``), saved as a small JSON file under the run's ``cache_dir``: a file rewritten in place
   changes its size or modification time and is decoded again, an unchanged one is only ``stat``-ed. JSON, not
@@ -45,7 +46,8 @@ logger = logging.getLogger(__name__)
 CACHE_FILE = "checked_files.json"
 # bump when the reader or the hash changes: older records then no longer vouch for a file
 FORMAT = "cxr-checked-files/1"
-PROCESSES_FROM = 512  # fewer files decode faster in threads than new processes can start (about 2 s each)
+PROCESSES_FROM = 512  # fewer files decode faster in threads than new processes can start
+PROCESS_CORES = 4  # on 2 cores threads decoded faster than processes (measured; see above)
 _CHUNK = 256  # files per task sent to a process: large enough that sending paths costs nothing beside decoding
 
 
@@ -123,12 +125,13 @@ def decode_files(
 ) -> Iterator[tuple[str, tuple[int, int] | None, Fingerprint | str]]:
     """Decode ``paths``; yields (path, (size, mtime_ns) or None, ``Fingerprint`` or the reason it is unreadable).
 
-    ``PROCESSES_FROM`` files or more go to ``workers`` processes (default: the available cores, shared among the
-    processes ``torchrun`` started on this machine, each of which checks the datalist), fewer to as many threads.
-    Where processes cannot start (a daemon process, a broken pool), the files are decoded in threads.
+    ``workers`` (default: the available cores, shared among the processes ``torchrun`` started on this machine,
+    each of which checks the datalist) decode in threads, or in processes for ``PROCESSES_FROM`` files or more when
+    there are ``PROCESS_CORES`` workers or more. Where processes cannot start (a daemon process, a broken pool), the
+    files are decoded in threads.
     """
     workers = max(1, workers or available_cores() // _local_processes())
-    if len(paths) >= PROCESSES_FROM and workers > 1:
+    if len(paths) >= PROCESSES_FROM and workers >= PROCESS_CORES:
         done: set[str] = set()
         try:
             with ProcessPoolExecutor(min(workers, -(-len(paths) // _CHUNK)), mp_context=_context()) as pool:

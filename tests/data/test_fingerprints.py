@@ -79,6 +79,7 @@ def test_processes_and_threads_give_the_same_fingerprints(tmp_path, monkeypatch)
     paths = sorted(str(p) for p in (tmp_path / "images").iterdir()) + [str(tmp_path / "missing.png")]
     threads = list(decode_files(paths, workers=2))
     monkeypatch.setattr(fingerprints, "PROCESSES_FROM", 1)
+    monkeypatch.setattr(fingerprints, "PROCESS_CORES", 2)
     processes = list(decode_files(paths, workers=2))
     assert processes == threads
     assert threads[-1] == (paths[-1], None, "file not found")
