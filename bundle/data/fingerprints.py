@@ -8,9 +8,9 @@ by it). So the check
 
 * decodes each file once however many entries name it, one thread per core (``decode_files``), or one process
   per core from ``PROCESS_CORES`` cores. Measured on 2 cores with 144,000 files (``python -m benchmarks scale``):
-  threads took 90 to 108 s, processes 118 to 127 s though they spent less CPU (150 against 165 CPU s), so threads
-  stay the choice there; threads share the GIL outside PIL's inflate step, which caps them on more cores
-  (processes on 4 cores or more are not measured here); and
+  threads took 90 to 108 s, processes 118 to 127 s though they spent less CPU (147 to 153 against 163 to 184
+  CPU s), so threads stay the choice there; threads share the GIL outside PIL's inflate step, which caps them on
+  more cores (processes on 4 cores or more are not measured here); and
 * records each sound file as (size, mtime_ns, rows, columns, pixel hash) under its absolute path
   (``FingerprintTable``), saved as a small JSON file under the run's ``cache_dir``: a file rewritten in place
   changes its size or modification time and is decoded again, an unchanged one is only ``stat``-ed. JSON, not
