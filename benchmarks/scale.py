@@ -269,9 +269,9 @@ def _report(args: argparse.Namespace, setup: dict, seconds: dict, splits: dict, 
         throughput[f"first iteration, cache {kind}"] = marks["first_iteration"]
         details[f"cache {kind}"] = (
             f"imports {marks['imported']:.0f} s, splits at {marks['splits']:.0f} s, datasets built at "
-            f"{marks['datasets']:.0f} s, first iteration at {marks['first_iteration']:.0f} s, iteration {args.iters} at "
-            f"{marks['last_iteration']:.0f} s; RSS after the datasets {marks['cached_rss_mb']:.0f} MiB, peak "
-            f"{marks['peak_rss_mb']:.0f} MiB"
+            f"{marks['datasets']:.0f} s, first iteration at {marks['first_iteration']:.0f} s, iteration "
+            f"{args.iters} at {marks['last_iteration']:.0f} s; RSS after the datasets "
+            f"{marks['cached_rss_mb']:.0f} MiB, peak {marks['peak_rss_mb']:.0f} MiB"
         )
     headline = next((k for k in throughput if k.startswith("first iteration")), "check warm")
     return make_report(
