@@ -5,12 +5,13 @@
     python -m benchmarks inpainting [--method inpainting|outpainting|group_masked --batch_size 8]
     python -m benchmarks inference  [--saliency gradcampp|gradcam|occlusion --warmup 1 --iters 6]
     python -m benchmarks cache      [--sizes 1000,10000 --cache_dtype uint8,float32]
+    python -m benchmarks scale      [--entries 100000 --caches memory,disk --dataset_dir DIR --work DIR]
     python -m benchmarks all        [--suites train,pretrain,inpainting --device cpu|cuda --json out.json]
 
 Run from the repository root (the release does not ship this package). Every suite takes --warmup, --iters,
 --device (default cuda when available), --threads, --image_size, --batch_size, --backbone and --json; the workflow
 suites also --dataset_dir, --num_workers and the speed flags --channels_last, --compile, --amp_dtype (config ids of
-those names, set only when given). ``all`` runs every suite, pretrain once per method (simclr, moco, byol,
+those names, set only when given). ``all`` runs every suite but ``scale``, pretrain once per method (simclr, moco, byol,
 simsiam, and simclr --multi_instance for MICLe); a flag given to ``all`` reaches every suite that has it, the
 others keep each suite's defaults.
 

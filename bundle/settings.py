@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from . import checkpoints, losses, overrides, saliency
-from .data import cache, datalist, precision, views
+from .data import cache, datalist, leakage, precision, views
 from .engines import progress
 from .errors import fail, set_debug
 from .inference import inputs, writer
@@ -50,6 +50,7 @@ __all__ = ["check", "option", "RULES", "WORKFLOW_RULES", "WORKFLOWS", "CHECKS"]
 # the components that consume settings, each with its RULES (and CHECKS, WORKFLOW_RULES where it has them)
 COMPONENTS: tuple[ModuleType, ...] = (
     datalist,
+    leakage,
     cache,
     precision,
     views,

@@ -12,6 +12,10 @@ Every config builds its datasets with ``cached_dataset`` (``"cache": "memory" | 
 
 In every case the random transforms run after the cache, on every access.
 
+Filling a memory cache of 100,000 images takes minutes: on a terminal (``progress``, the configs' ``show_progress``)
+MONAI's tqdm bar shows it; elsewhere (a log file, a cluster job) ``LoggedCacheDataset`` logs one line every
+``LOG_EVERY_PERCENT`` percent with the rate and the time left, instead of nothing.
+
 A memory cache of compact images keeps small tensors (50 KB) among the freed float32 intermediates of loading
 (200 KB each). glibc's malloc raises its mmap threshold each time such a block is freed, after which the
 intermediates come from the heap and the small survivors pin it: measured, 260 KB of RSS per cached uint8 image,
@@ -28,20 +32,30 @@ import hashlib
 import logging
 import pickle
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from copy import deepcopy
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.utils import convert_to_tensor
+from monai.utils import convert_to_tensor, optional_import
 from torch.utils.data import get_worker_info
 
 from ..atomic import WriteError, atomic_save
 from ..errors import RelayedUserError
 from ..values import Rule, choice, described, number, output_folder
 
-__all__ = ["CACHE_KINDS", "DiskCache", "cached_dataset", "keep_heap_compact", "transform_hash"]
+__all__ = [
+    "CACHE_KINDS",
+    "LOG_EVERY_PERCENT",
+    "DiskCache",
+    "LoggedCacheDataset",
+    "cached_dataset",
+    "keep_heap_compact",
+    "transform_hash",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +63,39 @@ CACHE_KINDS = ("memory", "disk", "none")
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 _MMAP_THRESHOLD = 128 * 1024  # glibc's initial value; set explicitly, it stops moving
 _heap_compact: bool | None = None
+LOG_EVERY_PERCENT = 5
+_, has_tqdm = optional_import("tqdm", name="tqdm")
+
+
+class LoggedCacheDataset(CacheDataset):
+    """MONAI's ``CacheDataset`` that reports its filling: tqdm's bar with ``progress`` (when tqdm is installed),
+    otherwise a log line every ``LOG_EVERY_PERCENT`` percent of the images (``caching 5000 / 100000 images (5%),
+    310 images/s, about 5 min left``)."""
+
+    def _fill_cache(self, indices: Sequence[int] | None = None) -> list:
+        if self.progress and has_tqdm or self.cache_num <= 0:
+            return super()._fill_cache(indices)
+        indices = list(range(self.cache_num)) if indices is None else list(indices)
+        total, items = len(indices), []
+        step = max(1, total * LOG_EVERY_PERCENT // 100)
+        start = time.monotonic()
+        logger.info("caching %d images in memory", total)
+        with ThreadPool(self.num_workers) as pool:
+            for done, item in enumerate(pool.imap(self._load_cache_item, indices), 1):
+                items.append(item)
+                if done % step == 0 or done == total:
+                    logger.info(_progress_line(done, total, time.monotonic() - start))
+        return items
+
+
+def _progress_line(done: int, total: int, seconds: float) -> str:
+    """``caching 5000 / 100000 images (5%), 310 images/s, about 5 min left``."""
+    rate = done / seconds if seconds > 0 else float("inf")
+    line = f"caching {done} / {total} images ({100 * done // total}%), {rate:.0f} images/s"
+    if done < total and rate > 0:
+        left = (total - done) / rate
+        line += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    return line if done < total else line + f", done in {seconds:.0f} s"
 
 
 def keep_heap_compact() -> bool:
@@ -127,7 +174,8 @@ def cached_dataset(
         cache: ``memory`` (``CacheDataset``) | ``disk`` (``PersistentDataset`` under ``cache_dir``) | ``none``
             (``Dataset``).
         cache_dir: the folder of the disk cache (created when missing); needed only for ``disk``.
-        cache_rate, num_workers, progress, copy_cache: as MONAI's ``CacheDataset`` (``memory`` only).
+        cache_rate, num_workers, copy_cache: as MONAI's ``CacheDataset`` (``memory`` only).
+        progress: a progress bar while the memory cache fills; without it, log lines (``LoggedCacheDataset``).
 
     Raises:
         ValueError: an unknown ``cache``, or ``disk`` without a ``cache_dir``.
@@ -136,7 +184,7 @@ def cached_dataset(
     if kind not in CACHE_KINDS:
         raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}, got {cache!r}")
     if kind == "memory":
-        return CacheDataset(
+        return LoggedCacheDataset(
             data,
             transform=transform,
             cache_rate=cache_rate,

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,9 @@ from ..values import (
     optional,
     show,
 )
-from .readers import SUPPORTED_SUFFIXES, CXRReadError, is_image_file, read_raw
+from .fingerprints import CACHE_FILE, Fingerprint, FingerprintTable
+from .leakage import check_leakage
+from .readers import SUPPORTED_SUFFIXES, is_image_file
 from .splits import group_by_patient, label_subset, split_by_patient
 
 __all__ = [
@@ -193,7 +195,22 @@ def labels_against_classes(entries: Sequence[dict], class_names: Sequence[str], 
     return None
 
 
-def _entry_problems(entry: dict, num_classes: int, multi_label: bool, require_label: bool, read: bool) -> list[str]:
+def _file_problem(path: str, decoded: Mapping[str, Fingerprint | str] | None) -> str | None:
+    """Why ``path`` cannot be used: unreadable (when ``decoded``), or missing (without it); None when it can."""
+    if decoded is None:
+        return None if os.path.isfile(path) else "file not found"
+    result = decoded.get(path)
+    return result if isinstance(result, str) else None
+
+
+def _entry_problems(
+    entry: dict,
+    num_classes: int,
+    multi_label: bool,
+    require_label: bool,
+    decoded: Mapping[str, Fingerprint | str] | None,
+) -> list[str]:
+    """The problems of one entry; ``decoded`` holds each file's fingerprint or reason (None: existence only)."""
     if "_bad" in entry:
         return [entry["_bad"]]
     image = entry.get("image")
@@ -206,26 +223,24 @@ def _entry_problems(entry: dict, num_classes: int, multi_label: bool, require_la
             problems.append(problem)
     elif require_label:
         problems.append("no 'label'")
-    shape = None
-    try:
-        shape = read_raw(image).shape if read else None
-        if not read and not os.path.isfile(image):
-            raise CXRReadError(image, "file not found")
-    except CXRReadError as e:
-        problems.append(f"image {e.reason}")
+    problem = _file_problem(image, decoded)
+    if problem:
+        problems.append(f"image {problem}")
     mask = entry.get("mask")
     if mask is not None:
-        try:
-            if not isinstance(mask, str):
-                raise CXRReadError(str(mask), "'mask' must be a path")
-            mask_shape = read_raw(mask).shape if read else None
-            if not read and not os.path.isfile(mask):
-                raise CXRReadError(mask, "file not found")
-            if shape is not None and mask_shape is not None and mask_shape != shape:
-                problems.append(f"mask shape {mask_shape} differs from image shape {shape}")
-        except CXRReadError as e:
-            problems.append(f"mask {e.path}: {e.reason}")
+        problem = "'mask' must be a path" if not isinstance(mask, str) else _file_problem(mask, decoded)
+        if problem:
+            problems.append(f"mask {mask}: {problem}")
+        elif decoded is not None:
+            shapes = [getattr(decoded.get(p), "shape", None) for p in (image, mask)]
+            if None not in shapes and shapes[0] != shapes[1]:
+                problems.append(f"mask shape {shapes[1]} differs from image shape {shapes[0]}")
     return problems
+
+
+# The table that check_entries records fingerprints in when none is given: prepare_splits sets it around the
+# checks of its datalist, so that the leakage check reads the hashes of that one decode.
+_TABLE: ContextVar[FingerprintTable | None] = ContextVar("fingerprint_table", default=None)
 
 
 def check_entries(
@@ -234,21 +249,28 @@ def check_entries(
     multi_label: bool = False,
     require_label: bool = True,
     read_images: bool = True,
-    num_threads: int = 4,
+    num_threads: int | None = None,
+    table: FingerprintTable | None = None,
 ) -> list[str]:
     """Return one line per unusable entry: ``"<section>[i] (<image>): <reason>; <reason>"``.
 
-    With ``read_images`` every image and mask is decoded once, so that corrupt files are found here and not
-    in the middle of an epoch.
+    With ``read_images`` every image and mask file is decoded once (however many entries name it), so that corrupt
+    files are found here and not in the middle of an epoch, and its shape and pixel hash are recorded in ``table``
+    (default: the one ``prepare_splits`` checks with, else a new one in memory). A file that ``table`` recorded
+    before with the same size and mtime is not decoded again; the others are decoded by ``num_threads`` threads
+    (default: one per core; processes on 4 cores or more), see ``bundle.data.fingerprints``. Without
+    ``read_images`` only the files' existence is checked.
     """
     if not entries:
         return ["datalist has no entries"]
-    with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        results = list(
-            pool.map(lambda e: _entry_problems(e, num_classes, multi_label, require_label, read_images), entries)
-        )
+    decoded = None
+    if read_images:
+        table = table or _TABLE.get() or FingerprintTable()
+        files = [f for e in entries for f in (e.get("image"), e.get("mask")) if isinstance(f, str) and f]
+        decoded = table.check(files, num_threads)
     lines = []
-    for entry, problems in zip(entries, results):
+    for entry in entries:
+        problems = _entry_problems(entry, num_classes, multi_label, require_label, decoded)
         if problems:
             name = entry.get("image") if isinstance(entry.get("image"), str) else "?"
             lines.append(f"{entry.get('_id', '?')} ({name}): {'; '.join(problems)}")
@@ -332,6 +354,20 @@ def _split_missing(
     return train, val, test
 
 
+def _with_table(table: FingerprintTable, exit_on_error: bool, *args: Any) -> tuple[dict[str, list[dict]], list[dict]]:
+    """``_load_checked(*args)`` with its entry check recording in ``table``, which is saved afterwards."""
+    token = _TABLE.set(table)
+    try:
+        return _load_checked(*args)
+    except DatalistError as e:
+        if exit_on_error:
+            fail(str(e), e)
+        raise
+    finally:
+        _TABLE.reset(token)
+        table.save()  # the sound files, even when others failed: fixing one file does not cost a full check
+
+
 def prepare_splits(
     datalist: str | os.PathLike,
     dataset_dir: str | os.PathLike,
@@ -345,6 +381,9 @@ def prepare_splits(
     check: bool = True,
     exit_on_error: bool = True,
     need_training: bool = True,
+    allow_split_overlap: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    check_overlap: bool = True,
 ) -> dict[str, list[dict]]:
     """Load, check and split a datalist for a bundle workflow.
 
@@ -355,15 +394,17 @@ def prepare_splits(
     With ``need_training=False`` (evaluation) only the test split must be non-empty: a datalist whose only section
     is ``test`` is accepted (training and validation come back empty). A datalist without a ``test`` section is
     split exactly as with ``need_training=True``, so evaluation sees the test patients that training left out.
+
+    With ``check_overlap`` the final splits are compared for a shared image, patient or picture
+    (``bundle.data.leakage``): evaluation stops unless ``allow_split_overlap``, training logs a warning. With
+    ``cache_dir`` the files' fingerprints are kept there (``bundle.data.fingerprints.CACHE_FILE``), so that the next
+    run decodes only the files that changed.
     """
-    multi_label = as_bool(multi_label, "multi_label")
-    need_training = as_bool(need_training, "need_training")
-    try:
-        sections, everything = _load_checked(datalist, dataset_dir, class_names, multi_label, require_label, check)
-    except DatalistError as e:
-        if exit_on_error:
-            fail(str(e), e)
-        raise
+    multi_label, need_training = as_bool(multi_label, "multi_label"), as_bool(need_training, "need_training")
+    allow_split_overlap = as_bool(allow_split_overlap, "allow_split_overlap")
+    table = FingerprintTable(os.path.join(cache_dir, CACHE_FILE) if cache_dir else None)
+    args = (datalist, dataset_dir, class_names, multi_label, require_label, check)
+    sections, everything = _with_table(table, exit_on_error, *args)
     train, val, test = _split_missing(sections, val_fraction, test_fraction, seed)
     message = _empty_split_message(
         str(datalist), sections, everything, train, val, test, val_fraction, test_fraction, need_training
@@ -372,6 +413,9 @@ def prepare_splits(
         if exit_on_error:
             fail(message)
         raise DatalistError(str(datalist), [message])
+    if check_overlap:  # evaluation refuses (unless allowed), training warns
+        splits = {"training": train, "validation": val, "test": test}
+        check_leakage(splits, table.digests(), str(datalist), not need_training and not allow_split_overlap)
     labelled = [e for e in train if e.get("label") is not None]
     if label_fraction < 1:
         train = label_subset(labelled, label_fraction, seed) + [e for e in train if e.get("label") is None]
@@ -406,13 +450,15 @@ def pretraining_splits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, list[dict]]:
     """The images to pretrain on: the ``training`` split of a datalist, or every image of ``image_dir``.
 
     A datalist is split exactly as ``configs/train.json`` splits it (same function, arguments and seed), so
     pretraining never sees the images that fine-tuning keeps for validation or test. Labels are not needed and
     never used for training; all training images count (no ``label_fraction``). The labelled ``validation``
-    entries feed the kNN probe. A plain folder (``image_dir``) has no labels, so no probe.
+    entries feed the kNN probe. A plain folder (``image_dir``) has no labels, so no probe. ``cache_dir`` keeps the
+    checked files' fingerprints, as in ``prepare_splits``.
     """
     if image_dir:
         entries = list_images(image_dir)
@@ -430,6 +476,8 @@ def pretraining_splits(
         seed=seed,
         label_fraction=1.0,
         require_label=False,
+        cache_dir=cache_dir,
+        check_overlap=False,  # its splits only keep fine-tuning's held-out patients out; it reports no scores
     )
 
 

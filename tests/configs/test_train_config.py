@@ -93,7 +93,9 @@ def test_bad_datalist_stops_before_training_with_named_entries(tiny_dataset, tmp
     assert "training[2]" in proc.stderr and "does_not_exist.png): image file not found" in proc.stderr
     assert "training[1]" in proc.stderr and "c0_1.png" in proc.stderr and "cannot decode" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert not any((tmp_path / "models").iterdir())  # the run's lock made the folder; nothing was written in it
+    # the run's lock made the folder; nothing was written in it but the record of the files found sound
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["cache"]
+    assert [p.name for p in (tmp_path / "models" / "cache").iterdir()] == ["checked_files.json"]
 
 
 def read_epoch(path) -> int:

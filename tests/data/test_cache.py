@@ -13,7 +13,7 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
 
 from bundle.atomic import WriteError
-from bundle.data.cache import CACHE_KINDS, DiskCache, cached_dataset
+from bundle.data.cache import CACHE_KINDS, DiskCache, LoggedCacheDataset, cached_dataset
 from bundle.data.datalist import prepare_splits
 from bundle.data.precision import CACHE_DTYPES, cached_bytes
 from bundle.data.readers import CXRReadError
@@ -54,8 +54,8 @@ def test_each_kind_is_its_monai_dataset(entries, tmp_path):
     memory = cached_dataset(entries, transform, cache="memory", num_workers=0)
     disk = cached_dataset(entries, transform, cache="DISK", cache_dir=str(tmp_path / "c"))
     plain = cached_dataset(entries, transform, cache="none")
-    assert type(memory) is CacheDataset and type(disk) is DiskCache and type(plain) is Dataset
-    assert isinstance(disk, PersistentDataset)
+    assert type(memory) is LoggedCacheDataset and isinstance(memory, CacheDataset)
+    assert type(disk) is DiskCache and isinstance(disk, PersistentDataset) and type(plain) is Dataset
     for dataset in (memory, disk, plain):
         item = dataset[0]
         assert item["image"].dtype == torch.uint8 and item["image"].shape == (1, SIZE, SIZE)
@@ -163,3 +163,20 @@ def test_full_disk_cache_in_a_worker_ends_the_run_with_its_message(entries, tmp_
             engine.run(DataLoader(dataset, batch_size=2, num_workers=1), max_epochs=1)
         assert str(e.value).startswith(f"cannot write the disk cache file {cache_dir}/")
         assert "Traceback" not in str(e.value) and "the disk is full" in str(e.value)
+
+
+def test_filling_the_memory_cache_logs_its_progress_when_not_on_a_terminal(caplog):
+    """Without a bar (``progress`` false: the configs' ``show_progress`` off a terminal) a line every 5 percent, the
+    last with the total time; with a bar, tqdm draws it and nothing is logged."""
+    entries = [{"index": i} for i in range(40)]
+    with caplog.at_level("INFO", logger="bundle.data.cache"):
+        dataset = cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=2, progress=False)
+    assert len(dataset._cache) == 40
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "caching 40 images in memory" and len(lines) == 1 + 20  # 2 images = 5 %
+    assert lines[1].startswith("caching 2 / 40 images (5%), ") and "images/s" in lines[1] and "left" in lines[1]
+    assert lines[-1].startswith("caching 40 / 40 images (100%)") and " done in " in lines[-1]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="bundle.data.cache"):
+        cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=1, progress=True)
+    assert not caplog.records
