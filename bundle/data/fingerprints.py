@@ -36,7 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import WriteError, atomic_write_json
+from ..errors import DebugUserError
 from .readers import CXRReadError, read_raw
 
 __all__ = ["CACHE_FILE", "Fingerprint", "FingerprintTable", "pixel_hash", "decode_files", "available_cores"]
@@ -223,7 +224,7 @@ class FingerprintTable:
         try:
             atomic_write_json({"format": FORMAT, "files": self._records}, self.path, indent=None)
             self._changed = False
-        except OSError as e:
+        except (OSError, WriteError, DebugUserError) as e:  # a failed write is one message: here only a warning
             logger.warning(
                 "%s: the checked files could not be recorded (%s); the next run decodes them again", self.path, e
             )

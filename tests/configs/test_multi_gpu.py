@@ -88,7 +88,14 @@ def pretrained(tmp_path_factory) -> Path:
 
 def test_pretraining_under_ddp_writes_one_set_of_files(pretrained):
     files = sorted(p.name for p in (pretrained / "models").iterdir())
-    assert files == ["cache", "pretrain_simclr_checkpoint.pt", "pretrained_simclr.pt"]  # cache: the checked files
+    # cache: the checked files; each weights file with its recipe
+    assert files == [
+        "cache",
+        "pretrain_simclr_checkpoint.pt",
+        "pretrain_simclr_checkpoint.recipe.json",
+        "pretrained_simclr.pt",
+        "pretrained_simclr.recipe.json",
+    ]
     assert len(_event_writers(pretrained / "eval")) == 1  # rank 0's probe log only
     state = torch.load(pretrained / "models" / "pretrained_simclr.pt", weights_only=True)
     assert state and all(k.startswith("encoder.") for k in state)  # plain keys, no DDP "module." prefix
@@ -109,7 +116,8 @@ def test_ddp_pretrained_weights_fine_tune_under_ddp(pretrained, tmp_path):
     )
     loaded = re.search(r"pretrained_ckpt .*keys matched \(.*encoder (\d+)/(\d+)", log)
     assert loaded and loaded[1] == loaded[2], "every encoder weight loads"
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cache", "checkpoint.pt", "model.pt"]
+    files = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert files == ["cache", "checkpoint.pt", "checkpoint.recipe.json", "model.pt", "model.recipe.json"]
     assert len(_event_writers(tmp_path / "eval")) == 1
 
 
@@ -181,7 +189,8 @@ def test_ddp_fine_tuning_killed_mid_run_resumes(tmp_path):
     state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["network"])  # loads on one process as well
     names = {p.name for p in (tmp_path / "models").iterdir()}
-    assert names <= {"cache", "checkpoint.pt", "checkpoint.prev.pt", "model.pt"} and "model.pt" in names
+    recipes = {"checkpoint.recipe.json", "model.recipe.json"}
+    assert names <= {"cache", "checkpoint.pt", "checkpoint.prev.pt", "model.pt", *recipes} and "model.pt" in names
 
 
 def _numbers(value, prefix=""):

@@ -34,6 +34,9 @@ def _setting_ids(config: dict) -> set[str]:
     return {k for k, v in config.items() if MAKE_CONFIGS.is_setting(k, v)}
 
 
+INPUT_CHECKS = ("$bundle.checkpoints.check_", "$bundle.data.datalist.check_class_names(")
+
+
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
 def test_settings_lists_every_setting_and_is_checked_first(name):
     config = _config(name)
@@ -44,7 +47,10 @@ def test_settings_lists_every_setting_and_is_checked_first(name):
     # first in run, not initialize: monai.bundle.load and the zoo's property checks initialize without running,
     # from folders where the data and output folders need not exist
     assert config["run"][0] == f"$bundle.settings.check(@settings, '{WORKFLOWS[name]}')"
-    assert config["run"][1].startswith("$bundle.runlock.lock(")
+    # then the checks of the run's inputs against each other (weights' recipe, datalist's classes), then the lock
+    steps = [step for step in config["run"][1:] if not step.startswith(INPUT_CHECKS)]
+    assert steps[0].startswith("$bundle.runlock.lock(")
+    assert config["run"].index(steps[0]) == 1 + sum(step.startswith(INPUT_CHECKS) for step in config["run"][1:4])
     assert not any("settings" in step or "runlock" in step or "pretrained" in step for step in config["initialize"])
     rules = {**RULES, **WORKFLOW_RULES.get(WORKFLOWS[name], {})}
     assert listed <= set(rules), f"no rule for {sorted(listed - set(rules))}"

@@ -91,3 +91,21 @@ def test_equal_pixels_hash_alike_and_others_do_not():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert pixel_hash(a) == pixel_hash(a.copy()) != pixel_hash(a.reshape(4, 3))
     assert pixel_hash(a) != pixel_hash(a + 1)
+
+
+def test_a_cache_folder_that_cannot_be_written_only_warns(tmp_path, monkeypatch, caplog):
+    """Evaluating from a read-only model folder (its cache_dir) must not stop: the next run decodes again."""
+    write_dataset(tmp_path / "data", n_per_class=1)
+    table = FingerprintTable(tmp_path / "cache" / CACHE_FILE)
+    table.check(sorted(str(p) for p in (tmp_path / "data" / "images").glob("*.png")), workers=1)
+
+    def refuse(*args, **kwargs):
+        from bundle.atomic import write_failed
+
+        write_failed(tmp_path / "cache" / CACHE_FILE, 30)  # EROFS: a read-only disk
+
+    monkeypatch.setattr(fingerprints, "atomic_write_json", refuse)
+    monkeypatch.delenv("CXR_DEBUG", raising=False)
+    with caplog.at_level("WARNING"):
+        table.save()
+    assert "the checked files could not be recorded" in caplog.text and "read-only" in caplog.text
