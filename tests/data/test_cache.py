@@ -180,3 +180,13 @@ def test_filling_the_memory_cache_logs_its_progress_when_not_on_a_terminal(caplo
     with caplog.at_level("INFO", logger="bundle.data.cache"):
         cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=1, progress=True)
     assert not caplog.records
+
+
+def test_a_large_memory_cache_says_the_disk_cache_starts_at_once(caplog, monkeypatch):
+    from bundle.data import cache
+
+    monkeypatch.setattr(cache, "LARGE_CACHE", 10)
+    with caplog.at_level("INFO", logger="bundle.data.cache"):
+        cached_dataset([{"index": i} for i in range(10)], Compose([lambda d: d]), cache="memory", progress=False)
+    first = caplog.records[0].getMessage()
+    assert first.startswith("caching 10 images in memory before the first iteration") and "--cache disk" in first
