@@ -171,3 +171,12 @@ def test_pretraining_writes_an_encoder_recipe_that_training_reads(tmp_path):
     assert recipe["kind"] == "pretrained" and recipe["image_size"] == 32 and recipe["ssl_method"] == "rotation"
     assert parsed("train", {"pretrained_ckpt": str(pretrained)}, "image_size", "backbone") == [32, "resnet10"]
     shutil.rmtree(out)
+
+
+def test_weights_of_another_preprocessing_are_told(tmp_path, caplog):
+    recipe = make_recipe({"image_size": 224})
+    recipe["preprocessing"] = dict(recipe["preprocessing"], intensity="z-score per image")
+    save_weights({"w": torch.zeros(1)}, tmp_path / "m.pt", recipe)
+    with caplog.at_level(logging.WARNING):
+        check_recipe(read_recipe(tmp_path / "m.pt"), {"image_size": 224}, tmp_path / "m.pt")
+    assert "was made with another preprocessing" in caplog.text and "z-score per image" in caplog.text
