@@ -24,6 +24,7 @@ from . import checkpoints, losses, overrides, saliency
 from .data import cache, datalist, leakage, precision, views
 from .engines import progress
 from .errors import fail, set_debug
+from .evaluation import bootstrap
 from .inference import inputs, writer
 from .networks import freezing, multitask
 from .ssl import curriculum, inpainting, masking, methods, moco, monitor, snapshots
@@ -69,6 +70,7 @@ COMPONENTS: tuple[ModuleType, ...] = (
     saliency,
     inputs,
     writer,
+    bootstrap,
 )
 
 # the ids the configs consume themselves: folders, the loop, the optimiser and devices

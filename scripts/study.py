@@ -15,7 +15,7 @@
    trains) and ``probe`` (configs/train.json ``--freeze_encoder true``: a linear probe on the frozen encoder; the
    classifier and the lung decoder train). Each is then evaluated on the test split (configs/evaluate.json).
 4. ``<out>/report.md`` and ``<out>/results.json``: per cell mean, std over seeds and a 95 % bootstrap interval
-   over the test images (bundle.evaluation.bootstrap) of macro AUC, accuracy and HM, with lung Dice and the lung
+   over the test patients (bundle.evaluation.bootstrap) of macro AUC, accuracy, HM and lung Dice, with the lung
    attention ratio (mean +- std); label-efficiency curves ``<out>/curves/*.png``; every command.
 5. ``--leave_one_source_out``: per datalist ``source`` with ``--loso_min_images`` images or more, fine-tuning
    (100 % labels, ``--loso_init``) without that source, tested on its images, against the model trained on all

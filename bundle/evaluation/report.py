@@ -1,7 +1,8 @@
-"""The evaluation report: metrics.json, the ROC curves, the confusion matrix and the per-image predictions.
+"""The evaluation report: metrics.json, metrics.csv, the ROC curves, the confusion matrix, the per-image predictions.
 
 The metrics are MONAI's and ignite's handlers' results (``engine.state.metrics`` / ``metric_details``, attached
-by configs/evaluate.json); this module only adds what they lack and writes the files.
+by configs/evaluate.json); this module only adds what they lack (among them the 95 % bootstrap intervals of
+``bundle.evaluation.bootstrap``) and writes the files.
 """
 
 from __future__ import annotations
@@ -20,10 +21,22 @@ from ignite.engine import Engine, Events
 from ..atomic import atomic_write, atomic_write_json, make_folder
 from ..distributed import gather_objects, is_main_process
 from ..plots import plot_confusion, plot_roc
-from ..values import as_bool
+from ..values import as_bool, is_int
+from .bootstrap import Intervals, Predictions, bootstrap
 from .metrics import confusion_table, harmonic_mean, roc_curves
 
-__all__ = ["EvaluationReport", "METRIC_NAMES", "PREDICTIONS_FILE", "write_predictions"]
+__all__ = [
+    "EvaluationReport",
+    "METRIC_NAMES",
+    "PREDICTIONS_FILE",
+    "METRICS_TABLE",
+    "CONFIDENCE",
+    "patients_by_image",
+    "write_predictions",
+    "interval_fields",
+    "write_metrics_table",
+    "summary_line",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +50,24 @@ METRIC_NAMES = {
 }
 
 
-# per test image: path, true label(s) and class probabilities, for intervals that resample the test images
+# per test image: path, true label(s), class probabilities, patient and lung Dice, for the study's intervals
 PREDICTIONS_FILE = "test_predictions.csv"
+# the numeric table of the metrics: one row per metric, one column per class
+METRICS_TABLE = "metrics.csv"
+# coverage of the intervals: metrics.json names them ci95
+CONFIDENCE = 0.95
+
+
+def patients_by_image(entries: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+    """Datalist entries' ``image`` -> ``patient`` (None where an entry has none): the report's ``patients``."""
+    return {str(e["image"]): (str(e["patient"]) if e.get("patient") not in (None, "") else None) for e in entries}
+
+
+def _number(value: float | int | None, digits: str = ".6g") -> str:
+    """A CSV cell: integers as they are, floats to 6 significant digits, empty for None and NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value) if isinstance(value, int) else format(value, digits)
 
 
 def write_predictions(
@@ -47,21 +76,104 @@ def write_predictions(
     prob: torch.Tensor,
     label_onehot: torch.Tensor,
     class_names: Sequence[str],
+    patients: Sequence[str | None] | None = None,
+    dice: Sequence[float] | None = None,
 ) -> str:
-    """Write one CSV row per image: ``image``, ``label`` and ``prob_<class>`` per class; returns ``path``.
+    """Write one CSV row per image: ``image``, ``label``, ``prob_<class>`` per class; returns ``path``.
 
     ``prob`` and ``label_onehot`` are (N, C). ``label`` is the true class name, or for multi-label data the true
-    findings joined by ``|`` (empty when none). Written atomically, so a reader never sees half a file.
+    findings joined by ``|`` (empty when none). Given ``patients`` (N,) and ``dice`` (N,), the columns ``patient``
+    and ``dice_lung`` follow (empty where unknown / without a ground-truth mask), so that a study resamples
+    patients and scores the lung Dice. Written atomically, so a reader never sees half a file.
     """
-    if len(image_paths) != prob.shape[0]:
-        raise ValueError(f"{len(image_paths)} image paths for {prob.shape[0]} predictions")
+    n = prob.shape[0]
+    if len(image_paths) != n or any(v is not None and len(v) != n for v in (patients, dice)):
+        raise ValueError(f"{len(image_paths)} image paths (and patients, Dice values) for {n} predictions")
+    extra = [c for c, v in (("patient", patients), ("dice_lung", dice)) if v is not None]
     with atomic_write(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "label"] + [f"prob_{c}" for c in class_names])
-        for name, p, y in zip(image_paths, prob.tolist(), label_onehot.tolist()):
+        writer.writerow(["image", "label"] + [f"prob_{c}" for c in class_names] + extra)
+        for i, (name, p, y) in enumerate(zip(image_paths, prob.tolist(), label_onehot.tolist())):
             label = "|".join(c for c, v in zip(class_names, y) if v > 0.5)
-            writer.writerow([name, label] + [f"{v:.6g}" for v in p])
+            cells = ([patients[i] or ""] if patients is not None else []) + (
+                [_number(float(dice[i]))] if dice is not None else []
+            )
+            writer.writerow([name, label] + [f"{v:.6g}" for v in p] + cells)
     return os.fspath(path)
+
+
+def _pair(interval: tuple[float, float]) -> list[float] | None:
+    """``[low, high]``, or None when the interval is undefined."""
+    return None if any(math.isnan(v) for v in interval) else [float(v) for v in interval]
+
+
+def interval_fields(intervals: Intervals, class_names: Sequence[str]) -> tuple[dict, dict[str, list | None]]:
+    """metrics.json's ``ci95`` (metric -> ``[low, high]`` or None) and ``bootstrap`` blocks, and per class name
+    its AUC's interval (``per_class[name]["auc_ci95"]``)."""
+    ci = {"ci95": {k: _pair(v) for k, v in intervals.metrics.items()}, "bootstrap": intervals.settings()}
+    return ci, {name: _pair(v) for name, v in zip(class_names, intervals.auc_per_class)}
+
+
+# metrics.csv: row -> (metrics.json key of the value, of its interval in ci95, per-class key)
+TABLE_ROWS = {
+    "auc": ("auc_macro", "auc_macro", "auc"),
+    "accuracy": ("accuracy", "accuracy", None),
+    "sensitivity": ("sensitivity_macro", "sensitivity_macro", "sensitivity"),
+    "specificity": ("specificity_macro", "specificity_macro", "specificity"),
+    "hm": ("hm", "hm", None),
+    "dice_lung": ("dice_lung", "dice_lung", None),
+    "support": ("num_images", None, "support"),
+}
+
+
+def write_metrics_table(path: str | os.PathLike, report: Mapping[str, Any], class_names: Sequence[str]) -> str:
+    """Write ``metrics.csv`` from a metrics.json ``report``: ``metric,value,ci95_low,ci95_high,<class>...``.
+
+    One row per metric of ``TABLE_ROWS``: the overall value (macro means; ``support``: the number of images), its
+    interval, and each class's value (AUC, sensitivity, specificity, support); numbers only, empty cells where a
+    value does not apply or is undefined. Written atomically; returns ``path``.
+    """
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "value", "ci95_low", "ci95_high", *class_names])
+        for row, (key, ci_key, class_key) in TABLE_ROWS.items():
+            interval = (report.get("ci95", {}).get(ci_key) if ci_key else None) or [None, None]
+            per_class = [report["per_class"][c].get(class_key) if class_key else None for c in class_names]
+            writer.writerow([row, *(_number(v) for v in (report.get(key), *interval, *per_class))])
+    return os.fspath(path)
+
+
+def _show(value: float | None, interval: list[float] | None, label: str = "") -> str:
+    """``0.956 (95% CI 0.90-0.99)``; the interval left out when there is none; ``n/a`` when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" + (f" ({label}{interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
+
+
+def _who(report: Mapping[str, Any]) -> str:
+    """``22 images / 14 patients``, or ``22 images`` when the images are the bootstrap's units."""
+    b = report.get("bootstrap", {})
+    patients = f" / {b['units']} patients" if b.get("unit") == "patient" else ""
+    return f"{report['num_images']} images{patients}"
+
+
+def summary_line(report: Mapping[str, Any], path: str) -> str:
+    """The log line of an evaluation: the image (and patient) count and the main scores with their intervals.
+
+    ``test: 22 images / 14 patients: AUC 0.956 (95% CI 0.90-0.99), accuracy 0.773 (0.59-0.91), HM 0.879
+    (0.80-0.94), lung Dice 0.896 (0.87-0.92; 4 images with masks) -> <path>``.
+    """
+    ci = report.get("ci95", {})
+    dice = _show(report["dice_lung"], ci.get("dice_lung"))
+    masks = f"{report['dice_images']} images with masks"
+    dice = f"{dice[:-1]}; {masks})" if dice.endswith(")") else f"{dice} ({masks})"
+    scores = [
+        f"AUC {_show(report['auc_macro'], ci.get('auc_macro'), f'{CONFIDENCE:.0%} CI ')}",
+        f"accuracy {_show(report['accuracy'], ci.get('accuracy'))}",
+        f"HM {_show(report['hm'], ci.get('hm'))}",
+        f"lung Dice {dice}",
+    ]
+    return f"test: {_who(report)}: {', '.join(scores)} -> {path}"
 
 
 def _clean(value):
@@ -90,14 +202,22 @@ def _defined_mean(values: Sequence[float]) -> float:
 
 
 class EvaluationReport:
-    """Write ``output_dir/metrics.json``, ``roc.png`` and ``confusion_matrix.png`` from the evaluator's metrics.
+    """Write ``output_dir/metrics.json``, ``metrics.csv``, ``roc.png`` and ``confusion_matrix.png``.
 
     Reads ``engine.state.metrics`` / ``metric_details`` under ``metric_names`` (default ``METRIC_NAMES``) and
     collects ``prob``, ``pred_onehot``, ``label_onehot`` (B, C) from ``MultiTaskOutputs`` for what no handler
-    gives: the confusion counts table, the ROC curve points and the image count. ``extra_metrics`` are callables
-    ``(report_handler) -> dict`` merged into metrics.json (e.g. ``LungAttentionReport.summary``). With
-    ``predictions`` (default on) it also writes ``test_predictions.csv`` (``write_predictions``) from the batches'
-    ``image_path``.
+    gives: the confusion counts table, the ROC curve points, the image count and the bootstrap intervals.
+    ``extra_metrics`` are callables ``(report_handler) -> dict`` merged into metrics.json (e.g.
+    ``LungAttentionReport.summary``). With ``predictions`` (default on) it also writes ``test_predictions.csv``
+    (``write_predictions``) from the batches' ``image_path``.
+
+    metrics.json keeps the handlers' point estimates and adds their 95 % bootstrap intervals
+    (``bundle.evaluation.bootstrap``, ``n_bootstrap`` resamples seeded by ``seed``; 0: none): ``ci95``
+    (``auc_macro``, ``accuracy``, ``sensitivity_macro``, ``specificity_macro``, ``hm``, ``dice_lung``: each
+    ``[low, high]``, null where undefined), ``per_class[name]["auc_ci95"]`` and ``bootstrap`` (``n_resamples``,
+    ``confidence``, ``unit``: ``"patient"`` when ``patients`` (image path -> patient id, e.g.
+    ``patients_by_image(test entries)``) names any test image's patient, else ``"image"``; ``units``: how many
+    were resampled; ``seed``).
     """
 
     def __init__(
@@ -109,6 +229,9 @@ class EvaluationReport:
         filename: str = "metrics.json",
         metric_names: Mapping[str, str] | None = None,
         predictions: bool = True,
+        patients: Mapping[str, str | None] | None = None,
+        n_bootstrap: int = 1000,
+        seed: int = 0,
     ) -> None:
         self.output_dir, self.class_names = output_dir, list(class_names)
         self.multi_label = as_bool(multi_label, "multi_label")
@@ -116,6 +239,10 @@ class EvaluationReport:
         self.metric_names = {**METRIC_NAMES, **(metric_names or {})}
         self.metrics: dict = {}
         self.predictions = as_bool(predictions, "predictions")
+        self.patients = dict(patients or {})
+        if not is_int(n_bootstrap) or n_bootstrap < 0 or not is_int(seed):
+            raise ValueError(f"n_bootstrap must be an integer >= 0 and seed an integer, got {n_bootstrap}, {seed}")
+        self.n_bootstrap, self.seed = int(n_bootstrap), int(seed)
         self._reset()
 
     def _reset(self, engine: Engine | None = None) -> None:
@@ -180,19 +307,41 @@ class EvaluationReport:
             "dice_images": dice_images,
         }
 
-    def _plots(self, auc: list[float], confusion: list, prob: torch.Tensor, onehot: torch.Tensor) -> dict[str, str]:
-        """Draw the ROC curves and, for single-label data, the confusion matrix; the files, by plot."""
-        plots = {
-            "roc": plot_roc(
-                roc_curves(prob.double().numpy(), onehot.numpy()),
-                self.class_names,
-                auc,
-                os.path.join(self.output_dir, "roc.png"),
-            )
-        }
+    def _test_predictions(
+        self, engine: Engine, prob: torch.Tensor, pred: torch.Tensor, onehot: torch.Tensor, image_paths: list[str]
+    ) -> Predictions:
+        """The gathered outputs with each image's patient (from ``patients``) and lung Dice (the Dice handler's
+        per-image details, gathered in the same rank order; NaN without a mask)."""
+        dice = getattr(engine.state, "metric_details", {}).get(self.metric_names["dice"])
+        dice = None if dice is None else torch.as_tensor(dice, dtype=torch.float64).reshape(-1).numpy()
+        if dice is not None and dice.shape[0] != prob.shape[0]:  # one value per image, or none usable
+            logger.warning("%d per-image Dice values for %d images: no lung Dice interval", dice.shape[0], len(prob))
+            dice = None
+        patients = [self.patients.get(p) for p in image_paths]
+        arrays = (t.double().numpy() for t in (prob, onehot))
+        return Predictions(
+            image_paths, *arrays, self.class_names, self.multi_label, pred.double().numpy(), patients, dice
+        )
+
+    def _plots(self, report: dict, prob: torch.Tensor, onehot: torch.Tensor) -> dict[str, str]:
+        """Draw the ROC curves (AUC, interval and support per class) and, for single-label data, the confusion
+        matrix; the files, by plot."""
+        per_class = [report["per_class"][c] for c in self.class_names]
+        macro = _show(report["auc_macro"], report["ci95"]["auc_macro"], f"{CONFIDENCE:.0%} CI ")
+        roc = plot_roc(
+            roc_curves(prob.double().numpy(), onehot.numpy()),
+            self.class_names,
+            [c["auc"] for c in per_class],
+            os.path.join(self.output_dir, "roc.png"),
+            intervals=[c["auc_ci95"] for c in per_class],
+            support=[c["support"] for c in per_class],
+            subtitle=f"macro AUC {macro}, {_who(report)}",
+            confidence=CONFIDENCE,
+        )
+        plots = {"roc": roc}
         if not self.multi_label:
             plots["confusion_matrix"] = plot_confusion(
-                confusion, self.class_names, os.path.join(self.output_dir, "confusion_matrix.png")
+                report["confusion_matrix"], self.class_names, os.path.join(self.output_dir, "confusion_matrix.png")
             )
         return plots
 
@@ -203,25 +352,22 @@ class EvaluationReport:
             return
         auc = _per_class(engine.state.metrics[self.metric_names["auc"]], len(self.class_names))
         report = self._figures(engine, auc, prob, pred, onehot)
+        test = self._test_predictions(engine, prob, pred, onehot, image_paths)
+        intervals = bootstrap([test], self.n_bootstrap, CONFIDENCE, self.seed)
+        blocks, class_ci = interval_fields(intervals, self.class_names)
+        report.update(blocks)
+        for name, interval in class_ci.items():
+            report["per_class"][name]["auc_ci95"] = interval
         for extra in self.extra_metrics:
             report.update(extra(self))
         make_folder(self.output_dir, "the output folder")
-        report["plots"] = self._plots(auc, report["confusion_matrix"], prob, onehot)
+        report["plots"] = self._plots(report, prob, onehot)
         report["class_names"] = self.class_names
         if self.predictions:
-            write_predictions(
-                os.path.join(self.output_dir, PREDICTIONS_FILE), image_paths, prob, onehot, self.class_names
-            )
+            path = os.path.join(self.output_dir, PREDICTIONS_FILE)
+            write_predictions(path, image_paths, prob, onehot, self.class_names, test.patients, test.dice)
         self.metrics = _clean(report)
+        write_metrics_table(os.path.join(self.output_dir, METRICS_TABLE), self.metrics, self.class_names)
         path = os.path.join(self.output_dir, self.filename)
         atomic_write_json(self.metrics, path)
-        logger.info(
-            "test: %d images, auc_macro %.4f, accuracy %.4f, hm %.4f, dice_lung %.4f (%d images with masks) -> %s",
-            report["num_images"],
-            report["auc_macro"],
-            report["accuracy"],
-            report["hm"],
-            report["dice_lung"],
-            report["dice_images"],
-            path,
-        )
+        logger.info("%s", summary_line(self.metrics, path))

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..plots import plot_label_efficiency
-from .bootstrap import SCORES, Predictions, accuracy, bootstrap_interval, macro_auc, read_predictions
+from . import bootstrap
+from .bootstrap import Predictions, read_predictions, scores
 
 __all__ = [
     "METRICS",
@@ -48,8 +49,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lung_attention_ratio": ("lung attention ratio", LUNG_ATTENTION_RATIO),
 }
 CURVE_METRICS = ("auc_macro", "lung_attention_ratio")
-# metrics with a bootstrap interval: those computed from the per-image predictions (test_predictions.csv)
-BOOTSTRAPPED = tuple(SCORES)
+# metrics with a bootstrap interval: those computed from the per-image predictions (test_predictions.csv; lung Dice
+# where the file has its per-image column)
+BOOTSTRAPPED = tuple(m for m in METRICS if m in bootstrap.METRICS)
 
 
 def metric_value(metrics: dict, path: Sequence[str]) -> float:
@@ -61,8 +63,9 @@ def metric_value(metrics: dict, path: Sequence[str]) -> float:
 
 
 def cell_summary(per_seed: dict[int, dict], predictions: list[Predictions], n_resamples: int, seed: int) -> dict:
-    """Per metric: values per seed, mean, std over seeds, and the bootstrap interval (``n_resamples`` resamples
-    drawn from ``seed``) where predictions allow."""
+    """Per metric: values per seed, mean, std over seeds, and the bootstrap interval (``n_resamples`` resamples of
+    the test patients, or images without patient ids, drawn from ``seed``) where predictions allow."""
+    intervals = bootstrap.bootstrap(predictions, n_resamples, seed=seed) if predictions else None
     summary = {}
     for name, (_, path) in METRICS.items():
         values = [metric_value(m, path) for m in per_seed.values()]
@@ -73,8 +76,8 @@ def cell_summary(per_seed: dict[int, dict], predictions: list[Predictions], n_re
             "std": statistics.stdev(good) if len(good) > 1 else None,
             "interval": None,
         }
-        if name in BOOTSTRAPPED and predictions:
-            low, high = bootstrap_interval(predictions, name, n_resamples=n_resamples, seed=seed)
+        if name in BOOTSTRAPPED and intervals is not None:
+            low, high = intervals.metrics[name]
             entry["interval"] = None if math.isnan(low) else [low, high]
         summary[name] = entry
     return summary
@@ -137,10 +140,11 @@ def per_source_scores(pred: Predictions, sources: dict[str, str], source: str) -
     if not keep.any():
         return {"images": 0, "accuracy": None, "true_class_prob": None, "auc_macro": None}
     p = pred.subset(keep)
-    auc = float(macro_auc(p.prob[None], p.truth[None])[0])
+    score = scores(p)
+    auc = float(score["auc_macro"][0])
     return {
         "images": int(keep.sum()),
-        "accuracy": float(accuracy(p.prob[None], p.truth[None])[0]),
+        "accuracy": float(score["accuracy"][0]),
         "true_class_prob": float((p.prob * p.truth).sum(1).mean()),
         "auc_macro": None if math.isnan(auc) else auc,
     }
@@ -211,11 +215,12 @@ def write_report(
         f"{args.pretrain_epochs} pretraining / {args.finetune_epochs} fine-tuning epochs; "
         f"seeds {', '.join(map(str, args.seeds))}.",
         "",
-        "Each cell: mean ± standard deviation over seeds [95 % bootstrap interval over the test images, "
-        f"{args.bootstrap} resamples, seeds averaged within each resample] on the test split. Intervals only for "
-        "the scores computed from the per-image predictions (macro AUC, accuracy, HM); lung Dice and the lung "
-        "attention ratio (share of the saliency inside the lungs / the lungs' share of the image; 1 = chance) are "
-        "mean ± std. `probe` is a linear probe on the frozen encoder (the lung decoder trains too).",
+        "Each cell: mean ± standard deviation over seeds [95 % bootstrap interval over the test patients (images "
+        f"without a patient id count as one each), {args.bootstrap} resamples, seeds averaged within each "
+        "resample] on the test split. Intervals only for the scores computed from the per-image predictions "
+        "(macro AUC, accuracy, HM, lung Dice); the lung attention ratio (share of the saliency inside the lungs / "
+        "the lungs' share of the image; 1 = chance) is mean ± std. `probe` is a linear probe on the frozen "
+        "encoder (the lung decoder trains too).",
         "",
         results_table(cells, args.protocols, args.inits, args.fractions),
         "",

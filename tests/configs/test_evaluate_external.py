@@ -59,6 +59,16 @@ def test_shipped_model_on_a_test_only_datalist(tmp_path):
             rows = list(csv.DictReader(f))
         assert [r["filename"] for r in rows] == [str(SAMPLE / e["image"]) for e in entries], name
     assert len(list((out / "overlays").glob("*.png"))) == 2
+    # the datalist's patients reach the report: the intervals resample them
+    patients = {e.get("patient") or e["image"] for e in entries}
+    assert metrics["bootstrap"] == {
+        "n_resamples": 1000, "confidence": 0.95, "unit": "patient", "units": len(patients), "seed": 0
+    }  # fmt: skip
+    assert metrics["ci95"]["accuracy"][0] <= metrics["accuracy"] <= metrics["ci95"]["accuracy"][1]
+    with open(out / "metrics.csv", newline="") as f:
+        table = {r["metric"]: r for r in csv.DictReader(f)}
+    assert float(table["auc"]["value"]) == pytest.approx(metrics["auc_macro"], rel=1e-5)
+    assert [int(table["support"][c]) for c in CLASS_NAMES] == [2, 2, 2, 2]
 
 
 def parsed_test_split(datalist: str, configs: list[str]) -> list[str]:

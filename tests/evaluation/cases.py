@@ -112,12 +112,18 @@ def run_engine(
 
 
 def evaluate_as_configured(
-    batches: Iterable[Mapping[str, Any]], class_names: Sequence[str], multi_label: bool, output_dir: str | os.PathLike
+    batches: Iterable[Mapping[str, Any]],
+    class_names: Sequence[str],
+    multi_label: bool,
+    output_dir: str | os.PathLike,
+    patients: Mapping[str, str | None] | None = None,
+    **ids: Any,
 ) -> Engine:
     """Replay ``batches`` with the metrics and handlers that configs/evaluate.json gives the test evaluator.
 
     The handlers are the config's own (``validate#handlers`` entries that name an id, in its order); its checkpoint
-    loader and log handler are left out.
+    loader and log handler are left out. The report's ``patients`` (image path -> patient id; default: none, as
+    the config would read them from a datalist) and other config ``ids`` (e.g. ``n_bootstrap``) may be given.
     """
     from monai.bundle import ConfigParser
 
@@ -132,6 +138,8 @@ def evaluate_as_configured(
         }
     )
     parser["n_overlays"] = 0  # overlays do not enter metrics.json
+    parser.update(ids)
+    parser["evaluation_report#patients"] = dict(patients or {})  # the config reads them from the test split
     parser.parse()
     metrics = {
         **parser.get_parsed_content("validate#key_metric"),

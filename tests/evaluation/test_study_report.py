@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bundle.evaluation import study_report
-from bundle.evaluation.bootstrap import Predictions
+from bundle.evaluation.bootstrap import Predictions, bootstrap
 
 CLASSES = ["x", "y"]
 PROB = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
@@ -44,7 +44,7 @@ def test_cell_summary_over_seeds_with_intervals_only_from_predictions():
     auc = summary["auc_macro"]
     assert auc["per_seed"] == {"0": 0.6, "1": 0.8} and auc["mean"] == pytest.approx(0.7)
     assert auc["std"] == pytest.approx(0.1414, abs=1e-4) and auc["interval"][0] <= auc["interval"][1]
-    dice = summary["dice_lung"]  # one seed has it: no std; never an interval (not from the predictions)
+    dice = summary["dice_lung"]  # one seed has it: no std; no interval (the predictions hold no per-image Dice)
     assert dice == {"per_seed": {"0": 0.8, "1": None}, "mean": 0.8, "std": None, "interval": None}
     assert summary["lung_attention_ratio"]["mean"] is None
     no_predictions = study_report.cell_summary(per_seed, [], n_resamples=50, seed=0)
@@ -100,3 +100,13 @@ def test_curves_are_drawn_per_protocol_and_curve_metric(tmp_path):
     paths = study_report.draw_curves(cells, tmp_path, ["finetune"], ["scratch"], [0.1, 1.0])
     assert paths == [tmp_path / "curves" / f"finetune_{m}.png" for m in study_report.CURVE_METRICS]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_cell_summary_resamples_patients_and_gives_lung_dice_an_interval_where_predictions_hold_them():
+    pred = Predictions(list("abcd"), PROB, TRUTH, CLASSES, patients=["p", "p", "q", None], dice=[0.8, np.nan, 0.9, 0.7])
+    summary = study_report.cell_summary({0: {"dice_lung": 0.8}}, [pred], n_resamples=200, seed=3)
+    expected = bootstrap([pred], 200, seed=3)
+    assert expected.unit == "patient" and expected.units == 3  # p, q and the image without a patient
+    assert summary["dice_lung"]["interval"] == list(expected.metrics["dice_lung"])
+    low, high = summary["dice_lung"]["interval"]
+    assert 0.7 - 1e-9 <= low < high <= 0.9 + 1e-9  # between the lowest and the highest Dice
