@@ -15,16 +15,17 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from ..data.readers import CXRReadError, read_cxr
 from ..data.transforms import file_stem
 from ..distributed import gather_objects, is_main_process
 from ..networks.multitask import class_probabilities
-from ..plots import attention_caption, save_overlay
+from ..plots import overlay_caption, save_overlay
 from ..values import as_bool
 
 __all__ = ["LungAttentionReport", "attention_and_masks", "distribution", "lung_attention", "lung_share"]
@@ -125,6 +126,30 @@ def distribution(values: Sequence[float], bins: int = 10, upper: float = 1.0) ->
     return result
 
 
+class _Candidate(NamedTuple):
+    """An image kept for an overlay: its maps at the network's size, prediction and attention."""
+
+    path: str
+    image: np.ndarray  # (H, W) float16, the network's input: drawn only when the source cannot be read again
+    saliency: np.ndarray  # (H, W) float16 in [0, 1]
+    lungs: np.ndarray | None  # (H, W) float16 predicted lung probability
+    k: int  # predicted (top) class
+    conf: float
+    attention: float
+    share: float
+    label: Any  # true class index (-1 unknown), or a 0/1 list for multi-label
+
+
+def _source_image(path: str, fallback: np.ndarray) -> np.ndarray:
+    """The radiograph at ``path`` as (rows, cols) in [0, 1], read as the evaluation read it (``read_cxr``); the
+    network's input ``fallback`` with a warning when it cannot be read again (moved, or not a file)."""
+    try:
+        return read_cxr(path)
+    except CXRReadError as e:
+        logger.warning("overlay of %s drawn at the network's input size: %s", path, e.reason)
+        return fallback.astype(np.float32)
+
+
 class LungAttentionReport:
     """Ignite handler for an evaluator run with ``SaliencyInferer``: the test split's lung attention against chance.
 
@@ -138,7 +163,10 @@ class LungAttentionReport:
     predicted class), how many images used a ground-truth mask, the same distribution of the lung share and of the
     ratio, and the flagged images overall, per true class (when labels exist) and per predicted class. With
     ``n_overlays`` > 0 it also writes overlays of the N most and N least confident images to
-    ``output_dir/overlays`` (at the model's input size).
+    ``output_dir/overlays``: the source radiograph read again at COMPLETED (longest side 512 to 1024 px) under the
+    saliency and predicted lung contour resized onto it (the images were resized, not cropped, to the network's
+    size), with the true and predicted class, the probability and the lung attention against its chance level.
+    Only those 2N candidates are kept in memory, at the network's size.
     """
 
     detail_name = "lung_attention"
@@ -238,19 +266,23 @@ class LungAttentionReport:
         paths = batch.get("image_path") or [f"image_{self._order + i}" for i in range(len(att))]
         images = out["image"].detach().float().cpu().numpy()
         saliency = pred["saliency"].detach().float().cpu().numpy()
-        masks = found["lung_mask"].cpu().numpy() if "lung_mask" in found else None
+        # the lung probability rather than the 0/1 mask: its contour stays smooth when enlarged onto the source
+        lungs = found["lung_prob"].float().cpu().numpy() if "lung_prob" in found else None
+        labels = self.labels[-len(att) :]
         for i in range(len(att)):
             k = int(prob[i].argmax())
             conf = float(prob[i, k])
-            item = (
+            # the network-size image is kept only in case the source cannot be read again at COMPLETED
+            item = _Candidate(
                 str(paths[i]),
                 images[i, 0].astype(np.float16),
                 saliency[i, 0].astype(np.float16),
-                None if masks is None else masks[i, 0].astype(np.uint8),
+                None if lungs is None else lungs[i, 0].astype(np.float16),
                 k,
                 conf,
                 float(att[i]),
                 float(share[i]),
+                labels[i],
             )
             self._order += 1
             for heap, key in ((self._most, conf), (self._least, -conf)):
@@ -260,6 +292,15 @@ class LungAttentionReport:
                 elif entry > heap[0]:
                     heapq.heapreplace(heap, entry)
 
+    def _true_class(self, label: Any) -> str | None:
+        """The true class of a candidate for its caption: the class name, the multi-label findings joined by
+        ``", "`` (``"no finding"`` when none), or None when unknown."""
+        if isinstance(label, (list, tuple)):
+            if any(v == -1 for v in label):
+                return None
+            return ", ".join(c for c, v in zip(self.class_names, label) if v == 1) or "no finding"
+        return self.class_names[int(label)] if 0 <= int(label) < len(self.class_names) else None
+
     def _write_overlays(self, engine: Engine) -> None:
         if self.n_overlays <= 0:
             return
@@ -267,16 +308,18 @@ class LungAttentionReport:
         if not is_main_process():
             return
         folder = os.path.join(self.output_dir, "overlays")
+        label = f"saliency ({self.saliency_method})" if self.saliency_method else "saliency"
         for tag, heap in (("most_confident", self._most), ("least_confident", self._least)):
-            for rank, (_, _, item) in enumerate(sorted(heap, reverse=True), 1):
-                path, image, sal, mask, k, conf, att, share = item
-                caption = attention_caption(att, share)
+            for rank, (_, _, c) in enumerate(sorted(heap, reverse=True), 1):
+                truth = self._true_class(c.label)
+                text = overlay_caption(self.class_names[c.k], c.conf, c.attention, c.share, truth, not self.multi_label)
                 save_overlay(
-                    os.path.join(folder, f"{tag}_{rank:02d}_{file_stem(path)}.png"),
-                    image.astype(np.float32),
-                    sal.astype(np.float32),
-                    mask,
-                    f"{self.class_names[k]} {conf:.2f}" + (f"\n{caption}" if caption else ""),
+                    os.path.join(folder, f"{tag}_{rank:02d}_{file_stem(c.path)}.png"),
+                    _source_image(c.path, c.image),
+                    c.saliency.astype(np.float32),
+                    None if c.lungs is None else c.lungs.astype(np.float32),
+                    text,
+                    saliency_label=label,
                 )
         logger.info("overlays of the %d most and least confident images: %s", self.n_overlays, folder)
 

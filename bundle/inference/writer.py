@@ -16,7 +16,7 @@ from ..atomic import atomic_write, atomic_write_json, make_folder, write_failed
 from ..data.readers import NIFTI_SUFFIXES, read_cxr
 from ..data.transforms import STATUS_OK
 from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
-from ..plots import attention_caption, save_overlay
+from ..plots import overlay_caption, save_overlay
 from ..values import Rule, as_bool, boolean, described, integer
 from .outputs import lung_mask_at, saliency_at
 
@@ -68,7 +68,8 @@ class PredictionWriter:
       plain list of rows for its readers);
     * ``masks/<name>_lung.png`` (0/255) or ``.nii.gz`` for NIfTI input, at the input's own size;
     * ``saliency/<name>_saliency.npy`` (float32 in [0, 1]) or ``.nii.gz``, at the input's own size;
-    * ``overlays/<name>_overlay.png``: radiograph, heat map, lung contour, prediction (longest side <= 1024).
+    * ``overlays/<name>_overlay.png``: radiograph (longest side 512 to 1024 px), heat map with its colour bar, lung
+      contour, and above it the prediction and the lung attention against its chance level (as evaluation's).
 
     Rows whose status is not ``ok`` get no files. Call ``finish()`` after the run (the config's ``finalize``).
     """
@@ -207,24 +208,24 @@ class PredictionWriter:
     ) -> None:
         path = row["image"]
         nifti = path.lower().endswith(NIFTI_SUFFIXES)
-        mask = None
-        if lung_prob is not None:
+        if lung_prob is not None and self.write_masks:
             mask = lung_mask_at(lung_prob, shape)
-            if self.write_masks:
-                row["lung_mask_file"] = self._save_map(mask * 255, "masks", f"{name}_lung", path, nifti)
-        sal = None
-        if saliency is not None:
+            row["lung_mask_file"] = self._save_map(mask * 255, "masks", f"{name}_lung", path, nifti)
+        if saliency is not None and self.write_saliency:
             sal = saliency_at(saliency, shape)
-            if self.write_saliency:
-                row["saliency_file"] = self._save_map(sal, "saliency", f"{name}_saliency", path, nifti)
+            row["saliency_file"] = self._save_map(sal, "saliency", f"{name}_saliency", path, nifti)
         if self.write_overlays:
             k = int(prob.argmax())
-            text = f"{self.class_names[k]} {prob[k]:.2f}"
-            caption = attention_caption(row.get("lung_attention"), row.get("lung_share"))
-            if caption:
-                text += f"\n{caption}"
+            text = overlay_caption(
+                self.class_names[k], float(prob[k]), row.get("lung_attention"), row.get("lung_share")
+            )
+            label = f"saliency ({self.saliency_method})" if self.saliency_method else "saliency"
             f = os.path.join(self.output_dir, "overlays", f"{name}_overlay.png")
-            row["overlay_file"] = save_overlay(f, read_cxr(path), sal, mask, text, max_size=self.overlay_size)
+            # the maps at the network's size: one interpolation onto the picture, the lung contour from the
+            # probability (smooth), as evaluation's overlays
+            row["overlay_file"] = save_overlay(
+                f, read_cxr(path), saliency, lung_prob, text, saliency_label=label, max_size=self.overlay_size
+            )
 
     def _write_json(self, engine: Engine) -> None:
         atomic_write_json(self.rows, self.json_path, indent=1)

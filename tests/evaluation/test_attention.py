@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import bundle.evaluation.attention as attention_module
 from bundle.evaluation.attention import DETAILS, LungAttentionReport, distribution
-from bundle.plots import attention_caption
+from bundle.plots import attention_caption, overlay_caption
 from tests.evaluation.cases import run_engine
 
 NAMES = ["normal", "pneumonia", "covid19"]
@@ -113,8 +115,54 @@ def test_distribution_and_caption():
     assert d["num_images"] == 3 and d["mean"] == pytest.approx(0.3) and sum(d["histogram"]["counts"]) == 3
     assert "above_range" not in d["histogram"]
     assert math.isnan(distribution([])["mean"])
-    assert attention_caption(0.46, 0.29) == "lung attention 0.46\n(lung share 0.29, 1.6x)"
-    assert attention_caption(0.2, 0.29) == "lung attention 0.20\n(lung share 0.29, 0.7x)\nmostly outside the lungs"
+    assert attention_caption(0.46, 0.29) == "lung attention 0.46, chance (lung share) 0.29: 1.59x"
+    assert (
+        attention_caption(0.2, 0.29) == "lung attention 0.20, chance (lung share) 0.29: 0.69x\nmostly outside the lungs"
+    )
     assert attention_caption(float("nan"), 0.3) == "" and attention_caption(None, None) == ""
     assert attention_caption(0.5, None) == "lung attention 0.50"
-    assert attention_caption(0.0, 0.0) == "lung attention 0.00\n(no lung in the mask)"
+    assert attention_caption(0.0, 0.0) == "lung attention 0.00 (no lung in the mask)"
+
+
+def test_overlays_are_drawn_on_the_source_radiograph_with_true_and_predicted_class(tmp_path, monkeypatch, caplog):
+    """Sources of 300 x 200 pixels (not the network's square): the maps are resized onto them, the captions carry
+    the true class; a source that cannot be read again is drawn at the network's size, with a warning."""
+    batch = known_batch()
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"img_{i}.png" for i in range(5)]
+    for p in paths[:1] + paths[2:]:
+        Image.fromarray(rng.integers(0, 255, (300, 200), dtype=np.uint8)).save(p)
+    batch["image_path"] = [str(p) for p in paths]  # img_1.png is missing
+    drawn = {}
+    real = attention_module.save_overlay
+
+    def record(path, image, saliency, mask, text, **kwargs):
+        drawn[os.path.basename(path)] = (image.shape, saliency.shape, mask is not None, text)
+        return real(path, image, saliency, mask, text, **kwargs)
+
+    monkeypatch.setattr(attention_module, "save_overlay", record)
+    report = LungAttentionReport(str(tmp_path / "eval"), NAMES, n_overlays=2, saliency_method="gradcam")
+    run_engine([batch], len(NAMES), False, handlers=[report])
+    assert len(drawn) == 4 and sorted(os.listdir(tmp_path / "eval" / "overlays")) == sorted(drawn)
+    most = drawn["most_confident_01_img_0.png"]  # true normal, predicted normal
+    assert most[:3] == ((300, 200), (S, S), True)
+    assert most[3].splitlines()[:2] == ["true: normal", f"predicted: normal (probability {most_prob():.2f})"]
+    # equal confidences: the first two images are both the most and the least confident
+    missing = drawn["least_confident_02_img_1.png"]  # true normal, predicted pneumonia
+    assert missing[3].splitlines()[1].endswith(", wrong")
+    assert missing[0] == (S, S) and "drawn at the network's input size" in caplog.text
+    picture = Image.open(tmp_path / "eval" / "overlays" / "most_confident_01_img_0.png")
+    assert picture.size[0] == 512 and picture.size[1] > 600  # a 512 x 341 radiograph, caption and colour bar bands
+
+
+def most_prob() -> float:
+    """The top probability of known_batch's logits (5 for the class, -5 for the two others)."""
+    return float(torch.softmax(torch.tensor([5.0, -5.0, -5.0]), 0)[0])
+
+
+def test_true_class_of_an_overlay_caption():
+    single, multi = LungAttentionReport("/unused", NAMES), LungAttentionReport("/unused", NAMES, multi_label=True)
+    assert single._true_class(2) == "covid19" and single._true_class(-1) is None
+    assert multi._true_class([1.0, 0.0, 1.0]) == "normal, covid19" and multi._true_class([0, 0, 0]) == "no finding"
+    assert multi._true_class([-1.0, -1.0, -1.0]) is None
+    assert "wrong" not in overlay_caption("normal", 0.8, None, None, "normal, covid19", mark_wrong=False)

@@ -165,7 +165,8 @@ def test_inference_run_mixed_folder_with_bad_files(mixed_folder, weights, tmp_pa
     assert nii_mask.shape == (44, 60) and np.allclose(nii_mask.affine, np.diag([0.5, 0.5, 1, 1]))
     np.testing.assert_array_equal(np.asarray(nii_mask.dataobj).T > 0, mask > 0)  # same mask, NIfTI layout
     np.testing.assert_allclose(np.asarray(nii_sal.dataobj).T, np.load(ok["a.png"]["saliency_file"]), atol=1e-4)
-    assert Image.open(ok["a.png"]["overlay_file"]).size == (44, 60)
+    width, height = Image.open(ok["a.png"]["overlay_file"]).size
+    assert width == 512 and height > 512  # the 60 x 44 source drawn at 512 x 375, caption and colour bar around it
     as_json = {Path(r["image"]).name: r for r in json.loads((out / "predictions.json").read_text())}
     assert set(as_json) == set(rows) and as_json["a.png"]["prob_covid19"] == pytest.approx(
         float(rows["a.png"]["prob_covid19"])
@@ -221,6 +222,8 @@ def test_evaluate_reports_lung_attention_and_confidence_overlays(evaluated_tiny)
     assert att["ground_truth_masks"] > 0 and set(att["per_predicted_class_mean"]) == set(CLASS_NAMES)
     overlays = sorted(p.name for p in (evaluated_tiny.output / "overlays").iterdir())
     assert len(overlays) == 4 and overlays[0].startswith("least_confident_01_") and overlays[-1].startswith("most_")
+    # drawn on the 32-px synthetic sources (not the 32-px network input's copy) enlarged to 512 px
+    assert all(Image.open(evaluated_tiny.output / "overlays" / name).size[0] == 512 for name in overlays)
 
 
 @requires_shared
