@@ -4,6 +4,7 @@ PYTHON_SYS ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
+QUICK ?= 0
 
 .PHONY: install demo test test-quick lint format configs docs bench weights release label-env label clean
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml bundle/
 install: $(VENV)/.installed
 
 demo: install
-	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo.sh
+	DEMO_DIR=$(DEMO_DIR) QUICK=$(QUICK) PY=$(PY) bash scripts/demo.sh
 
 test: install
 	$(PY) -m pytest -q --durations=25 tests

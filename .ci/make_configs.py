@@ -47,7 +47,6 @@ DERIVED = {
     "output_name",
     "pretrained_out",
     "resume_ckpt",
-    "log_dir",
     "batch_keys",
     "log_output",
     "mask_mode",

@@ -8,6 +8,10 @@ library, through ``write_failed`` where that write is called). A full disk, a mi
 file system or a folder removed during the write then ends the run with one message (``WriteError``, a
 ``UserError``: exit status 1, no traceback) naming the file, the cause in words, what was kept and what to do;
 the temporary file is removed. ``write_cause`` turns the error number into those words.
+
+A written file gets the mode any new file of the user gets (0666 less the umask, e.g. 0644), as ``open`` would
+give it: ``tempfile.mkstemp`` creates the temporary with 0600, which would leave weights, metrics and pictures
+unreadable by colleagues on a shared server.
 """
 
 from __future__ import annotations
@@ -47,6 +51,17 @@ _CAUSES: dict[int, tuple[str, str]] = {
     errno.ENOENT: ("its folder was removed", "keep {folder} in place while the run writes"),
 }
 WRITE_ERRNOS = frozenset(_CAUSES)
+
+
+def _file_mode() -> int:
+    """0666 less this process's umask: the mode ``open`` gives a new file (reading the umask means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# read once, at import: setting the umask to read it, while writer threads run, could change their files' mode
+_FILE_MODE = _file_mode()
 
 
 class WriteError(UserError):
@@ -201,6 +216,7 @@ def atomic_write(
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".tmp")
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()

@@ -79,7 +79,9 @@ RUN_RULES: dict[str, Rule] = {
         existing_folder, "the bundle's folder (configs, package, models); relative paths start here"
     ),
     "ckpt_dir": described(output_folder, "folder of the weights a run writes and resumes from"),
-    "output_dir": described(output_folder, "folder of logs, metrics, plots and predictions"),
+    "output_dir": described(
+        output_folder, "folder of logs, metrics, plots and predictions (by default one per workflow in ``ckpt_dir``)"
+    ),
     "output_root": described(output_folder, "folder of the curriculum: one sub-folder per stage and its state"),
     "batch_size": described(integer(1), "images per batch (per process on several GPUs)"),
     "num_workers": described(integer(0), "DataLoader and caching worker processes"),

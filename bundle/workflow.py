@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from . import overrides as override_ids
 
-__all__ = ["ROOT", "CONFIGS", "config_paths", "cli_value", "command", "run", "parsed"]
+__all__ = ["ROOT", "CONFIGS", "config_paths", "cli_value", "command", "next_step", "run", "parsed"]
 
 ROOT = Path(__file__).resolve().parents[1]  # the bundle root: configs/, bundle/, models/
 CONFIGS = ROOT / "configs"
@@ -64,6 +65,37 @@ def command(
     for key, value in (overrides or {}).items():
         argv += [f"--{key}", cli_value(value)]
     return argv
+
+
+# the data ids a next step repeats when this run's command line set them: the next run then sees the same splits
+CARRIED = ("dataset_dir", "datalist", "seed", "val_fraction", "test_fraction", "cache_dir", "bundle_root")
+
+
+def next_step(what: str, configs: Sequence[str], ids: Mapping[str, Any], carried: Sequence[str] = CARRIED) -> str:
+    """The line a finished run prints: what it made and the command of the next step, ready to copy.
+
+    ``configs`` are names (``"train"``) or bundle paths; ``ids`` the next run's values; ``carried`` ids are added
+    with this process's command-line values where it set them (``bundle.overrides.command_line``). Config paths
+    are relative to the bundle root when the run started there, absolute otherwise. Printed by rank 0 only.
+    """
+    from .distributed import is_main_process
+
+    given = getattr(override_ids.command_line(), "values", {}) or {}
+    values = {**{k: given[k] for k in carried if k in given and k not in ids}, **ids}
+    paths = config_paths(configs)
+    if Path.cwd().resolve() == ROOT:
+        paths = [os.path.relpath(p, ROOT) for p in paths]
+    config_arg = paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
+    argv = ["python", "-m", "monai.bundle", "run", "--config_file", config_arg]
+    for key, value in values.items():
+        path = key.endswith(("_dir", "_ckpt")) or key in ("bundle_root", "datalist")
+        argv += [f"--{key}", cli_value(os.path.abspath(value) if path and isinstance(value, str) else value)]
+    # a config list in double quotes, as the guides write it: shlex would close and reopen single quotes around it
+    words = [f'"{a}"' if a.startswith("[") and '"' not in a else shlex.quote(a) for a in argv]
+    line = f"{what}:\n  {' '.join(words)}"
+    if is_main_process():
+        print(line)
+    return line
 
 
 def run(

@@ -157,8 +157,9 @@ def trained_tiny(tmp_path_factory) -> TinyRun:
     folder that is not the bundle root (absolute config paths and ``--bundle_root``).
 
     Lower-case booleans on the command line, no progress setting (the log goes to a pipe, not a terminal) and
-    ``--resume false`` on a fresh folder: what ``tests/engines/test_progress.py`` checks. Tests that change the
-    run's files copy ``models`` first (``copy_models``).
+    ``--resume false`` on a fresh folder: what ``tests/engines/test_progress.py`` checks. It keeps its resume state
+    (``--keep_resume_state true``) for the tests that damage or extend it; they copy ``models`` first
+    (``copy_models``).
     """
     folder = tmp_path_factory.mktemp("tiny_run")
     write_dataset(folder / "data", n_per_class=8)
@@ -167,7 +168,8 @@ def trained_tiny(tmp_path_factory) -> TinyRun:
     args += ["--batch_size", "4", "--num_workers", "0", "--amp", "false", "--multi_label", "false"]
     proc = run_bundle(
         "run", "--config_file", str(CONFIGS / "train.json"), "--ckpt_dir", str(folder / "models"),
-        "--output_dir", str(folder / "train"), "--max_epochs", "2", "--resume", "false", *args, cwd=folder / "cwd",
+        "--output_dir", str(folder / "train"), "--max_epochs", "2", "--resume", "false", "--keep_resume_state", "true",
+        *args, cwd=folder / "cwd",
     )  # fmt: skip
     return TinyRun(folder, folder / "cwd", args, proc)
 

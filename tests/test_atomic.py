@@ -184,3 +184,20 @@ def test_other_errors_inside_the_block_pass_unchanged(tmp_path):
         with atomic_write(tmp_path / "copy.bin") as f:
             f.write((tmp_path / "missing.bin").read_bytes())
     assert only(tmp_path) == []
+
+
+def test_written_files_get_the_users_umask(tmp_path):
+    """Weights, metrics and pictures are readable by colleagues as any file the user creates (mkstemp gives 0600)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.umask(0o027); from bundle.atomic import atomic_write_json, atomic_save;"
+        "atomic_write_json({}, sys.argv[1] + '/a.json'); atomic_save({}, sys.argv[1] + '/b.pt')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)  # the umask is read at import
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"a.json": 0o640, "b.pt": 0o640}
+    atomic_write_json({}, tmp_path / "c.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o666 & ~mask

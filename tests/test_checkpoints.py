@@ -252,9 +252,13 @@ def test_no_loader_runs_code_from_a_weights_file(form, tmp_path, caplog):
 
 
 class TinyRun:
-    """A small ignite training (a 3-layer network, SGD, cosine schedule) checkpointed by ``TrainingCheckpointer``."""
+    """A small ignite training (a 3-layer network, SGD, cosine schedule) checkpointed by ``TrainingCheckpointer``.
 
-    def __init__(self, ckpt_dir: Path, lr: float = 0.1, resume: bool | str = True, width: int = 4) -> None:
+    It keeps its resume states when it ends (``keep``), so that the tests can read and extend them."""
+
+    def __init__(
+        self, ckpt_dir: Path, lr: float = 0.1, resume: bool | str = True, width: int = 4, keep: bool = True
+    ) -> None:
         torch.manual_seed(0)
         self.network = nn.Sequential(nn.Linear(3, width), nn.BatchNorm1d(width), nn.Linear(width, 1))
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=lr, momentum=0.9)
@@ -268,6 +272,7 @@ class TinyRun:
             {"network": self.network, "optimizer": self.optimizer, "lr_scheduler": self.scheduler},
             self.network,
             resume=resume,
+            keep_resume_state=keep,
         )
         self.data = [torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
 
@@ -285,6 +290,22 @@ class TinyRun:
     def run(self, max_epochs: int) -> TinyRun:
         self.trainer.run(self.data, max_epochs=max_epochs)
         return self
+
+
+def test_a_finished_run_removes_its_resume_states_and_a_stopped_one_keeps_them(tmp_path):
+    stopped = TinyRun(tmp_path / "stopped", keep=False).attach()
+    stopped.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate())
+    stopped.run(3)
+    # stopped before its last epoch (killed, diverged): the states stay, for the rerun that continues it
+    assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == [
+        "checkpoint.prev.pt",
+        "checkpoint.pt",
+        "model.pt",
+    ]
+    TinyRun(tmp_path / "stopped", keep=False).attach().run(3)  # resumes after epoch 2, then ends: states removed
+    assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == ["model.pt"]
+    TinyRun(tmp_path / "kept", keep=True).attach().run(2)
+    assert {"checkpoint.pt", "checkpoint.prev.pt", "model.pt"} <= {p.name for p in (tmp_path / "kept").iterdir()}
 
 
 def saved_epoch(path: Path) -> int:
@@ -465,12 +486,15 @@ def test_real_run_resumes_from_the_previous_state_when_the_latest_is_truncated(t
     ckpt_dir = copy_models(trained_tiny, tmp_path / "models")
     truncate(ckpt_dir / "checkpoint.pt")
     args = rerun_args(trained_tiny, tmp_path)
-    proc = run_bundle("run", "--config_file", TRAIN, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "3", *args)
+    proc = run_bundle(
+        "run", "--config_file", TRAIN, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "3", "--keep_resume_state", "true",
+        *args,
+    )  # fmt: skip
     last, prev = ckpt_dir / "checkpoint.pt", ckpt_dir / "checkpoint.prev.pt"
     assert f"resume state {last} is truncated or corrupt" in proc.stdout
     assert f"resuming from the previous one, {prev}" in proc.stdout
-    assert "Epoch[1] Complete" not in proc.stdout  # epoch 1's state: epochs 2 and 3 trained
-    assert "Epoch[2] Complete" in proc.stdout and "Epoch[3] Complete" in proc.stdout
+    assert "epoch 1/3:" not in proc.stdout  # epoch 1's state: epochs 2 and 3 trained
+    assert "epoch 2/3:" in proc.stdout and "epoch 3/3:" in proc.stdout
     assert saved_epoch(last) == 3 and saved_epoch(prev) == 2  # the damaged file was not kept
 
 
@@ -486,7 +510,7 @@ def test_real_run_with_no_usable_resume_state_ends_in_one_message(trained_tiny, 
     assert message.startswith(f"cannot resume training: {ckpt_dir / 'checkpoint.pt'} is truncated or corrupt")
     assert "checkpoint.prev.pt is not a PyTorch weights file, or is corrupt" in message
     assert "--resume false" in message
-    assert "Epoch[" not in proc.stdout  # stopped before any work
+    assert "epoch 1/" not in proc.stdout  # stopped before any work
 
 
 def test_real_inference_with_a_damaged_model_file_ends_in_one_message(trained_tiny, tmp_path):
@@ -541,7 +565,7 @@ def test_real_run_on_a_full_disk_ends_in_one_message_and_resumes(tmp_path):
     args += ["--image_size", "32", "--batch_size", "4", "--num_workers", "0", "--amp", "false"]
     args += ["--multi_label", "false", "--output_dir", str(tmp_path / "eval")]
     with small_disk(tmp_path / "models", 400 * 1024) as ckpt_dir:
-        run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "1")
+        run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "1", "--keep_resume_state", "true")
         model, state = (ckpt_dir / "model.pt").stat().st_size, (ckpt_dir / "checkpoint.pt").stat().st_size
         used = sum(p.stat().st_size for p in ckpt_dir.iterdir())
         # room for another model file (the next best one fits) but not for another resume state (larger)
@@ -562,6 +586,6 @@ def test_real_run_on_a_full_disk_ends_in_one_message_and_resumes(tmp_path):
         assert saved_epoch(prev) == 1
 
         remount(ckpt_dir, "size=400m")
-        proc = run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "2")
-        assert "Epoch[1] Complete" not in proc.stdout and "Epoch[2] Complete" in proc.stdout
+        proc = run_bundle("run", *args, "--ckpt_dir", str(ckpt_dir), "--max_epochs", "2", "--keep_resume_state", "true")
+        assert "epoch 1/" not in proc.stdout and "epoch 2/" in proc.stdout
         assert saved_epoch(last) == 2 and saved_epoch(prev) == 1

@@ -59,3 +59,24 @@ def test_a_nested_id_under_a_missing_one_is_named_and_debug_keeps_the_traceback(
 def test_other_processes_keep_their_exception_hook(python):
     proc = launch([python, "-c", "import sys; print(sys.excepthook is sys.__excepthook__)"], check=True)
     assert proc.stdout.strip() == "True"
+
+
+def test_monais_evaluation_warning_is_left_out_for_the_bundles_own_configs_only(python, tmp_path, monkeypatch):
+    """MONAI warns on every run that a config's expressions are evaluated: said of the bundle's own configs, the
+    paragraph is noise; said of any other config file, it stays."""
+    missing = ["--ckpt_dir", str(tmp_path / "no_model")]  # each run stops at its settings check, before any work
+    own = _bundle_run(python, "--config_file", "configs/inference.json", *missing)
+    copy = tmp_path / "inference.json"
+    copy.write_text((ROOT / "configs" / "inference.json").read_text())
+    other = _bundle_run(python, "--config_file", str(copy), "--bundle_root", str(ROOT), *missing)
+    assert own.returncode == other.returncode == 1
+    assert "parsing config_file" not in own.stdout + own.stderr and "no_model" in own.stdout + own.stderr
+    assert "parsing config_file" in other.stdout + other.stderr
+    monkeypatch.chdir(ROOT)
+    both = "['configs/train.json','configs/evaluate.json']"
+    assert startup.own_config_files(["-m", "monai.bundle", "run", "--config_file", both]) == [
+        "configs/train.json",
+        "configs/evaluate.json",
+    ]
+    assert startup.own_config_files(["run", f"--config_file={copy}"]) is None
+    assert startup.own_config_files(["run", "--config_file", "configs/nothing.json"]) is None

@@ -36,4 +36,7 @@ RULES: dict[str, Rule] = {
         "backbone are refused); lower it for a deliberate partial transfer",
     ),
     "resume": described(boolean, "continue from the resume state in ``ckpt_dir`` when there is one"),
+    "keep_resume_state": described(
+        boolean, "keep the resume state when all epochs are trained (to raise ``max_epochs`` and continue later)"
+    ),
 }

@@ -73,6 +73,8 @@ class TrainingCheckpointer:
             ``ssl_method``), written beside the model file and the resume state; a resume state made with other
             settings is refused, naming them.
         recipe_kind: ``"model"`` (fine-tuned) or ``"pretrained"`` (an encoder to fine-tune).
+        keep_resume_state: keep the resume states when the run has trained all its epochs (to raise max_epochs
+            later and continue); by default they are removed then, leaving the model file and its recipe.
     """
 
     def __init__(
@@ -88,8 +90,10 @@ class TrainingCheckpointer:
         model_state: Callable[[], Mapping[str, torch.Tensor]] | None = None,
         recipe: Mapping[str, Any] | None = None,
         recipe_kind: str = "model",
+        keep_resume_state: bool = False,
     ) -> None:
         resume = as_bool(resume, "resume")
+        self.keep_resume_state = as_bool(keep_resume_state, "keep_resume_state")
         # plain modules: a resume state or model file of a DDP run loads on one process and the other way round
         network = unwrap(network)
         self.ckpt_dir, self.network = ckpt_dir, network
@@ -132,6 +136,7 @@ class TrainingCheckpointer:
             trainer.add_event_handler(Events.COMPLETED, self._report_refused)
         else:
             trainer.add_event_handler(Events.COMPLETED, self._save_best_unconditionally)
+        trainer.add_event_handler(Events.COMPLETED, self._remove_resume_state)
 
     # ---- resume -------------------------------------------------------------------------------------------------
 
@@ -352,9 +357,25 @@ class TrainingCheckpointer:
             return
         if float(value) > self.best_metric and self._save_model(trainer):
             self.best_metric, self.best_epoch = float(value), trainer.state.epoch
-            logger.info(
+            trainer.state.model_saved = (trainer.state.epoch, self.best_path)  # for the epoch's summary line
+            # the epoch's summary line (bundle.engines.progress.EpochSummary) says so
+            logger.debug(
                 "epoch %d: new best %s %.4f, saved %s", trainer.state.epoch, self.key_metric, value, self.best_path
             )
+
+    def _remove_resume_state(self, trainer: Engine) -> None:
+        """After the last epoch: remove this run's resume states (two full copies of the training state, 2 to 3
+        times the model's size each), unless ``keep_resume_state``."""
+        if self.keep_resume_state or trainer.state.epoch < trainer.state.max_epochs or not is_main_process():
+            return
+        ours = [p for p, o in ((self.last_path, self._last_ours), (self.prev_path, self._prev_ours)) if o]
+        for path in ours + ([recipe_path(self.last_path)] if ours else []):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:  # the run's results are written: a leftover is worth a warning, not a failure
+                logger.warning("could not remove the resume state %s (%s): delete it by hand", path, e.strerror)
 
 
 def _restore_problem(obj: Any, saved: Any) -> str | None:

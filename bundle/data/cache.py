@@ -13,8 +13,9 @@ Every config builds its datasets with ``cached_dataset`` (``"cache": "memory" | 
 In every case the random transforms run after the cache, on every access.
 
 Filling a memory cache of 100,000 images takes minutes: on a terminal (``progress``, the configs' ``show_progress``)
-MONAI's tqdm bar shows it; elsewhere (a log file, a cluster job) ``LoggedCacheDataset`` logs one line every
-``LOG_EVERY_PERCENT`` percent with the rate and the time left, instead of nothing.
+MONAI's tqdm bar shows it; elsewhere (a log file, a cluster job) ``LoggedCacheDataset`` logs a line every
+``LOG_EVERY_PERCENT`` percent with the rate and the time left, at most one per ``LOG_SECONDS``, instead of nothing:
+a cache filled in a few seconds logs its start and its end only.
 
 A memory cache of compact images keeps small tensors (50 KB) among the freed float32 intermediates of loading
 (200 KB each). glibc's malloc raises its mmap threshold each time such a block is freed, after which the
@@ -50,6 +51,7 @@ from ..values import Rule, choice, described, number, output_folder
 __all__ = [
     "CACHE_KINDS",
     "LOG_EVERY_PERCENT",
+    "LOG_SECONDS",
     "DiskCache",
     "LoggedCacheDataset",
     "cached_dataset",
@@ -64,6 +66,7 @@ _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 _MMAP_THRESHOLD = 128 * 1024  # glibc's initial value; set explicitly, it stops moving
 _heap_compact: bool | None = None
 LOG_EVERY_PERCENT = 5
+LOG_SECONDS = 10.0
 # Measured (docs/README.md): 100,000 images fill the memory cache in about 8 minutes on 2 cores, while the disk cache
 # starts training within seconds and fills during the first epoch; past this size the first line says so.
 LARGE_CACHE = 20_000
@@ -73,8 +76,8 @@ _, has_tqdm = optional_import("tqdm", name="tqdm")
 
 class LoggedCacheDataset(CacheDataset):
     """MONAI's ``CacheDataset`` that reports its filling: tqdm's bar with ``progress`` (when tqdm is installed),
-    otherwise a log line every ``LOG_EVERY_PERCENT`` percent of the images (``caching 5000 / 100000 images (5%),
-    310 images/s, about 5 min left``)."""
+    otherwise a log line every ``LOG_EVERY_PERCENT`` percent of the images, at most one per ``LOG_SECONDS``
+    (``caching 5000 / 100000 images (5%), 310 images/s, about 5 min left``), and one at the end."""
 
     def _fill_cache(self, indices: Sequence[int] | None = None) -> list:
         if self.progress and has_tqdm or self.cache_num <= 0:
@@ -82,13 +85,15 @@ class LoggedCacheDataset(CacheDataset):
         indices = list(range(self.cache_num)) if indices is None else list(indices)
         total, items = len(indices), []
         step = max(1, total * LOG_EVERY_PERCENT // 100)
-        start = time.monotonic()
+        start = last = time.monotonic()
         logger.info("caching %d images in memory%s", total, _LARGE_HINT if total >= LARGE_CACHE else "")
         with ThreadPool(self.num_workers) as pool:
             for done, item in enumerate(pool.imap(self._load_cache_item, indices), 1):
                 items.append(item)
-                if done % step == 0 or done == total:
-                    logger.info(_progress_line(done, total, time.monotonic() - start))
+                now = time.monotonic()
+                if done == total or (done % step == 0 and now - last >= LOG_SECONDS):
+                    logger.info(_progress_line(done, total, now - start))
+                    last = now
         return items
 
 

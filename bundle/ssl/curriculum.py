@@ -121,7 +121,7 @@ def _check_override_ids(where: str, config: str, given: str, overrides: Mapping[
 def stage_dirs(output_root: str, stage_id: str) -> tuple[str, str]:
     """``(ckpt_dir, output_dir)`` of a stage."""
     ckpt_dir = os.path.join(output_root, stage_id)
-    return ckpt_dir, os.path.join(ckpt_dir, "eval")
+    return ckpt_dir, os.path.join(ckpt_dir, "pretraining")
 
 
 def _fingerprint(config: str, overrides: Mapping[str, Any]) -> str:

@@ -153,7 +153,12 @@ class PretrainMonitor:
             va = encode_pooled(self.method.encoder, self.probe_loaders[1], device)
             row["knn_accuracy"] = knn_accuracy(*tr, *va)
         self.history.append(row)
-        logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        logger.info(
+            "epoch %d/%d: %s",
+            epoch,
+            engine.state.max_epochs,
+            ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
+        )
         self._tensorboard(row)
 
     def _tensorboard(self, row: dict[str, float]) -> None:

@@ -51,7 +51,7 @@ def check_outputs(out: Path, method: str) -> None:
     weights = torch.load(out / "models" / f"pretrained_{method}.pt", weights_only=True)
     assert {k.split(".")[0] for k in weights} == {"encoder", "decoder", "segmentation_head"}
     assert weights["segmentation_head.0.weight"].shape[0] == 1  # one reconstruction channel
-    assert (out / "models" / f"pretrain_{method}_checkpoint.pt").is_file()
+    assert not (out / "models" / f"pretrain_{method}_checkpoint.pt").exists()  # removed when the run ends
     png = out / "eval" / "reconstruction_epoch0001.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
 

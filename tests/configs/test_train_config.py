@@ -48,7 +48,7 @@ def test_properties_and_ids_follow_model_zoo(tiny_dataset, tmp_path):
 
 
 def test_train_then_evaluate_writes_metrics_and_plots(trained_tiny, evaluated_tiny):
-    assert "Epoch[2] Metrics" in trained_tiny.proc.stdout and "val_auc" in trained_tiny.proc.stdout
+    assert "epoch 2/2: train_loss" in trained_tiny.proc.stdout and "val_auc" in trained_tiny.proc.stdout
     state = torch.load(trained_tiny.models / "model.pt", weights_only=True)
     assert any(k.startswith("encoder.") for k in state) and "classifier.3.weight" in state  # a plain state_dict
     metrics = json.loads((evaluated_tiny.output / "metrics.json").read_text())
@@ -118,10 +118,10 @@ def test_interrupted_training_resumes_from_last_checkpoint(tiny_dataset, tmp_pat
         proc.wait()
     done = read_epoch(last)
     assert 2 <= done < 200
-    resumed = run_bundle(*args, "--max_epochs", str(done + 2))
+    resumed = run_bundle(*args, "--max_epochs", str(done + 2), "--keep_resume_state", "true")
     assert f"resuming from {last}" in resumed.stdout
-    assert f"Epoch[{done + 1}] Complete" in resumed.stdout and f"Epoch[{done + 2}] Complete" in resumed.stdout
-    assert "Epoch[1] Complete" not in resumed.stdout
+    assert f"epoch {done + 1}/" in resumed.stdout and f"epoch {done + 2}/" in resumed.stdout
+    assert "epoch 1/" not in resumed.stdout
     assert read_epoch(last) == done + 2
     state = torch.load(last, weights_only=True)
     assert {"network", "optimizer", "lr_scheduler", "trainer", "checkpointer"} <= set(state)

@@ -165,17 +165,26 @@ def test_full_disk_cache_in_a_worker_ends_the_run_with_its_message(entries, tmp_
         assert "Traceback" not in str(e.value) and "the disk is full" in str(e.value)
 
 
-def test_filling_the_memory_cache_logs_its_progress_when_not_on_a_terminal(caplog):
-    """Without a bar (``progress`` false: the configs' ``show_progress`` off a terminal) a line every 5 percent, the
-    last with the total time; with a bar, tqdm draws it and nothing is logged."""
+def test_filling_the_memory_cache_logs_its_progress_when_not_on_a_terminal(caplog, monkeypatch):
+    """Without a bar (``progress`` false: the configs' ``show_progress`` off a terminal) a line every 5 percent when
+    10 s have passed since the last, the last with the total time; with a bar, tqdm draws it and nothing is logged."""
+    from bundle.data import cache
+
     entries = [{"index": i} for i in range(40)]
     with caplog.at_level("INFO", logger="bundle.data.cache"):
         dataset = cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=2, progress=False)
     assert len(dataset._cache) == 40
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "caching 40 images in memory" and len(lines) == 1 + 20  # 2 images = 5 %
-    assert lines[1].startswith("caching 2 / 40 images (5%), ") and "images/s" in lines[1] and "left" in lines[1]
+    assert lines[0] == "caching 40 images in memory" and len(lines) == 2  # filled within 10 s: start and end
     assert lines[-1].startswith("caching 40 / 40 images (100%)") and " done in " in lines[-1]
+    caplog.clear()
+    clock = iter(range(0, 1000, 4))  # 4 s per image: 8 s per 5 % step, so a line at every other step
+    monkeypatch.setattr(cache.time, "monotonic", lambda: next(clock))
+    with caplog.at_level("INFO", logger="bundle.data.cache"):
+        cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=1, progress=False)
+    lines = [r.getMessage() for r in caplog.records][1:]
+    assert lines[0].startswith("caching 4 / 40 images (10%), ") and "images/s" in lines[0] and "left" in lines[0]
+    assert [int(line.split()[1]) for line in lines] == [4, 8, 12, 16, 20, 24, 28, 32, 36, 40]
     caplog.clear()
     with caplog.at_level("INFO", logger="bundle.data.cache"):
         cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=1, progress=True)

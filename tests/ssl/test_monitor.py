@@ -111,7 +111,7 @@ def test_monitor_logs_each_epoch_probes_and_warns_on_collapse(tmp_path: Path, ca
     assert rows[0]["loss"] == pytest.approx(2.0) and rows[0]["lr"] == 0.25
     assert rows[0]["embedding_std"] > 0.1
     assert "knn_accuracy" not in rows[0] and "knn_accuracy" in rows[1] and "knn_accuracy" in rows[2]  # every 2 + last
-    assert "epoch 1: loss 2" in caplog.text and "collapsing" not in caplog.text
+    assert "epoch 1/3: loss 2" in caplog.text and "collapsing" not in caplog.text
     assert list((tmp_path / "tb").glob("events.out.tfevents*")), "no TensorBoard log written"
 
     def collapsed(i):
