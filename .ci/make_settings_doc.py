@@ -26,18 +26,10 @@ from monai.bundle import ConfigParser  # noqa: E402
 
 from bundle import settings  # noqa: E402
 from bundle.values import BOOLEAN_SPELLINGS, allowed_text  # noqa: E402
+from bundle.workflow import WORKFLOW_CONFIGS  # noqa: E402
 
 PAGE = ROOT / "docs" / "settings.md"
-# workflow (as bundle.settings.check names it) -> the configs it runs, as a config list
-WORKFLOWS = {
-    "train": ["train"],
-    "evaluate": ["train", "evaluate"],
-    "inference": ["inference"],
-    "pretrain_contrastive": ["pretrain_contrastive"],
-    "pretrain_inpainting": ["pretrain_inpainting"],
-    "pretrain_pretext": ["pretrain_pretext"],
-    "curriculum": ["pretrain_curriculum"],
-}
+WORKFLOWS = WORKFLOW_CONFIGS
 # overlays add settings to the workflows they run on; only the ids they set themselves are listed for them
 OVERLAYS = {"multi-GPU": ["multi_gpu_train", "multi_gpu_pretrain", "multi_gpu_evaluate"]}
 SHORT = {"pretrain_contrastive": "contrastive", "pretrain_inpainting": "inpainting", "pretrain_pretext": "pretext"}

@@ -21,11 +21,22 @@ from typing import Any
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from . import overrides as override_ids
+from .distributed import is_main_process
 
-__all__ = ["ROOT", "CONFIGS", "config_paths", "cli_value", "command", "next_step", "run", "parsed"]
+__all__ = ["ROOT", "CONFIGS", "WORKFLOW_CONFIGS", "config_paths", "cli_value", "command", "next_step", "run", "parsed"]
 
 ROOT = Path(__file__).resolve().parents[1]  # the bundle root: configs/, bundle/, models/
 CONFIGS = ROOT / "configs"
+# workflow (as bundle.settings.check names it) -> the configs it runs, as a config list
+WORKFLOW_CONFIGS = {
+    "train": ["train"],
+    "evaluate": ["train", "evaluate"],
+    "inference": ["inference"],
+    "pretrain_contrastive": ["pretrain_contrastive"],
+    "pretrain_inpainting": ["pretrain_inpainting"],
+    "pretrain_pretext": ["pretrain_pretext"],
+    "curriculum": ["pretrain_curriculum"],
+}
 
 
 def config_paths(configs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -78,8 +89,6 @@ def next_step(what: str, configs: Sequence[str], ids: Mapping[str, Any], carried
     with this process's command-line values where it set them (``bundle.overrides.command_line``). Config paths
     are relative to the bundle root when the run started there, absolute otherwise. Printed by rank 0 only.
     """
-    from .distributed import is_main_process
-
     given = getattr(override_ids.command_line(), "values", {}) or {}
     values = {**{k: given[k] for k in carried if k in given and k not in ids}, **ids}
     paths = config_paths(configs)

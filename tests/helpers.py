@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import subprocess
 import sys
 import traceback
@@ -273,3 +274,12 @@ def make_full(folder: Path) -> None:
 def remount(folder: Path, options: str) -> None:
     """``mount -o remount,<options>`` on a ``small_disk`` (``ro`` makes it read-only, ``size=2m`` grows it)."""
     subprocess.run(["mount", "-o", f"remount,{options}", str(folder)], check=True, capture_output=True)
+
+
+# what a line must not say in a default run: Python's, numpy's and PyTorch's warnings, MONAI's config banner
+WARNING_LINE = re.compile(r"warn|deprecat|empty slice|parsing config_file|requires_grad", re.IGNORECASE)
+
+
+def warning_lines(log: str) -> list[str]:
+    """The lines of a run's output that carry a warning (``WARNING_LINE``)."""
+    return [line for line in log.splitlines() if WARNING_LINE.search(line)]

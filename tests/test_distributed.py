@@ -17,7 +17,7 @@ from monai.handlers import StatsHandler
 from torch import nn
 
 from bundle import distributed
-from bundle.engines.progress import TerminalProgressBar
+from bundle.engines.progress import IterationProgress
 from bundle.errors import UserError
 from bundle.networks.placement import wrap
 from bundle.ssl.losses import nt_xent_loss
@@ -36,7 +36,7 @@ def test_alone_everything_is_rank_zero_of_one():
     x = torch.randn(3, 2)
     assert distributed.gather(x) is x and distributed.gather_no_grad(x) is x
     assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
-    handlers = [StatsHandler(iteration_log=False), TerminalProgressBar(enabled=False)]
+    handlers = [StatsHandler(iteration_log=False), IterationProgress(bar=False)]
     assert distributed.for_this_rank(handlers) == handlers and distributed.for_this_rank(None) is None
 
 
@@ -104,7 +104,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
         out["queue"] = moco.queue.clone()
         out["queue_ptr"] = int(moco.queue_ptr)
         # 3. writers stay on rank 0 only
-        handlers = [StatsHandler(iteration_log=False), TerminalProgressBar(enabled=False), object()]
+        handlers = [StatsHandler(iteration_log=False), IterationProgress(bar=False), object()]
         out["handlers"] = len(distributed.for_this_rank(handlers))
         out["objects"] = distributed.gather_objects(f"rank{rank}")
         out["seed"] = distributed.rank_seed(10)

@@ -88,14 +88,8 @@ def pretrained(tmp_path_factory) -> Path:
 
 def test_pretraining_under_ddp_writes_one_set_of_files(pretrained):
     files = sorted(p.name for p in (pretrained / "models").iterdir())
-    # cache: the checked files; each weights file with its recipe
-    assert files == [
-        "cache",
-        "pretrain_simclr_checkpoint.pt",
-        "pretrain_simclr_checkpoint.recipe.json",
-        "pretrained_simclr.pt",
-        "pretrained_simclr.recipe.json",
-    ]
+    # cache: the checked files; the weights with their recipe; the resume state removed by rank 0 at the end
+    assert files == ["cache", "pretrained_simclr.pt", "pretrained_simclr.recipe.json"]
     assert len(_event_writers(pretrained / "eval")) == 1  # rank 0's probe log only
     state = torch.load(pretrained / "models" / "pretrained_simclr.pt", weights_only=True)
     assert state and all(k.startswith("encoder.") for k in state)  # plain keys, no DDP "module." prefix
@@ -117,7 +111,7 @@ def test_ddp_pretrained_weights_fine_tune_under_ddp(pretrained, tmp_path):
     loaded = re.search(r"pretrained_ckpt .*keys matched \(.*encoder (\d+)/(\d+)", log)
     assert loaded and loaded[1] == loaded[2], "every encoder weight loads"
     files = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert files == ["cache", "checkpoint.pt", "checkpoint.recipe.json", "model.pt", "model.recipe.json"]
+    assert files == ["cache", "model.pt", "model.recipe.json"]
     assert len(_event_writers(tmp_path / "eval")) == 1
 
 
@@ -185,12 +179,11 @@ def test_ddp_fine_tuning_killed_mid_run_resumes(tmp_path):
 
     log = torchrun(_configs("train", "multi_gpu_train"), *args, cwd=tmp_path)
     assert f"continuing after epoch {killed_at}" in log
-    assert _epochs_done(tmp_path / "models" / "checkpoint.pt") == 4
-    state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
-    assert not any(k.startswith("module.") for k in state["network"])  # loads on one process as well
-    names = {p.name for p in (tmp_path / "models").iterdir()}
-    recipes = {"checkpoint.recipe.json", "model.recipe.json"}
-    assert names <= {"cache", "checkpoint.pt", "checkpoint.prev.pt", "model.pt", *recipes} and "model.pt" in names
+    assert "epoch 4/4:" in log
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)  # loads on one process as well
+    # all epochs trained: the resume states are removed, by rank 0 alone
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["cache", "model.pt", "model.recipe.json"]
 
 
 def _numbers(value, prefix=""):

@@ -1,36 +1,22 @@
 """What a run leaves and prints: runs stay apart, a finished run keeps its results only, no warning in a default run.
 
 The shared tiny runs (``trained_tiny``, ``evaluated_tiny``, ``inferred_tiny``) are the default workflows at
-demo size, run as a user would; one pretraining run is added here.
+demo size, run as a user would; tests/configs/test_pretrain_contrastive_config.py checks pretraining's output.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigParser
 
-from bundle.workflow import CONFIGS, ROOT, parsed
-from tests.helpers import run_bundle
+from bundle.workflow import CONFIGS, ROOT, WORKFLOW_CONFIGS, parsed
+from tests.helpers import warning_lines
 
 # ids naming what a run writes: its folders and files
 WRITTEN = ("ckpt_dir", "output_dir", "cache_dir", "pretrained_out", "resume_ckpt", "output_root")
-WORKFLOWS = {
-    "train": ["train"],
-    "evaluate": ["train", "evaluate"],
-    "inference": ["inference"],
-    "pretrain_contrastive": ["pretrain_contrastive"],
-    "pretrain_inpainting": ["pretrain_inpainting"],
-    "pretrain_pretext": ["pretrain_pretext"],
-}
-# what a line must not say in a default run: Python's, numpy's and PyTorch's warnings, MONAI's config banner
-WARNING = re.compile(r"warn|deprecat|empty slice|parsing config_file|requires_grad", re.IGNORECASE)
-
-
-def warning_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if WARNING.search(line)]
+WORKFLOWS = {k: v for k, v in WORKFLOW_CONFIGS.items() if k != "curriculum"}  # the curriculum: output_root
 
 
 def written_paths(configs: list[str], ckpt_dir: Path) -> dict[str, str]:
@@ -67,19 +53,3 @@ def test_default_runs_print_no_warning(trained_tiny, evaluated_tiny, inferred_ti
     assert "tensor(" not in evaluated_tiny.log  # metrics as numbers, not tensors' text
     assert "Evaluate it on the test patients:" in trained_tiny.log  # training ends with the next command
     assert f"--ckpt_dir {trained_tiny.models}" in trained_tiny.log
-
-
-def test_default_pretraining_prints_no_warning_and_keeps_no_resume_state(trained_tiny, tmp_path):
-    ckpt_dir = tmp_path / "pretrain"
-    proc = run_bundle(
-        "run", "--config_file", str(CONFIGS / "pretrain_contrastive.json"), "--ckpt_dir", str(ckpt_dir),
-        "--max_epochs", "1", "--probe_interval", "1", *trained_tiny.args, cwd=trained_tiny.cwd,
-    )  # fmt: skip
-    assert warning_lines(proc.stdout + proc.stderr) == []
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == [
-        "cache",
-        "pretrained_simclr.pt",
-        "pretrained_simclr.recipe.json",
-        "pretraining",
-    ]
-    assert f"--pretrained_ckpt {ckpt_dir / 'pretrained_simclr.pt'}" in proc.stdout  # the next command

@@ -14,6 +14,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from tests.conftest import ROOT, prepare_run, run_bundle
+from tests.helpers import warning_lines
 
 SAMPLE = ROOT / "data" / "sample"
 PRETRAIN = str(ROOT / "configs" / "pretrain_contrastive.json")
@@ -150,8 +151,12 @@ def test_cli_pretrain_micle_then_train(small_datalist, tmp_path):
         "--output_dir",
         str(tmp_path / "e"),
     ]
-    run_bundle("run", "--config_file", PRETRAIN, "--multi_instance", "true", *common, cwd=tmp_path)
-    assert (tmp_path / "m" / "pretrained_simclr_micle.pt").is_file()
+    pretrained = run_bundle("run", "--config_file", PRETRAIN, "--multi_instance", "true", *common, cwd=tmp_path)
+    assert warning_lines(pretrained.stdout + pretrained.stderr) == []  # a default run prints no warning
+    # the weights and their recipe, the checked files; the resume state is removed at the end
+    names = ["cache", "pretrained_simclr_micle.pt", "pretrained_simclr_micle.recipe.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == names
+    assert f"--pretrained_ckpt {tmp_path / 'm' / 'pretrained_simclr_micle.pt'}" in pretrained.stdout  # the next step
     proc = run_bundle(
         "run",
         "--config_file",

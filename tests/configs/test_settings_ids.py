@@ -60,7 +60,8 @@ def test_evaluate_adds_its_own_settings_on_top_of_train():
     evaluate = _config("evaluate")
     own = _setting_ids(evaluate)
     added = {k.split("#", 1)[1] for k in evaluate if k.startswith("settings#")}
-    assert own == added == {"saliency", "saliency_layer", "n_overlays", "n_bootstrap"}
+    assert added == {"saliency", "saliency_layer", "n_overlays", "n_bootstrap"}
+    assert own == added | {"output_dir"}  # its own default (<ckpt_dir>/evaluation); train.json's settings name it
     assert evaluate["run"][0] == "$bundle.settings.check(@settings, 'evaluate')"
     assert added <= set(RULES)
 

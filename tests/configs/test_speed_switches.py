@@ -15,7 +15,7 @@ from tests.helpers import ROOT, bundle_in_process, run_bundle
 TRAIN = "configs/train.json"
 CONFIGS = ["train", "pretrain_contrastive", "pretrain_inpainting", "pretrain_pretext", "inference"]
 # MONAI's StatsHandler logs "Epoch: 1/1, Iter: 2/2 -- train_loss: 1.2345"
-LOSS = re.compile(r"train_loss: (\S+)")
+LOSS = re.compile(r": train_loss (\S+) ")  # the epoch lines of bundle.engines.progress
 
 
 def _args(tmp_path, dataset_dir, *extra: str) -> list[str]:
