@@ -61,6 +61,11 @@ def cli_value(value: Any) -> str:
     return str(value)
 
 
+def config_arg(paths: Sequence[str]) -> str:
+    """``--config_file``'s value for ``paths``: the one path, or a list MONAI's runner reads (``"['a','b']"``)."""
+    return paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
+
+
 def command(
     configs: str | os.PathLike | Sequence[str | os.PathLike],
     overrides: Mapping[str, Any] | None = None,
@@ -69,9 +74,7 @@ def command(
 ) -> list[str]:
     """``python -m monai.bundle run --config_file <configs> --bundle_root <root> --<id> <value> ...``; MONAI reads
     ``metadata.json`` and ``logging.conf`` beside the first config."""
-    paths = config_paths(configs)
-    config_arg = paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
-    argv = [python, "-m", "monai.bundle", "run", "--config_file", config_arg]
+    argv = [python, "-m", "monai.bundle", "run", "--config_file", config_arg(config_paths(configs))]
     argv += ["--bundle_root", str(bundle_root)]
     for key, value in (overrides or {}).items():
         argv += [f"--{key}", cli_value(value)]
@@ -94,8 +97,7 @@ def next_step(what: str, configs: Sequence[str], ids: Mapping[str, Any], carried
     paths = config_paths(configs)
     if Path.cwd().resolve() == ROOT:
         paths = [os.path.relpath(p, ROOT) for p in paths]
-    config_arg = paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
-    argv = ["python", "-m", "monai.bundle", "run", "--config_file", config_arg]
+    argv = ["python", "-m", "monai.bundle", "run", "--config_file", config_arg(paths)]
     for key, value in values.items():
         path = key.endswith(("_dir", "_ckpt")) or key in ("bundle_root", "datalist")
         argv += [f"--{key}", cli_value(os.path.abspath(value) if path and isinstance(value, str) else value)]

@@ -12,8 +12,7 @@ import csv
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from ignite.engine import Engine, Events
@@ -51,17 +50,12 @@ def read_log(path: str | os.PathLike, fields: Sequence[str]) -> list[dict[str, f
     return sorted(rows, key=lambda r: r["epoch"])
 
 
-def _loss(output: Any) -> torch.Tensor:
-    """The loss of a trainer's output: ``output["loss"]``, or the first item's for a decollated list."""
-    if isinstance(output, Sequence) and output and isinstance(output[0], Mapping):
-        output = output[0]
-    return output["loss"]
-
-
 class TrainingCurves:
     """Ignite handler for a trainer: ``training_log.csv`` and ``training_curves.png`` in ``output_dir``.
 
-    Per epoch: ``train_loss`` (mean of the iterations' losses; under DDP rank 0's share of the batches),
+    Per epoch: ``train_loss`` (the mean of the epoch's losses that ``bundle.engines.progress.EpochSummary``, listed
+    before this handler, puts into the trainer's ``state.metrics["epoch_loss"]``: averaged once, not twice per iteration; under
+    DDP rank 0's share of the batches),
     the ``metrics`` of the ``validator``'s ``state.metrics`` after its run in that epoch (empty cells for an epoch
     without validation) and ``lr`` (the optimizer's first group during the epoch). The picture marks the best
     epoch by ``key_metric`` (the first highest, as ``TrainingCheckpointer`` keeps the model). Only rank 0 writes.
@@ -73,7 +67,6 @@ class TrainingCurves:
         key_metric: the metric selecting the best epoch.
         metrics: the validator's metric names written and drawn; ``key_metric`` is added when missing.
         optimizer: whose learning rate is logged (default: the trainer's ``optimizer``).
-        loss_transform: trainer output -> loss tensor (default: ``output["loss"]``).
     """
 
     rank_zero_only = True  # under DDP rank 0 alone writes (bundle.distributed.for_this_rank)
@@ -85,23 +78,19 @@ class TrainingCurves:
         key_metric: str = "val_auc",
         metrics: Sequence[str] = METRICS,
         optimizer: torch.optim.Optimizer | None = None,
-        loss_transform: Callable[[Any], torch.Tensor] | None = None,
     ) -> None:
         self.output_dir, self.validator, self.key_metric, self.optimizer = output_dir, validator, key_metric, optimizer
         self.metrics = list(metrics) + ([key_metric] if key_metric and key_metric not in metrics else [])
         self.fields = ["epoch", "train_loss", *self.metrics, "lr"]
-        self.loss_transform = loss_transform or _loss
         self.log_path = os.path.join(output_dir, LOG_FILE)
         self.picture_path = os.path.join(output_dir, PICTURE_FILE)
         self.rows: list[dict[str, float]] = []
-        self._sum: torch.Tensor | float = 0.0
-        self._count, self._lr, self._dirty = 0, math.nan, False
+        self._lr, self._dirty = math.nan, False
         self._epoch = -1  # the epoch of this run's latest row
 
     def attach(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.STARTED, self._load)
         trainer.add_event_handler(Events.EPOCH_STARTED, self._start_epoch)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._add_loss)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._end_epoch)
         trainer.add_event_handler(Events.COMPLETED, self._write_if_changed)
         if self.validator is not None:
@@ -113,22 +102,15 @@ class TrainingCurves:
             self.optimizer = getattr(trainer, "optimizer", None)
 
     def _start_epoch(self, trainer: Engine) -> None:
-        self._sum, self._count = 0.0, 0
         groups = getattr(self.optimizer, "param_groups", None)
         self._lr = float(groups[0]["lr"]) if groups else math.nan
-
-    def _add_loss(self, trainer: Engine) -> None:
-        # summed as a tensor: one device-to-host copy per epoch, not one per iteration
-        self._sum = self._sum + self.loss_transform(trainer.state.output).detach().float().sum()
-        self._count += 1
 
     def _row(self, epoch: int) -> dict[str, float]:
         """This run's row of ``epoch``; made on first use, replacing the rows of an earlier run from that epoch on."""
         if self._epoch != epoch:
             self._epoch = epoch
             self.rows = [r for r in self.rows if int(r["epoch"]) < epoch]
-            loss = float(self._sum) / self._count if self._count else math.nan
-            self.rows.append({"epoch": float(epoch), "train_loss": loss, **dict.fromkeys(self.metrics, math.nan)})
+            self.rows.append({"epoch": float(epoch), "train_loss": math.nan, **dict.fromkeys(self.metrics, math.nan)})
             self.rows[-1]["lr"] = self._lr
         self._dirty = True
         return self.rows[-1]
@@ -140,7 +122,7 @@ class TrainingCurves:
             row[name] = math.nan if value is None else float(torch.as_tensor(value, dtype=torch.float64).mean())
 
     def _end_epoch(self, trainer: Engine) -> None:
-        self._row(trainer.state.epoch)
+        self._row(trainer.state.epoch)["train_loss"] = float(trainer.state.metrics.get("epoch_loss", math.nan))
         self._write_if_changed(trainer)
 
     def _write_if_changed(self, trainer: Engine) -> None:

@@ -116,7 +116,8 @@ class EpochSummary:
     lr 0.00093 | 16 s``.
 
     The epoch's mean loss (over its iterations) is also put into the trainer's ``engine.state.metrics`` as
-    ``train_loss``, for the handlers attached after this one (the training curves).
+    ``epoch_loss``, for the handlers attached after this one: the training curves, and TensorBoard's epoch scalars
+    (a tag of its own: ``train_loss`` there holds the iterations' losses).
 
     Args:
         validator: the evaluator run at the end of epochs (its ``state.metrics``), or None.
@@ -173,7 +174,7 @@ class EpochSummary:
         parts = []
         if self._count:
             mean = float(self._sum) / self._count
-            state.metrics[f"train_{self.loss_key}"] = mean
+            state.metrics[f"epoch_{self.loss_key}"] = mean
             parts.append(f"train_{self.loss_key} {format_metric(mean)}")
         validation = self._validation(engine)
         parts += [validation] if validation else []

@@ -12,6 +12,7 @@ from PIL import Image
 
 import bundle.engines.curves as curves_module
 from bundle.engines.curves import TrainingCurves, read_log
+from bundle.engines.progress import EpochSummary
 
 FIELDS = ["epoch", "train_loss", "val_auc", "val_accuracy", "val_dice", "lr"]
 AUC = {1: 0.6, 2: 0.8, 3: 0.7, 4: 0.9, 5: 0.85}
@@ -36,6 +37,7 @@ def make_trainer(output_dir, validate_every: int = 1) -> tuple[Engine, TrainingC
             validator.run([0])
         optimizer.param_groups[0]["lr"] *= 0.5
 
+    EpochSummary(validator, optimizer).attach(trainer)  # the epoch's mean loss, as configs/train.json lists it
     handler = TrainingCurves(str(output_dir), validator=validator, optimizer=optimizer)
     handler.attach(trainer)
     return trainer, handler

@@ -76,7 +76,7 @@ def test_epoch_summary_is_one_line_with_loss_validation_best_and_learning_rate(c
     assert len(lines) == 2, lines
     assert lines[0].startswith("epoch 1/2: train_loss 1 | val_auc 0.7 (best: model.pt saved), val_dice nan | lr 0.01 |")
     assert lines[1].startswith("epoch 2/2: train_loss 1 | val_auc 0.6, val_dice nan | lr 0.01 |")
-    assert trainer.state.metrics["train_loss"] == 1.0  # mean of 0.5 and 1.5, for the handlers after it
+    assert trainer.state.metrics["epoch_loss"] == 1.0  # mean of 0.5 and 1.5, for the handlers after it
     assert format_metric(torch.tensor(0.123456)) == "0.1235" and format_metric(float("nan")) == "nan"
 
 
