@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 QUICK ?= 0
 
-.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label clean
+.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label system-packages clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder. bundle.startup writes a
@@ -95,6 +95,13 @@ label: label-env
 	$(LABEL_PY) label_app/studies.py --out $(LABEL_STUDIES)
 	$(LABEL_PY) -m monailabel.main start_server --app $(LABEL_APP) --studies $(LABEL_STUDIES) \
 		--host $(LABEL_HOST) --port $(LABEL_PORT) --conf bundle_root $(CURDIR)
+
+# The Debian packages the PACS and viewer tests use: Orthanc with its DICOMweb plugin, dicom3tools (the DICOM
+# validator dciodvfy) and Chromium (headless screenshots of the viewer). Installs only what is missing (needs root).
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb dicom3tools chromium
+system-packages:
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; }
 
 clean:
 	rm -rf $(DEMO_DIR) eval .pytest_cache
