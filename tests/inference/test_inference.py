@@ -25,7 +25,8 @@ EVALUATE = f"['{ROOT / 'configs' / 'train.json'}','{ROOT / 'configs' / 'evaluate
 
 
 def write_dicom(pixels: np.ndarray, path: Path, monochrome1: bool = False) -> None:
-    """A 12-bit DX DICOM of ``pixels`` (uint8): MONOCHROME2, or MONOCHROME1 with inverted stored values."""
+    """A 12-bit DX DICOM of ``pixels`` (uint8): MONOCHROME2, or MONOCHROME1 with inverted stored values; with a
+    patient, study and series, which the DICOM outputs reference."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -35,6 +36,12 @@ def write_dicom(pixels: np.ndarray, path: Path, monochrome1: bool = False) -> No
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID, ds.PatientName = (
+        generate_uid(),
+        generate_uid(),
+        "P1",
+        "A^B",
+    )
     stored = pixels.astype(np.uint16) * 16
     if monochrome1:
         stored = 4095 - stored
