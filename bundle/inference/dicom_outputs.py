@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -104,6 +105,8 @@ class DicomOutputs:
             raise ValueError(f"dicom_outputs must be one of {', '.join(DICOM_MODES)}; got {mode!r}")
         self.folder, self.class_names = os.path.join(output_dir, "dicom"), list(class_names)
         self.mode, self.saliency = mode, saliency
+        # highdicom logs every attribute module it copies, a dozen INFO lines per object
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
         self.identities = read_identities(identity) if mode == "always" else {}
         self.patients = dict(patients or {})
         self.algorithm = tuple(algorithm) if algorithm else algorithm_identity()
