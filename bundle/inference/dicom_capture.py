@@ -45,7 +45,9 @@ def write_saliency_capture(source: Dataset, picture: np.ndarray, *, series_numbe
     # General Series asks for it where the body part may be paired (the source's body part is copied); the chest
     # is not paired, so it is empty
     sc.Laterality = ""
-    sc.BurnedInAnnotation = "NO"  # the caption names the prediction, never the patient
+    # the caption names the prediction, never the patient; the radiograph's own pixels are the source's
+    if getattr(source, "BurnedInAnnotation", None):
+        sc.BurnedInAnnotation = source.BurnedInAnnotation
     sc.ImageComments = "Saliency overlay for reading (heat map, lung contour, prediction); not measurements"
     return sc
 
