@@ -43,7 +43,7 @@ def _output_names(paths: Sequence[str], root: str | None) -> list[str]:
 
 
 def _datalist_entries(datalist: str | os.PathLike, dataset_dir: str) -> list[dict]:
-    """Each image of the datalist's sections once, in order, with its mask where it has one.
+    """Each image of the datalist's sections once, in order, with its mask and patient where it has them.
 
     Raises:
         SystemExit: the datalist cannot be read, with the reason.
@@ -62,6 +62,8 @@ def _datalist_entries(datalist: str | os.PathLike, dataset_dir: str) -> list[dic
             entry = {"image": image}
             if isinstance(e.get("mask"), str):
                 entry["mask"] = e["mask"]
+            if isinstance(e.get("patient"), (str, int)):  # the Patient ID of a DICOM source made from the image
+                entry["patient"] = str(e["patient"])
             entries.append(entry)
     return entries
 
@@ -87,7 +89,7 @@ def list_inputs(
     max_images: int | None = None,
     exclude: Sequence[str | os.PathLike] = (),
 ) -> list[dict]:
-    """Entries ``{"image", "name"[, "mask"]}`` to run inference on.
+    """Entries ``{"image", "name"[, "mask", "patient"]}`` to run inference on.
 
     Args:
         dataset_dir: a folder of CXRs (every non-hidden file is listed, so that unsupported ones get a status

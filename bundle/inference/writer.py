@@ -17,7 +17,8 @@ from ..data.readers import NIFTI_SUFFIXES, read_cxr
 from ..data.transforms import STATUS_OK
 from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
 from ..plots import overlay_caption, save_overlay
-from ..values import Rule, as_bool, boolean, described, integer
+from ..values import Rule, as_bool, boolean, choice, described, existing_file, integer, optional
+from .dicom_outputs import DICOM_COLUMNS, DICOM_MODES, DicomOutputError, DicomOutputs, overlay_pixels
 from .outputs import lung_mask_at, saliency_at
 
 __all__ = ["PredictionWriter"]
@@ -69,7 +70,11 @@ class PredictionWriter:
     * ``masks/<name>_lung.png`` (0/255) or ``.nii.gz`` for NIfTI input, at the input's own size;
     * ``saliency/<name>_saliency.npy`` (float32 in [0, 1]) or ``.nii.gz``, at the input's own size;
     * ``overlays/<name>_overlay.png``: radiograph (longest side 512 to 1024 px), heat map with its colour bar, lung
-      contour, and above it the prediction and the lung attention against its chance level (as evaluation's).
+      contour, and above it the prediction and the lung attention against its chance level (as evaluation's);
+    * ``dicom/<name>_seg.dcm``, ``_sr.dcm``, ``_saliency.dcm``: the lung SEG, the findings SR and the overlay as
+      a Secondary Capture, for DICOM inputs (``dicom_outputs`` "auto") or every input ("always": a non-DICOM
+      input gets ``_source.dcm``, a DX image of its pixels, to reference), in columns ``seg_file``, ``sr_file``,
+      ``saliency_dicom_file`` (``bundle.inference.dicom_outputs``).
 
     Rows whose status is not ``ok`` get no files. Call ``finish()`` after the run (the config's ``finalize``).
     """
@@ -84,13 +89,30 @@ class PredictionWriter:
         write_overlays: bool = True,
         overlay_size: int = 1024,
         saliency_method: str = "",
+        dicom_outputs: str = "auto",
+        dicom_saliency: bool = True,
+        dicom_identity: str | None = None,
+        inputs: Sequence[dict] = (),
+        algorithm: Sequence[str] | None = None,
     ) -> None:
+        """``inputs``: the run's entries (``list_inputs``), whose datalist ``patient`` identifies a converted
+        input's DICOM source; ``algorithm``: the model's (name, version) in the DICOM objects."""
         self.output_dir, self.class_names = output_dir, list(class_names)
         self.multi_label = as_bool(multi_label, "multi_label")
         self.write_masks = as_bool(write_masks, "write_masks")
         self.write_saliency = as_bool(write_saliency, "write_saliency")
         self.write_overlays = as_bool(write_overlays, "write_overlays")
         self.overlay_size, self.saliency_method = overlay_size, saliency_method
+        patients = {e["image"]: str(e["patient"]) for e in inputs if e.get("patient") is not None}
+        self.dicom = DicomOutputs(
+            output_dir,
+            self.class_names,
+            str(dicom_outputs).lower(),
+            as_bool(dicom_saliency, "dicom_saliency"),
+            dicom_identity,
+            patients,
+            algorithm,
+        )
         self.csv_path = os.path.join(output_dir, "predictions.csv")
         self.json_path = os.path.join(output_dir, "predictions.json")
         self.summary_path = os.path.join(output_dir, "summary.json")
@@ -98,7 +120,7 @@ class PredictionWriter:
             ["image", "status", "predicted"]
             + [f"prob_{c}" for c in self.class_names]
             + ["lung_attention", "lung_share", "lung_attention_ratio", "attention_outside_lungs", "attention_mask"]
-            + ["saliency_class", "lung_mask_file", "saliency_file", "overlay_file"]
+            + ["saliency_class", "lung_mask_file", "saliency_file", "overlay_file", *DICOM_COLUMNS]
         )
         self.rows: list[dict] = []
 
@@ -170,6 +192,8 @@ class PredictionWriter:
                         None if saliency is None else saliency[i, 0],
                         prob[i],
                     )
+                except DicomOutputError as e:
+                    row["status"] = str(e)
                 except Exception as e:  # this image's files only; a full disk or unwritable folder stops the run
                     row["status"] = f"cannot write outputs ({type(e).__name__}: {e})"
             rows.append(row)
@@ -208,24 +232,37 @@ class PredictionWriter:
     ) -> None:
         path = row["image"]
         nifti = path.lower().endswith(NIFTI_SUFFIXES)
-        if lung_prob is not None and self.write_masks:
-            mask = lung_mask_at(lung_prob, shape)
+        dicom = self.dicom.wanted(path)
+        mask = lung_mask_at(lung_prob, shape) if lung_prob is not None and (self.write_masks or dicom) else None
+        if mask is not None and self.write_masks:
             row["lung_mask_file"] = self._save_map(mask * 255, "masks", f"{name}_lung", path, nifti)
         if saliency is not None and self.write_saliency:
             sal = saliency_at(saliency, shape)
             row["saliency_file"] = self._save_map(sal, "saliency", f"{name}_saliency", path, nifti)
         if self.write_overlays:
-            k = int(prob.argmax())
-            text = overlay_caption(
-                self.class_names[k], float(prob[k]), row.get("lung_attention"), row.get("lung_share")
+            row["overlay_file"] = self._overlay(
+                row, os.path.join(self.output_dir, "overlays", f"{name}_overlay.png"), lung_prob, saliency, prob
             )
-            label = f"saliency ({self.saliency_method})" if self.saliency_method else "saliency"
-            f = os.path.join(self.output_dir, "overlays", f"{name}_overlay.png")
-            # the maps at the network's size: one interpolation onto the picture, the lung contour from the
-            # probability (smooth), as evaluation's overlays
-            row["overlay_file"] = save_overlay(
-                f, read_cxr(path), saliency, lung_prob, text, saliency_label=label, max_size=self.overlay_size
-            )
+        if dicom:
+
+            def picture() -> np.ndarray:  # drawn only when the Secondary Capture is written
+                draw = lambda f: self._overlay(row, f, lung_prob, saliency, prob)  # noqa: E731
+                return overlay_pixels(draw, row.get("overlay_file"))
+
+            self.dicom.write(row, name, mask, picture, self._kept())
+
+    def _overlay(
+        self, row: dict, path: str, lung_prob: np.ndarray | None, saliency: np.ndarray | None, prob: np.ndarray
+    ) -> str:
+        """Draw the overlay picture of ``row`` into ``path`` (PNG); returns ``path``."""
+        k = int(prob.argmax())
+        text = overlay_caption(self.class_names[k], float(prob[k]), row.get("lung_attention"), row.get("lung_share"))
+        label = f"saliency ({self.saliency_method})" if self.saliency_method else "saliency"
+        # the maps at the network's size: one interpolation onto the picture, the lung contour from the
+        # probability (smooth), as evaluation's overlays
+        return save_overlay(
+            path, read_cxr(row["image"]), saliency, lung_prob, text, saliency_label=label, max_size=self.overlay_size
+        )
 
     def _write_json(self, engine: Engine) -> None:
         atomic_write_json(self.rows, self.json_path, indent=1)
@@ -303,6 +340,18 @@ RULES: dict[str, Rule] = {
     "write_masks": described(boolean, "write each image's lung mask"),
     "write_saliency": described(boolean, "write each image's saliency map"),
     "write_overlays": described(boolean, "write each image's overlay picture"),
+    "dicom_outputs": described(
+        choice(DICOM_MODES),
+        "DICOM lung SEG, findings SR (and saliency SC) per image in ``output_dir/dicom``: auto: for DICOM inputs; "
+        "always: every input (others get a DX source made from their pixels); never: none",
+    ),
+    "dicom_saliency": described(boolean, "with ``dicom_outputs``: the overlay picture as a DICOM Secondary Capture"),
+    "dicom_identity": described(
+        optional(existing_file),
+        "JSON of patient and study per converted input (``dicom_outputs`` always): "
+        '``{"<image path, file name or output name>": {"patient_id": ..., "patient_name": ..., "study_uid": ..., '
+        '"accession_number": ...}}``; null: the datalist\'s ``patient``, else generated ids',
+    ),
     "n_overlays": described(
         integer(0), "most and least confident test images drawn with saliency and lung contour (0: none)"
     ),

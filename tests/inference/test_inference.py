@@ -9,15 +9,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from bundle.atomic import atomic_save
 from bundle.data.transforms import LoadCXRd
 from bundle.inference.inputs import list_inputs
-from bundle.networks import MultiTaskNet
-from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle, synthetic_cxr
+from tests.conftest import CLASS_NAMES, ROOT, SHARED_CXR, requires_shared, run_bundle, synthetic_cxr
 
 SIZE = "64"  # FlexibleUNet needs a multiple of 32
 INFERENCE = str(ROOT / "configs" / "inference.json")
@@ -25,7 +22,8 @@ EVALUATE = f"['{ROOT / 'configs' / 'train.json'}','{ROOT / 'configs' / 'evaluate
 
 
 def write_dicom(pixels: np.ndarray, path: Path, monochrome1: bool = False) -> None:
-    """A 12-bit DX DICOM of ``pixels`` (uint8): MONOCHROME2, or MONOCHROME1 with inverted stored values."""
+    """A 12-bit DX DICOM of ``pixels`` (uint8): MONOCHROME2, or MONOCHROME1 with inverted stored values; with a
+    patient, study and series, which the DICOM outputs reference."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -35,6 +33,12 @@ def write_dicom(pixels: np.ndarray, path: Path, monochrome1: bool = False) -> No
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID, ds.PatientName = (
+        generate_uid(),
+        generate_uid(),
+        "P1",
+        "A^B",
+    )
     stored = pixels.astype(np.uint16) * 16
     if monochrome1:
         stored = 4095 - stored
@@ -43,15 +47,6 @@ def write_dicom(pixels: np.ndarray, path: Path, monochrome1: bool = False) -> No
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.PixelData = stored.tobytes()
     ds.save_as(str(path), enforce_file_format=True)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """A random-initialised checkpoint (inference only needs the right keys)."""
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    atomic_save(MultiTaskNet(len(CLASS_NAMES), BACKBONE).state_dict(), folder / "model.pt")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +152,9 @@ def test_inference_run_mixed_folder_with_bad_files(mixed_folder, weights, tmp_pa
         assert 0 <= share <= 1 and (ratio == "" or float(ratio) == pytest.approx(float(r["lung_attention"]) / share))
         assert r["attention_outside_lungs"] == ("" if ratio == "" else str(float(ratio) < 1))
         assert r["saliency_class"] == r["predicted"] and Path(r["overlay_file"]).stat().st_size > 500
+    # DICOM objects for the DICOM inputs only (dicom_outputs auto): tests/inference/test_dicom_outputs.py
+    assert [k for k, r in ok.items() if r["seg_file"]] == ["a.dcm", "a_mono1"]
+    assert all(Path(ok["a.dcm"][k]).is_file() for k in ("seg_file", "sr_file", "saliency_dicom_file"))
     mask = np.asarray(Image.open(ok["a.png"]["lung_mask_file"]))
     assert mask.shape == (60, 44) and set(np.unique(mask)) <= {0, 255}  # at the input's own size
     sal = np.load(ok["a.dcm"]["saliency_file"])
