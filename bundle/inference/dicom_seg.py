@@ -47,6 +47,28 @@ def _description(algorithm: tuple[str, str] | None) -> hd.seg.SegmentDescription
     )
 
 
+def _pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence:
+    """The source's pixel spacing (Pixel Spacing, else Imager Pixel Spacing, else 1 mm) as the SEG's Pixel Measures.
+
+    Viewers place a SEG with it: OHIF 3 stops on a SEG without Pixel Measures ("Cannot destructure property
+    'SpacingBetweenSlices'"), and highdicom adds none for a projection image without a Frame of Reference.
+    """
+    spacing = getattr(source, "PixelSpacing", None) or getattr(source, "ImagerPixelSpacing", None) or [1.0, 1.0]
+    return hd.PixelMeasuresSequence(
+        pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0, spacing_between_slices=1.0
+    )
+
+
+def _projection_orientation() -> Dataset:
+    """Plane Orientation for a projection radiograph's SEG: [0, 1, 0, 0, 0, -1], rows top to bottom, columns left
+    to right of a frontal view, which OHIF 3 assumes for an image without one and needs to match to draw the SEG
+    ("Segmentations orthogonal to the acquisition plane ... are not yet supported" otherwise). highdicom writes
+    none without a Frame of Reference; the attribute is allowed in the shared functional groups."""
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    return orientation
+
+
 def write_lung_seg(
     source: Dataset, mask: np.ndarray, *, algorithm: tuple[str, str] | None, series_number: int = 901
 ) -> Dataset:
@@ -83,7 +105,11 @@ def write_lung_seg(
         device_serial_number="none",
         series_description="Lung segmentation",
         omit_empty_frames=False,  # an empty mask is still a mask: one frame, all zeros
+        pixel_measures=_pixel_measures(source),
     )
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PlaneOrientationSequence" not in shared:
+        shared.PlaneOrientationSequence = [_projection_orientation()]
     # General Image asks for it on a projection image's SEG: the source's display orientation, the same grid
     seg.PatientOrientation = getattr(source, "PatientOrientation", None) or ""
     return seg
