@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import pydicom
+import requests
 from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 from fastapi import HTTPException
@@ -69,8 +71,17 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
             convert_to_nifti=False,
         )
 
+    @contextmanager
+    def _archive(self) -> Iterator[None]:
+        """An archive that cannot be reached or refuses a request: one 502 naming it, not a stack trace."""
+        try:
+            yield
+        except requests.RequestException as e:
+            raise HTTPException(502, f"DICOMweb archive {self._client.base_url}: {e}") from None
+
     def _series(self, **filters: str) -> list[dict[str, Any]]:
-        return self._client.search_for_series(search_filters=filters)
+        with self._archive():
+            return self._client.search_for_series(search_filters=filters)
 
     def list_images(self) -> list[str]:
         """The series ids of every radiograph in the archive (no cache: an upload shows at once)."""
@@ -85,7 +96,8 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
         found = self._series(SeriesInstanceUID=series_uid)
         if not found:
             return ""
-        instances = self._client.retrieve_series(_value(found[0], "0020000D"), series_uid)
+        with self._archive():
+            instances = self._client.retrieve_series(_value(found[0], "0020000D"), series_uid)
         if len(instances) > 1:
             logger.warning("series %s has %d instances; the first is served", series_uid, len(instances))
         instance = sorted(instances, key=lambda ds: int(ds.get("InstanceNumber") or 0))[0]
@@ -108,7 +120,8 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
 
     def store(self, ds: Dataset) -> str:
         """STOW-RS ``ds`` into the archive; returns its SeriesInstanceUID."""
-        self._client.store_instances([ds])
+        with self._archive():
+            self._client.store_instances([ds])
         logger.info("stored %s %s in study %s", ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID)
         return str(ds.SeriesInstanceUID)
 
@@ -131,7 +144,8 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
         newest: dict[str, tuple[str, str]] = {}
         for seg in self._series(Modality="SEG"):
             study, series = _value(seg, "0020000D"), _value(seg, "0020000E")
-            meta = Dataset.from_json(self._client.retrieve_series_metadata(study, series)[0])
+            with self._archive():
+                meta = Dataset.from_json(self._client.retrieve_series_metadata(study, series)[0])
             segments, referenced = meta.get("SegmentSequence", []), meta.get("ReferencedSeriesSequence", [])
             if not segments or not referenced or segments[0].get("SegmentAlgorithmType") != "MANUAL":
                 continue
