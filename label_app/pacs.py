@@ -28,7 +28,17 @@ PID_FILE = "orthanc.pid"
 CONFIG_FILE = "orthanc.json"
 LOG_FILE = "orthanc.log"
 
-__all__ = ["PacsError", "Orthanc", "orthanc_config", "stop_orthanc", "upload", "dicom_files", "qido", "instance_file"]
+__all__ = [
+    "PacsError",
+    "Orthanc",
+    "orthanc_config",
+    "stop_orthanc",
+    "upload",
+    "dicom_files",
+    "qido",
+    "instance_file",
+    "is_running",
+]
 
 
 class PacsError(Exception):
@@ -73,14 +83,19 @@ def _request(url: str, method: str = "GET", body: bytes | None = None, headers: 
         raise PacsError(f"{method} {url}: {e} (is the archive running? `make pacs` starts one)") from None
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (ended, not yet reaped by a parent that is not this process) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (not Linux): the signal test above decides
+        return True
 
 
 def stop_orthanc(storage: Path, timeout: float = 20) -> bool:
@@ -96,13 +111,13 @@ def stop_orthanc(storage: Path, timeout: float = 20) -> bool:
         except ProcessLookupError:
             break
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and is_running(pid):
             try:  # reap it when this process started it
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
             time.sleep(0.1)
-        if not _alive(pid):
+        if not is_running(pid):
             break
     pid_file.unlink(missing_ok=True)
     return True
@@ -134,7 +149,7 @@ class Orthanc:
             if not path.exists():
                 raise PacsError(f"{path}: {what} is not installed; `make system-packages` installs it")
         pid_file = self.storage / PID_FILE
-        if pid_file.exists() and _alive(int(pid_file.read_text().strip() or 0)):
+        if pid_file.exists() and is_running(int(pid_file.read_text().strip() or 0)):
             raise PacsError(f"{pid_file}: an Orthanc already runs on this storage; stop it first")
         self.storage.mkdir(parents=True, exist_ok=True)
         config = self.storage / CONFIG_FILE

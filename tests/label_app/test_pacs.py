@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from bundle.inference.dicom_seg import read_lung_seg, write_lung_seg
-from label_app.client import HTTPError, LabelServer, copy_app
-from label_app.pacs import instance_file, qido, upload
+from label_app.client import HTTPError, LabelServer, copy_app, free_port
+from label_app.pacs import instance_file, is_running, qido, upload
 from scripts.pacs import write_sample
 from tests.conftest import CLASS_NAMES, ROOT
-from tests.helpers import child_env
+from tests.helpers import label_server_env, run_module
 
 pytestmark = pytest.mark.slow  # Orthanc and a MONAI Label server, and a training through them
 
@@ -39,8 +39,7 @@ def studies(orthanc, tmp_path_factory) -> dict[str, pydicom.Dataset]:
 @pytest.fixture(scope="module")
 def server(orthanc, studies, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")
-    # this checkout's bundle (PYTHONPATH), not the one installed in the environment; the downloads in tmp
-    env = child_env({"PYTHONPATH": str(ROOT), "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})
+    env = label_server_env({"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})  # downloads in tmp
     conf = {"bundle_root": str(ROOT)}
     with LabelServer(copy_app(tmp / "app"), orthanc.dicomweb, tmp / "server.log", conf=conf, env=env) as s:
         yield s
@@ -139,3 +138,25 @@ def test_saved_labels_are_manual_segs_that_training_reads(server, studies, ortha
     stats = server.get("/info/")["train_stats"]["lung_segmentation"]
     assert stats["epoch"] == 2 and 0.0 < stats["eval"]["metrics"]["val_mean_dice"] <= 1.0
     assert server.infer_json("lung_segmentation", _series(last))["weights"] == str(server.app / "model" / "model.pt")
+
+
+def test_pacs_command_line(orthanc, tmp_path):
+    """``python -m scripts.pacs``: start, sample, upload (and a file that is not DICOM: one message), stop."""
+    storage, port = tmp_path / "pacs", free_port()
+    started = run_module("scripts.pacs", "start", "--storage", str(storage), "--port", str(port), timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"http://127.0.0.1:{port}/dicom-web" in started.stdout
+        pid = int((storage / "orthanc.pid").read_text())
+        sample = run_module("scripts.pacs", "sample", "--out", str(tmp_path / "dx"), "--count", "2", check=True)
+        assert "2 DX studies" in sample.stdout
+        url = f"http://127.0.0.1:{port}"
+        stored = run_module("scripts.pacs", "upload", "--url", url, str(tmp_path / "dx"), check=True)
+        assert stored.stdout.startswith("2 instances stored, 0 already there, 2 studies, in ")
+        refused = run_module("scripts.pacs", "upload", "--url", url, str(ROOT / "README.md"))
+        assert refused.returncode == 1 and "README.md: not stored" in refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        stopped = run_module("scripts.pacs", "stop", "--storage", str(storage), check=True)
+    assert stopped.stdout.strip() == "stopped" and not (storage / "orthanc.pid").exists()
+    assert not is_running(pid)
