@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 QUICK ?= 0
 
-.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label system-packages clean
+.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label pacs pacs-stop system-packages clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder. bundle.startup writes a
@@ -86,15 +86,30 @@ $(LABEL_VENV)/.installed: label_app/requirements.txt label_app/constraints.txt p
 label-env: $(LABEL_VENV)/.installed
 
 # A MONAI Label server on the embedded sample (studies copied to LABEL_STUDIES, sample masks as final labels),
-# on 127.0.0.1 unless LABEL_HOST says otherwise. The server writes model/, logs/ and bin/ into LABEL_APP.
+# on 127.0.0.1 unless LABEL_HOST says otherwise; a DICOMweb URL as LABEL_STUDIES serves that archive instead. The server writes model/, logs/ and bin/ into LABEL_APP.
 LABEL_APP ?= label_app
 LABEL_STUDIES ?= runs/label/studies
 LABEL_HOST ?= 127.0.0.1
 LABEL_PORT ?= 8000
 label: label-env
-	$(LABEL_PY) label_app/studies.py --out $(LABEL_STUDIES)
+	$(if $(findstring ://,$(LABEL_STUDIES)),@echo "studies: the DICOMweb archive $(LABEL_STUDIES)",$(LABEL_PY) label_app/studies.py --out $(LABEL_STUDIES))
 	$(LABEL_PY) -m monailabel.main start_server --app $(LABEL_APP) --studies $(LABEL_STUDIES) \
 		--host $(LABEL_HOST) --port $(LABEL_PORT) --conf bundle_root $(CURDIR)
+
+# A local PACS (docs/pacs.md): Orthanc on 127.0.0.1 with DICOMweb at http://127.0.0.1:$(PACS_PORT)/dicom-web
+# (REST API and DICOMweb share the HTTP port; its DICOM port, C-STORE, is off unless PACS_DICOM_PORT is given),
+# its database, log and PID file in PACS_STORAGE, and the sample's DX studies stored in it. `make pacs-stop` stops
+# it by its PID. MONAI Label on it: `make label LABEL_STUDIES=http://127.0.0.1:8042/dicom-web`.
+PACS_STORAGE ?= runs/pacs
+PACS_PORT ?= 8042
+PACS_DICOM_PORT ?=
+pacs: install
+	$(PY) -m scripts.pacs start --storage $(PACS_STORAGE) --port $(PACS_PORT) $(if $(PACS_DICOM_PORT),--dicom-port $(PACS_DICOM_PORT))
+	$(PY) -m scripts.pacs sample --out $(PACS_STORAGE)/sample
+	$(PY) -m scripts.pacs upload --url http://127.0.0.1:$(PACS_PORT) $(PACS_STORAGE)/sample
+
+pacs-stop:
+	$(PY) -m scripts.pacs stop --storage $(PACS_STORAGE)
 
 # The Debian packages the PACS and viewer tests use: Orthanc with its DICOMweb plugin, dicom3tools (the DICOM
 # validator dciodvfy) and Chromium (headless screenshots of the viewer). Installs only what is missing (needs root).

@@ -94,7 +94,7 @@ class LabelServer:
     def __init__(
         self,
         app: Path,
-        studies: Path,
+        studies: Path | str,
         log: Path,
         python: Path = LABEL_PYTHON,
         port: int | None = None,
@@ -103,7 +103,9 @@ class LabelServer:
         command: list[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.app, self.studies, self.log, self.python = Path(app), Path(studies), Path(log), Path(python)
+        self.app, self.log, self.python = Path(app), Path(log), Path(python)
+        # a folder, or the URL of a DICOMweb archive (kept as given: Path would fold its "//")
+        self.studies = studies if isinstance(studies, str) and "://" in studies else Path(studies)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.conf, self.timeout, self.command = dict(conf or {}), timeout, command
@@ -181,9 +183,17 @@ class LabelServer:
     def get(self, path: str, timeout: float = 60, **params: Any) -> Any:
         return json.loads(self.request("GET", path, params or None, timeout=timeout)[0])
 
-    def infer(self, model: str, image: str, output: str = "json", timeout: float = 120) -> tuple[bytes, str]:
-        """``POST /infer/<model>?image=<id>&output=<json|image|all>``; returns (body, content type)."""
-        return self.request("POST", f"/infer/{model}", {"image": image, "output": output}, b"", timeout=timeout)
+    def infer(
+        self, model: str, image: str, output: str = "json", timeout: float = 120, params: dict[str, Any] | None = None
+    ) -> tuple[bytes, str]:
+        """``POST /infer/<model>?image=<id>&output=<json|image|all>`` with ``params`` as the form field MONAI Label
+        reads them from (e.g. ``{"dicom_seg": True}``); returns (body, content type)."""
+        body, content_type = b"", None
+        if params:
+            body = urllib.parse.urlencode({"params": json.dumps(params)}).encode()
+            content_type = "application/x-www-form-urlencoded"
+        query = {"image": image, "output": output}
+        return self.request("POST", f"/infer/{model}", query, body, content_type, timeout=timeout)
 
     def infer_json(self, model: str, image: str) -> dict[str, Any]:
         return json.loads(self.infer(model, image, "json")[0])

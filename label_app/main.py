@@ -8,14 +8,21 @@ Start it with ``make label`` (the embedded sample as studies) or::
 Options (``--conf key value``): ``bundle_root`` (default: this folder's parent); the network served, as ids of
 ``configs/inference.json``: ``backbone``, ``vit_pool``, ``image_size``, ``lungs_only`` and ``ckpt_file`` (its
 weights; default the shipped ``models/model.pt``), e.g. ``--conf backbone vit_s16 --conf ckpt_file <model.pt>``.
+
+With a DICOMweb archive as studies (``--studies http://127.0.0.1:8042/dicom-web``, docs/pacs.md) every CR and DX
+series is a study (``--conf modalities CR,DX`` sets others), annotators' final labels are stored there as DICOM
+SEG, and ``/infer/lung_segmentation`` with the form field ``params={"dicom_seg": true}`` answers the mask as a SEG
+(``output=image``) that it also stores in the source study.
 """
 
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 from typing import Any
 
+import pydicom
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
@@ -26,6 +33,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.bundle_config import find_bundle_root, network_overrides
+from lib.dicomweb import DEFAULT_MODALITIES, RadiographDICOMwebDatastore, dicomweb_datastore
 from lib.infers import Classification, LungSegmentation
 from lib.trainers import LungSegmentationTrain
 
@@ -33,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 # Studies the bundle reads (MONAI Label's default list has neither .dcm nor .jpeg).
 STUDY_EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm"]
+mimetypes.add_type("application/dicom", ".dcm")  # the SEG answer's media type (not in Python's table)
 
 
 class ChestXRayApp(MONAILabelApp):
@@ -51,6 +60,12 @@ class ChestXRayApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            wanted = self.conf.get("modalities", ",".join(DEFAULT_MODALITIES))
+            modalities = [m.strip().upper() for m in wanted.split(",") if m.strip()]
+            self.studies = self.studies.rstrip("/")
+            logger.info("studies: the %s series of the DICOMweb archive %s", "/".join(modalities), self.studies)
+            return dicomweb_datastore(self.studies, modalities)
         return LocalDatastore(
             self.studies,
             extensions=STUDY_EXTENSIONS,
@@ -77,8 +92,13 @@ class ChestXRayApp(MONAILabelApp):
         if isinstance(image, str) and not os.path.exists(image) and not store.get_image_uri(image):
             raise HTTPException(status_code=404, detail=f"no study {image!r} in the datastore {self.studies}")
         try:
-            return super().infer(request, datastore)
+            result = super().infer(request, datastore)
         except MONAILabelException as e:
             status = 422 if e.error == MONAILabelError.INVALID_INPUT else 500
             logger.error("infer %s on %s: %s", model, image, e.msg)
             raise HTTPException(status_code=status, detail=f"study {image!r}: {e.msg}") from None
+        seg = result["params"].get("dicom_seg")
+        if seg and isinstance(store, RadiographDICOMwebDatastore):
+            store.store(pydicom.dcmread(result["file"]))  # into the source study, beside the image
+            seg["stored"] = store.name()
+        return result

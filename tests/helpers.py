@@ -45,10 +45,11 @@ def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
     return out
 
 
-def label_server_env() -> dict[str, str]:
-    """``child_env`` for a MONAI Label server (``label_app.client.LabelServer``): without ``PYTHONPATH``, which
-    would put this environment's packages into MONAI Label's."""
-    return child_env({"PYTHONPATH": None})
+def label_server_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """``child_env`` for a MONAI Label server (``label_app.client.LabelServer``) with ``PYTHONPATH`` the checkout
+    under test only: its ``bundle`` rather than the one installed in MONAI Label's environment, and none of this
+    environment's packages. ``env`` adds or replaces variables."""
+    return child_env({"PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def launch(

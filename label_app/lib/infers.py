@@ -10,11 +10,13 @@ batches, keeps only a tensor ``pred`` (this network returns a dict) and can only
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pydicom
 import torch
 from monai.inferers import Inferer
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -23,9 +25,11 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
 from bundle.data.transforms import STATUS_OK
+from bundle.inference.dicom_seg import write_lung_seg
 from bundle.inference.outputs import lung_mask_at, saliency_at
 
 from .bundle_config import inference_config, weights_paths
+from .dicomweb import save_dicom
 
 __all__ = ["LungSegmentation", "Classification", "LoadStudy"]
 
@@ -115,13 +119,33 @@ def _temp_png(array: np.ndarray) -> str:
     return f.name
 
 
+def _temp_seg(source_path: str, mask: np.ndarray, algorithm: tuple[str, str]) -> tuple[str, dict[str, str]]:
+    """The lung ``mask`` (rows, cols) of a DICOM study as a SEG file the server sends and then deletes, and its
+    UIDs; a study that is not DICOM is one ``INVALID_INPUT`` error."""
+    try:
+        source = pydicom.dcmread(source_path)
+    except (pydicom.errors.InvalidDicomError, OSError):
+        name = os.path.basename(source_path)
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{name}: a DICOM SEG needs a DICOM study") from None
+    seg = write_lung_seg(source, mask, algorithm=algorithm)
+    with tempfile.NamedTemporaryFile(suffix=".dcm", delete=False) as f:
+        path = f.name
+    save_dicom(seg, path)
+    uids = {k: str(seg.get(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
+    return path, {**uids, "referenced_sop_instance_uid": str(source.SOPInstanceUID), "bytes": os.path.getsize(path)}
+
+
 class LungSegmentation(BundleInferTask):
-    """The lung mask of a study: a PNG label at the study's own size (rows, cols), 1 = lung, 0 = background.
+    """The lung mask of a study: a PNG label at the study's own size (rows, cols), 1 = lung, 0 = background; with
+    ``{"dicom_seg": true}`` in the request's params, a DICOM SEG of a DICOM study instead (its UIDs in the JSON).
 
     ``overrides``: config ids of the served network (``network_overrides``).
     """
 
     def __init__(self, bundle_root: str, app_dir: str, overrides: dict[str, Any] | None = None) -> None:
+        with open(os.path.join(bundle_root, "configs", "metadata.json")) as f:
+            # the algorithm a SEG names: this bundle at this version
+            self.algorithm = ("chest_xray_ssl_multitask lung segmentation", str(json.load(f)["version"]))
         # the mask does not depend on the saliency map, so none is computed
         super().__init__(
             bundle_root,
@@ -137,6 +161,9 @@ class LungSegmentation(BundleInferTask):
         mask = lung_mask_at(lung_prob, data["orig_shape"])
         result = self._result_json(data)
         result["lung_fraction"] = float(mask.mean())
+        if data.get("dicom_seg"):
+            path, result["dicom_seg"] = _temp_seg(data["image_path"], mask, self.algorithm)
+            return path, result
         return _temp_png(mask), result
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any
 
+import pydicom
 import torch
 from ignite.engine import Events
 from monai.inferers import SimpleInferer
@@ -20,15 +21,17 @@ from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, Resized, Se
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+from PIL import Image
 from torch import nn
 
 from bundle.checkpoints import load_weights, read_recipe, save_weights
 from bundle.data.datalist import check_entries
 from bundle.data.transforms import LoadCXRd
+from bundle.inference.dicom_seg import read_lung_seg
 
 from .bundle_config import inference_config, weights_paths
 
-__all__ = ["DecoderOnly", "LungSegmentationTrain", "annotated_pairs"]
+__all__ = ["DecoderOnly", "LungSegmentationTrain", "annotated_pairs", "seg_as_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +60,38 @@ class DecoderOnly(nn.Module):
         return self.network(x)
 
 
+def seg_as_mask(label: str, image: str) -> str:
+    """A final label that is a DICOM SEG (the labels of a DICOMweb archive) as a 0/1 PNG mask beside it, which
+    the bundle's transforms read; any other label as it is. A SEG of another image than ``image`` is refused."""
+    if not label.lower().endswith(".dcm"):
+        return label
+    seg = pydicom.dcmread(label)
+    if seg.get("Modality") != "SEG":
+        return label  # a mask stored as a DICOM image
+    mask, referenced = read_lung_seg(seg)
+    source_uid = pydicom.dcmread(image, stop_before_pixels=True).SOPInstanceUID
+    if referenced != source_uid:
+        raise ValueError(f"SEG {os.path.basename(label)} segments image {referenced}, not {source_uid}")
+    png = os.path.splitext(label)[0] + "_mask.png"
+    Image.fromarray(mask).save(png)
+    return png
+
+
 def annotated_pairs(datalist: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The datastore's (image, final label) pairs the bundle can read, with a warning naming each one left out.
 
-    The bundle's own datalist check decides: both files decode and the mask has the image's shape.
+    A SEG label is read as its mask (``seg_as_mask``); then the bundle's own datalist check decides: both files
+    decode and the mask has the image's shape.
     """
     pairs = []
     for entry in datalist:
         image, label = entry.get("image"), entry.get("label")
         name = os.path.basename(str(image))
+        try:
+            label = seg_as_mask(str(label), str(image))
+        except Exception as e:  # pydicom and highdicom raise several types for a file they cannot parse
+            logger.warning("annotation of %s left out: %s", name, e)
+            continue
         problems = check_entries([{"_id": name, "image": image, "mask": label}], 1, require_label=False, num_threads=1)
         if problems:
             logger.warning("annotation of %s left out: %s", name, problems[0])
