@@ -56,6 +56,7 @@ USER_SCRIPTS = (
     "train_release_model.py",
     "study.py",
     "saliency_check.py",
+    "pacs.py",
 )
 MODEL_FILES = ("model.pt", "model.recipe.json", "model.ts")
 DEFAULT_URL_BASE = "https://REPLACE-WITH-THE-HOSTING-URL"
