@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 QUICK ?= 0
 
-.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label pacs pacs-stop system-packages clean
+.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label pacs pacs-stop \
+	system-packages clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder. bundle.startup writes a
@@ -86,7 +87,8 @@ $(LABEL_VENV)/.installed: label_app/requirements.txt label_app/constraints.txt p
 label-env: $(LABEL_VENV)/.installed
 
 # A MONAI Label server on the embedded sample (studies copied to LABEL_STUDIES, sample masks as final labels),
-# on 127.0.0.1 unless LABEL_HOST says otherwise; a DICOMweb URL as LABEL_STUDIES serves that archive instead. The server writes model/, logs/ and bin/ into LABEL_APP.
+# on 127.0.0.1 unless LABEL_HOST says otherwise; a DICOMweb URL as LABEL_STUDIES serves that archive instead
+# (docs/pacs.md). The server writes model/, logs/ and bin/ into LABEL_APP.
 LABEL_APP ?= label_app
 LABEL_STUDIES ?= runs/label/studies
 LABEL_HOST ?= 127.0.0.1
@@ -103,7 +105,7 @@ label: label-env
 PACS_STORAGE ?= runs/pacs
 PACS_PORT ?= 8042
 PACS_DICOM_PORT ?=
-pacs: install
+pacs: install system-packages
 	$(PY) -m scripts.pacs start --storage $(PACS_STORAGE) --port $(PACS_PORT) $(if $(PACS_DICOM_PORT),--dicom-port $(PACS_DICOM_PORT))
 	$(PY) -m scripts.pacs sample --out $(PACS_STORAGE)/sample
 	$(PY) -m scripts.pacs upload --url http://127.0.0.1:$(PACS_PORT) $(PACS_STORAGE)/sample
