@@ -10,7 +10,8 @@ each model (first call and the median of later ones, on a PNG and a DICOM study)
 ``load`` starts the same server and has ``--clients`` clients call ``/infer/<model>`` on the sample's studies
 without pause for ``--seconds`` while one more client asks for ``/info/`` every half second: it reports the
 requests, errors, p50/p95 latency, the ``/info/`` latency under that load and the server's peak resident memory.
-``--app`` serves another copy of the app (another branch's, to compare).
+``--app`` serves another copy of the app (another branch's, to compare), ``--conf`` passes server options; the
+start-up scoring for active learning (a process of its own) is off while it measures.
 
 The client it drives is ``label_app.client.LabelServer``. Only the standard library is needed on this side.
 """
@@ -31,9 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bundle.atomic import atomic_write
-from label_app.client import APP, LABEL_PYTHON, HTTPError, LabelServer, copy_app
-
-SETTLE_S = 600  # at most this long for the start-up scoring of the studies to end before a load is measured
+from label_app.client import APP, LABEL_PYTHON, HTTPError, LabelServer, copy_app, server_env
 
 
 def _median_latency(server: LabelServer, model: str, image: str, calls: int) -> tuple[float, float]:
@@ -98,17 +97,6 @@ def _rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-def _settle(server: LabelServer) -> None:
-    """Wait (at most ``SETTLE_S``) until no background scoring runs: it would share the cores with the load."""
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline:
-        try:
-            server.get("/scoring/", check_if_running="true")
-        except HTTPError:
-            return  # 404: nothing running
-        time.sleep(1)
-
-
 def _client(server: LabelServer, model: str, images: list[str], until: float, out: dict[str, list]) -> None:
     i = 0
     while time.monotonic() < until:
@@ -130,8 +118,16 @@ def _prober(server: LabelServer, until: float, out: dict[str, list]) -> None:
         time.sleep(0.5)
 
 
-def load(model: str = "lung_segmentation", clients: int = 8, seconds: float = 60, app: Path = APP) -> dict[str, Any]:
-    """``clients`` concurrent clients on ``/infer/<model>`` for ``seconds``, with ``/info/`` probed meanwhile."""
+def load(
+    model: str = "lung_segmentation",
+    clients: int = 8,
+    seconds: float = 60,
+    app: Path = APP,
+    conf: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``clients`` concurrent clients on ``/infer/<model>`` for ``seconds``, with ``/info/`` probed meanwhile;
+    ``conf``: the server's ``--conf`` options. The start-up scoring of the studies for active learning is off: it
+    runs in a process of its own, which is not what is measured."""
     if not LABEL_PYTHON.exists():
         raise SystemExit(f"{LABEL_PYTHON} not found: build the MONAI Label environment with `make label-env`")
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,8 +137,8 @@ def load(model: str = "lung_segmentation", clients: int = 8, seconds: float = 60
         images = sorted(p.stem for p in studies.glob("*.png"))
         copy = tmp_path / "app"
         shutil.copytree(app, copy, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
-        with LabelServer(copy, studies, tmp_path / "server.log") as server:
-            _settle(server)
+        env = {**server_env(), "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+        with LabelServer(copy, studies, tmp_path / "server.log", conf=conf, env=env) as server:
             server.infer(model, images[0], "all", timeout=300)  # weights loaded before the clock starts
             out: dict[str, list] = {"latency": [], "errors": [], "info": [], "rss": []}
             until = time.monotonic() + seconds
@@ -157,6 +153,7 @@ def load(model: str = "lung_segmentation", clients: int = 8, seconds: float = 60
                 t.join()
     return {
         "model": model,
+        "conf": conf or {},
         "clients": clients,
         "seconds": seconds,
         "requests": len(out["latency"]),
@@ -183,10 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     ld.add_argument("--clients", type=int, default=8, help="concurrent clients")
     ld.add_argument("--seconds", type=float, default=60, help="how long the clients call")
     ld.add_argument("--app", type=Path, default=APP, help="the app folder to serve (default: label_app)")
+    ld.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="server option")
     ld.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.command == "load":
-        result = load(args.model, args.clients, args.seconds, args.app)
+        result = load(args.model, args.clients, args.seconds, args.app, dict(args.conf))
     else:
         result = measure(args.calls, args.epochs)
     text = json.dumps(result, indent=2)

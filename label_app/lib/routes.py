@@ -1,8 +1,8 @@
-"""The app's versions of five MONAI Label routes, put on the server's FastAPI app (``monailabel.app.app``) at start.
+"""The app's versions of MONAI Label's routes, put on the server's FastAPI app (``monailabel.app.app``) at start.
 
 MONAI Label 0.8.5 offers no hook before it stores an upload, starts a training or answers a strategy, its
 ``/infer`` is an ``async def`` that runs the network on the event loop (every other request waits), and its answers
-carry server paths. These routes keep MONAI Label's paths, parameters and answers, and add: the checks of
+carry server paths. The app's routes keep MONAI Label's paths, parameters and answers, and add: the checks of
 ``checks`` before any work (a 4xx with a ``detail`` instead of a 200 that fails later or a bare 500), inference
 in FastAPI's thread pool (plain ``def`` routes), and answers without server paths.
 """
@@ -18,7 +18,7 @@ from typing import Annotated, Any, Callable, Optional
 
 from fastapi import BackgroundTasks, Depends, FastAPI, File, Form, HTTPException, UploadFile
 from monailabel.config import settings
-from monailabel.endpoints import activelearning, infer, train
+from monailabel.endpoints import activelearning, datastore, infer, scoring, train
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelException
@@ -170,6 +170,39 @@ def next_sample(strategy: str, params: Optional[dict] = None, user: User = USER)
     return refusals_as_http(run)
 
 
+def _named(value: Any) -> Any:
+    """``value`` (JSON) with every absolute path in its strings replaced by the file name."""
+    if isinstance(value, str):
+        return without_paths(value)
+    if isinstance(value, dict):
+        return {k: _named(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_named(v) for v in value]
+    return value
+
+
+def train_status(all: bool = False, check_if_running: bool = False, user: User = USER) -> Any:
+    """``GET /train/``: MONAI Label's status, its log lines naming files, not server folders."""
+    return _named(train.status(all, check_if_running))
+
+
+def scoring_status(all: bool = False, check_if_running: bool = False, user: User = USER) -> Any:
+    """``GET /scoring/``: MONAI Label's status, its log lines naming files, not server folders."""
+    return _named(scoring.status(all, check_if_running))
+
+
+def image_info(image: str, user: User = USER) -> dict[str, Any]:
+    """``GET /datastore/image/info``: a study's info, without its path."""
+    return {k: v for k, v in datastore.get_image_info(image).items() if k != "path"}
+
+
+def listing(output: Optional[datastore.ResultType] = None, user: User = USER) -> Any:
+    """``GET /datastore/``: MONAI Label's listing; ``output=train`` names each study's and label's file, not its path."""
+    if output != datastore.ResultType.train:
+        return datastore.datastore(output)
+    return [{k: os.path.basename(v) for k, v in d.items()} for d in app_instance().datastore().datalist()]
+
+
 ROUTES = {
     ("/infer/{model}", "POST"): run_infer,
     ("/datastore/", "PUT"): put_image,
@@ -177,6 +210,10 @@ ROUTES = {
     ("/datastore/label", "PUT"): put_label,
     ("/train/{model}", "POST"): run_train,
     ("/activelearning/{strategy}", "POST"): next_sample,
+    ("/train/", "GET"): train_status,
+    ("/scoring/", "GET"): scoring_status,
+    ("/datastore/image/info", "GET"): image_info,
+    ("/datastore/", "GET"): listing,
 }
 
 

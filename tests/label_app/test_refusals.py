@@ -161,6 +161,9 @@ def test_non_json_params_is_a_422(server):
 
 def test_no_answer_carries_a_server_path(server, files):
     ANSWERS.extend(_drive(server, files, ("info", [], {}), ("datastore", [], {})))
+    train = server.get("/datastore/", output="train")
+    assert {d["image"] for d in train} == {files["mask"].name}  # the study with a final label, by file name
+    ANSWERS.extend([train, server.get("/datastore/image/info", image=files["mask"].stem)])
     assert len(ANSWERS) >= 15
     text = json.dumps(ANSWERS)
     for root in (str(files["tmp"]), str(ROOT), str(server.app)):
