@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.exception import MONAILabelException
+from monailabel.interfaces.exception import ImageNotFoundException, MONAILabelException
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
@@ -72,7 +72,8 @@ def views_variance(lung_prob: torch.Tensor) -> float:
 class LungUncertainty(ScoringMethod):
     """Scores every unlabelled study (``SCORE_KEY`` in its datastore info) with the lung segmentation's weights;
     studies scored with the same weights are not scored again, and a study the bundle cannot read is left out with
-    a warning naming it."""
+    a warning naming it. A datastore that keeps no study info (the DICOMweb archive's) gets no scores, with one
+    warning."""
 
     def __init__(self, task: LungSegmentation) -> None:
         super().__init__("Lung mask variance under test-time flips and shifts (higher: annotate first)")
@@ -93,7 +94,11 @@ class LungUncertainty(ScoringMethod):
             except MONAILabelException as e:
                 logger.warning("uncertainty of %s left out: %s", image, e.msg)
                 continue
-            datastore.update_image_info(image, {SCORE_KEY: score, f"{SCORE_KEY}_weights": stamp})
+            try:
+                datastore.update_image_info(image, {SCORE_KEY: score, f"{SCORE_KEY}_weights": stamp})
+            except ImageNotFoundException:  # a DICOMweb archive keeps no info for its studies
+                logger.warning("%s: this datastore keeps no study info; uncertainty serves studies by id", SCORE_KEY)
+                break
             scored += 1
         logger.info("%s: %d studies scored in %.1f s", SCORE_KEY, scored, time.monotonic() - start)
         return {"scored": scored, "weights": stamp}
