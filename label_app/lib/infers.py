@@ -10,9 +10,11 @@ batches, keeps only a tensor ``pred`` (this network returns a dict) and can only
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -76,6 +78,8 @@ class BundleInferTask(BasicInferTask):
         overrides: dict[str, Any] | None = None,
     ) -> None:
         self.bundle_config = inference_config(bundle_root, **(overrides or {}))
+        self.bundle_root, self.app_dir = os.path.abspath(bundle_root), os.path.abspath(app_dir)
+        self._network_lock, self._local = threading.Lock(), threading.local()
         c = self.bundle_config
         self.class_names = list(c.get_parsed_content("class_names"))
         self.multi_label = bool(c.get_parsed_content("multi_label"))
@@ -99,13 +103,32 @@ class BundleInferTask(BasicInferTask):
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         return []  # the bundle's postprocessing runs in run_inferer, on the batch it was written for
 
+    def public_weights(self, path: str) -> str:
+        """How answers name a weights file: ``app/model/model.pt`` (trained here), else relative to the bundle root
+        (``models/model.pt``), else its file name; never a server path."""
+        path = os.path.abspath(path)
+        for root, prefix in ((self.app_dir, "app/"), (self.bundle_root, "")):
+            if path.startswith(root + os.sep):
+                return prefix + os.path.relpath(path, root)
+        return os.path.basename(path)
+
+    def _get_network(self, device: str, data: Any) -> torch.nn.Module:
+        """This thread's copy of the served network. The weights are read once (behind a lock: MONAI Label's cache
+        is not thread-safe) and again only when a training publishes new ones; each inference thread runs its own
+        copy, as Grad-CAM's hooks record activations on the network object."""
+        with self._network_lock:
+            shared = super()._get_network(device, data)
+        if getattr(self._local, "source", None) is not shared:
+            self._local.network, self._local.source = copy.deepcopy(shared), shared
+        return self._local.network
+
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         """Network, ``SaliencyInferer`` and ``InferenceOutputs`` on a batch of one; adds ``outputs`` (batched)."""
         network = self._get_network(device, data)
         x = torch.as_tensor(data["image"])[None].to(torch.device(device))
         pred = self.bundle_inferer(x, network)
         data["outputs"] = self.bundle_postprocessing({"pred": pred})
-        data["weights"] = self.get_path()
+        data["weights"] = self.public_weights(self.get_path())
         return data
 
     def _result_json(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +178,16 @@ class LungSegmentation(BundleInferTask):
             labels={"lung": 1},
             overrides={**(overrides or {}), "saliency": "none"},
         )
+
+    def lung_probabilities(self, path: str, views: Callable[[torch.Tensor], torch.Tensor], device: str) -> torch.Tensor:
+        """The (V, 1, image_size, image_size) lung probabilities of the ``views`` (a function of the (1, 1, S, S)
+        preprocessed study) of the study file ``path``."""
+        data = LoadStudy(self.bundle_preprocessing)({"image": path})
+        device = "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+        x = views(torch.as_tensor(data["image"])[None]).to(torch.device(device))
+        with torch.no_grad():
+            pred = self.bundle_inferer(x, self._get_network(device, data))
+        return self.bundle_postprocessing({"pred": pred})["lung_prob"].float().cpu()
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
         lung_prob = data["outputs"]["lung_prob"][0, 0].detach().float().cpu().numpy()

@@ -12,6 +12,9 @@ def test_the_command_line_imports_the_client_from_the_root():
     proc = run_module("scripts.label_server", "measure", "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(flag in proc.stdout for flag in ("--calls", "--epochs", "--json"))
+    proc = run_module("scripts.label_server", "load", "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(flag in proc.stdout for flag in ("--model", "--clients", "--seconds", "--app", "--conf"))
 
 
 def test_measure_without_the_label_environment_is_one_message(tmp_path, monkeypatch):
