@@ -144,11 +144,11 @@ class ChestXRayApp(MONAILabelApp):
             status = 422 if e.error == MONAILabelError.INVALID_INPUT else 500
             logger.error("infer %s on %s: %s", model, image, e.msg)
             raise HTTPException(status_code=status, detail=f"study {os.path.basename(image)!r}: {e.msg}") from None
-        seg = result["params"].get("dicom_seg")
+        made = result["params"].get("dicom_seg") or result["params"].get("dicom_sr")
         store = datastore or self.datastore()
-        if seg and isinstance(store, RadiographDICOMwebDatastore):
+        if made and isinstance(store, RadiographDICOMwebDatastore):
             store.store(pydicom.dcmread(result["file"]))  # into the source study, beside the image
-            seg["stored"] = store.name()
+            made["stored"] = store.name()
         return result
 
     def check_train_request(self, model: str, options: Any) -> None:

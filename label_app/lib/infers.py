@@ -11,7 +11,6 @@ batches, keeps only a tensor ``pred`` (this network returns a dict) and can only
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 import threading
@@ -27,7 +26,9 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
 from bundle.data.transforms import STATUS_OK
+from bundle.inference.dicom_outputs import algorithm_identity
 from bundle.inference.dicom_seg import write_lung_seg
+from bundle.inference.dicom_sr import write_findings_sr
 from bundle.inference.outputs import lung_mask_at, saliency_at
 
 from .bundle_config import inference_config, weights_paths
@@ -142,20 +143,40 @@ def _temp_png(array: np.ndarray) -> str:
     return f.name
 
 
-def _temp_seg(source_path: str, mask: np.ndarray, algorithm: tuple[str, str]) -> tuple[str, dict[str, str]]:
-    """The lung ``mask`` (rows, cols) of a DICOM study as a SEG file the server sends and then deletes, and its
-    UIDs; a study that is not DICOM is one ``INVALID_INPUT`` error."""
+def _dicom_source(source_path: str, what: str) -> pydicom.Dataset:
+    """The DICOM study an object refers to; a study that is not DICOM is one ``INVALID_INPUT`` error."""
     try:
-        source = pydicom.dcmread(source_path)
+        return pydicom.dcmread(source_path)
     except (pydicom.errors.InvalidDicomError, OSError):
         name = os.path.basename(source_path)
-        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{name}: a DICOM SEG needs a DICOM study") from None
-    seg = write_lung_seg(source, mask, algorithm=algorithm)
+        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{name}: a DICOM {what} needs a DICOM study") from None
+
+
+def _temp_dicom(ds: pydicom.Dataset, source: pydicom.Dataset) -> tuple[str, dict[str, Any]]:
+    """``ds`` as a file the server sends and then deletes, and its UIDs and size for the JSON answer."""
     with tempfile.NamedTemporaryFile(suffix=".dcm", delete=False) as f:
         path = f.name
-    save_dicom(seg, path)
-    uids = {k: str(seg.get(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
+    save_dicom(ds, path)
+    uids = {k: str(ds.get(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
     return path, {**uids, "referenced_sop_instance_uid": str(source.SOPInstanceUID), "bytes": os.path.getsize(path)}
+
+
+def _temp_seg(source_path: str, mask: np.ndarray, algorithm: tuple[str, str]) -> tuple[str, dict[str, Any]]:
+    """The lung ``mask`` (rows, cols) of a DICOM study as a SEG file the server sends and then deletes, and its
+    UIDs."""
+    source = _dicom_source(source_path, "SEG")
+    return _temp_dicom(write_lung_seg(source, mask, algorithm=algorithm), source)
+
+
+def _findings_row(result: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """A classification answer as the predictions.csv row the findings SR is written from."""
+    predicted = result["predicted"]
+    row: dict[str, Any] = {"predicted": ";".join(predicted) if isinstance(predicted, list) else predicted}
+    row.update({f"prob_{p['label']}": p["score"] for p in result["prediction"]})
+    for key in ("lung_attention", "lung_share", "lung_attention_ratio"):
+        if key in outputs:
+            row[key] = float(outputs[key][0])  # NaN: left out of the SR
+    return row
 
 
 class LungSegmentation(BundleInferTask):
@@ -166,9 +187,7 @@ class LungSegmentation(BundleInferTask):
     """
 
     def __init__(self, bundle_root: str, app_dir: str, overrides: dict[str, Any] | None = None) -> None:
-        with open(os.path.join(bundle_root, "configs", "metadata.json")) as f:
-            # the algorithm a SEG names: this bundle at this version
-            self.algorithm = ("chest_xray_ssl_multitask lung segmentation", str(json.load(f)["version"]))
+        self.algorithm = algorithm_identity(bundle_root)  # what a SEG names: this bundle at this version
         # the mask does not depend on the saliency map, so none is computed
         super().__init__(
             bundle_root,
@@ -202,9 +221,14 @@ class LungSegmentation(BundleInferTask):
 
 class Classification(BundleInferTask):
     """Class probabilities, the predicted class and the lung attention (JSON), and the saliency map as a PNG
-    (0-255 at the study's own size). ``overrides``: config ids of the served network (``network_overrides``)."""
+    (0-255 at the study's own size); with ``{"dicom_sr": true}`` in the request's params, the findings as a DICOM
+    SR (TID 1500, ``bundle.inference.dicom_sr``) of a DICOM study instead (its UIDs in the JSON).
+
+    ``overrides``: config ids of the served network (``network_overrides``).
+    """
 
     def __init__(self, bundle_root: str, app_dir: str, overrides: dict[str, Any] | None = None) -> None:
+        self.algorithm = algorithm_identity(bundle_root)  # what an SR names: this bundle at this version
         super().__init__(
             bundle_root,
             app_dir,
@@ -233,6 +257,11 @@ class Classification(BundleInferTask):
             result["lung_attention"] = None if np.isnan(value) else value
         if "saliency_class" in pred:
             result["saliency_class"] = self.class_names[int(pred["saliency_class"][0])]
+        if data.get("dicom_sr"):
+            source = _dicom_source(data["image_path"], "SR")
+            sr = write_findings_sr(source, _findings_row(result, out), self.class_names, algorithm=self.algorithm)
+            path, result["dicom_sr"] = _temp_dicom(sr, source)
+            return path, result
         if "saliency" not in pred:
             return None, result
         saliency = saliency_at(pred["saliency"][0, 0].detach().float().cpu().numpy(), data["orig_shape"])

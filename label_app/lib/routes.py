@@ -81,8 +81,15 @@ def run_infer(
 
     def run() -> Any:
         p = parse_params(params)
-        if session_id or label is not None or output == infer.ResultType.dicom_seg:
-            raise RefusedError(422, "sessions, input labels and dicom_seg output are not served: send image or file")
+        if session_id or label is not None:
+            raise RefusedError(422, "sessions and input labels are not served: send image or file")
+        answer = output
+        if output == infer.ResultType.dicom_seg:
+            # MONAI Label's own dicom_seg output converts a NIfTI result through ITK and pydicom-seg; the app's
+            # SEG is the bundle's (on the DICOM study's grid, stored in its study), answered as the result file
+            if model != "lung_segmentation":
+                raise RefusedError(422, f"output=dicom_seg is the lung mask: model 'lung_segmentation', not {model!r}")
+            p["dicom_seg"], answer = True, infer.ResultType.image
         instance = app_instance()
         request = {"model": model, "image": image, **p}
         if file is not None:
@@ -90,7 +97,7 @@ def run_infer(
             request["image"] = _save_upload(file, instance.upload_dir, uuid.uuid4().hex, suffix)
             background_tasks.add_task(os.remove, request["image"])
         result = instance.infer(request)
-        return infer.send_response(instance.datastore(), result, output, background_tasks)
+        return infer.send_response(instance.datastore(), result, answer, background_tasks)
 
     return refusals_as_http(run)
 

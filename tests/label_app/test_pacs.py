@@ -6,6 +6,7 @@ annotators' labels there as MANUAL SEG and trains from them.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bundle.inference.dicom_seg import read_lung_seg, write_lung_seg
+from bundle.inference.dicom_sr import read_findings_sr
 from label_app.client import HTTPError, LabelServer, copy_app, free_port
 from label_app.pacs import instance_file, is_running, qido, upload
 from scripts.pacs import write_sample
@@ -54,6 +56,11 @@ def _seg_series(orthanc, study_uid: str) -> list[dict]:
     return qido(orthanc.dicomweb, f"/studies/{study_uid}/series", Modality="SEG")
 
 
+def _dciodvfy_errors(path: Path) -> list[str]:
+    check = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+
+
 def test_datastore_lists_the_archive_radiographs(server, studies):
     assert server.get("/datastore/")["total"] == len(studies)
     objects = server.get("/datastore/", output="all")["objects"]
@@ -83,9 +90,39 @@ def test_lung_segmentation_as_seg_is_stored_in_the_source_study(server, studies,
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     np.testing.assert_array_equal(read_lung_seg(seg)[0], png)
     if DCIODVFY.exists():
-        check = subprocess.run([str(DCIODVFY), str(archived)], capture_output=True, text=True, timeout=60)
-        errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
-        assert not errors, errors
+        assert not _dciodvfy_errors(archived)
+
+
+def test_monai_label_dicom_seg_output_answers_the_same_seg(server, studies):
+    source = studies["kermany_train_IM-0467-0001"]  # not one the label test annotates: one more SEG stored
+    png = np.asarray(Image.open(io.BytesIO(server.infer("lung_segmentation", _series(source), "image")[0])))
+    body, content_type = server.infer("lung_segmentation", _series(source), "dicom_seg")
+    assert content_type == "application/dicom"
+    mask, referenced = read_lung_seg(pydicom.dcmread(io.BytesIO(body)))
+    assert referenced == source.SOPInstanceUID
+    np.testing.assert_array_equal(mask, png)
+    with pytest.raises(HTTPError) as other:
+        server.infer("classification", _series(source), "dicom_seg")
+    assert other.value.status == 422 and "lung_segmentation" in other.value.body
+
+
+def test_classification_as_sr_is_stored_in_the_source_study(server, studies, orthanc, tmp_path):
+    source = studies["hannover_1d435a4b"]
+    answer = json.loads(server.infer("classification", _series(source), "json", params={"dicom_sr": True})[0])
+    made = answer["dicom_sr"]
+    assert made["StudyInstanceUID"] == source.StudyInstanceUID and made["stored"]
+    found = qido(orthanc.dicomweb, f"/studies/{source.StudyInstanceUID}/series", Modality="SR")
+    assert [s["0020000E"]["Value"] for s in found] == [[made["SeriesInstanceUID"]]]
+    archived = tmp_path / "sr.dcm"
+    archived.write_bytes(instance_file(orthanc.url, made["SOPInstanceUID"]))
+    numbers = read_findings_sr(pydicom.dcmread(archived))
+    assert numbers["source_sop_instance_uid"] == source.SOPInstanceUID
+    assert numbers["predicted"] == answer["predicted"]
+    for p in answer["prediction"]:
+        assert numbers[f"prob_{p['label']}"] == pytest.approx(p["score"], abs=1e-6)
+    assert numbers["lung_attention"] == pytest.approx(answer["lung_attention"], abs=1e-6)
+    if DCIODVFY.exists():
+        assert not _dciodvfy_errors(archived)
 
 
 def test_classification_runs_on_the_archive_study(server, studies):

@@ -1,8 +1,8 @@
 """The viewer MONAI Label serves (OHIF 3.10 at ``/ohif/``) shows the bundle's lung SEG over its radiograph.
 
 An Orthanc archive on 127.0.0.1 holds a DX radiograph of the embedded sample. The app's server reads it over
-DICOMweb (``--studies <url>``), runs the lung segmentation and stores the SEG in the study, and the bundle's
-findings SR of the same study is stored beside it; OHIF reads the study through the server's proxy. A headless
+DICOMweb (``--studies <url>``), runs the lung segmentation and the classification and stores their SEG and
+findings SR in the study; OHIF reads the study through the server's proxy. A headless
 Chromium opens the study and loads the SEG as an annotator does; the screenshot (its path is printed) must show
 the radiograph with OHIF's colour for segment 1 on the lungs the SEG holds and nowhere else.
 """
@@ -19,11 +19,10 @@ import pytest
 
 from bundle.data.readers import read_cxr
 from bundle.inference.dicom_seg import read_lung_seg
-from bundle.inference.dicom_source import radiograph_to_dicom, save_dataset
-from bundle.inference.dicom_sr import write_findings_sr
+from bundle.inference.dicom_source import radiograph_to_dicom
 from label_app.client import LabelServer, copy_app
 from label_app.pacs import upload
-from tests.conftest import CLASS_NAMES, ROOT
+from tests.conftest import ROOT
 from tests.helpers import label_server_env
 from tests.label_app.viewer import CHROMIUM, Browser, Page, show_seg, thumbnails, wait_for_overlay
 
@@ -61,19 +60,14 @@ def label_server(orthanc, source, tmp_path_factory) -> Iterator[LabelServer]:
 
 
 @pytest.fixture(scope="module")
-def study(label_server, orthanc, source, tmp_path_factory) -> dict:
-    """The app's SEG of the radiograph (stored in the study by the server) and the bundle's SR of its
-    classification (stored beside it); the radiograph's pixels and the SEG's mask."""
+def study(label_server, source) -> dict:
+    """The app's SEG of the radiograph and its findings SR, both stored in the study by the server; the
+    radiograph's pixels and the SEG's mask."""
     series = str(source.SeriesInstanceUID)
     body, _ = label_server.infer("lung_segmentation", series, "image", params={"dicom_seg": True})
     mask, referenced = read_lung_seg(pydicom.dcmread(io.BytesIO(body)))
     assert referenced == source.SOPInstanceUID
-    answer = label_server.infer_json("classification", series)
-    row = {"predicted": answer["predicted"], "lung_attention": answer.get("lung_attention")}
-    row.update({f"prob_{p['label']}": p["score"] for p in answer["prediction"]})
-    sr_file = tmp_path_factory.mktemp("sr") / "sr.dcm"
-    save_dataset(write_findings_sr(source, row, CLASS_NAMES, algorithm=("chest_xray_ssl_multitask", "test")), sr_file)
-    assert upload(orthanc.url, [sr_file])["stored"] == 1
+    label_server.infer("classification", series, "json", params={"dicom_sr": True})
     return {"uid": str(source.StudyInstanceUID), "image": source.pixel_array, "mask": mask > 0}
 
 
