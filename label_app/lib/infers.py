@@ -149,7 +149,9 @@ def _dicom_source(source_path: str, what: str) -> pydicom.Dataset:
         return pydicom.dcmread(source_path)
     except (pydicom.errors.InvalidDicomError, OSError):
         name = os.path.basename(source_path)
-        raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{name}: a DICOM {what} needs a DICOM study") from None
+        raise MONAILabelException(
+            MONAILabelError.INVALID_INPUT, f"{name}: a DICOM {what} needs a DICOM study"
+        ) from None
 
 
 def _temp_dicom(ds: pydicom.Dataset, source: pydicom.Dataset) -> tuple[str, dict[str, Any]]:
