@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,8 @@ def test_filling_the_memory_cache_logs_its_progress_when_not_on_a_terminal(caplo
     assert lines[-1].startswith("caching 40 / 40 images (100%)") and " done in " in lines[-1]
     caplog.clear()
     clock = iter(range(0, 1000, 4))  # 4 s per image: 8 s per 5 % step, so a line at every other step
-    monkeypatch.setattr(cache.time, "monotonic", lambda: next(clock))
+    # the cache module's clock only: patching time.monotonic itself would also feed the worker threads' waits
+    monkeypatch.setattr(cache, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
     with caplog.at_level("INFO", logger="bundle.data.cache"):
         cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=1, progress=False)
     lines = [r.getMessage() for r in caplog.records][1:]
