@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from types import ModuleType
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
 
 
 def lazy_submodules(package: str) -> Callable[[str], ModuleType]:
