@@ -15,37 +15,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from bundle.inference.dicom_source import radiograph_to_dicom
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    """A digital X-ray DICOM of ``pixels`` (rows, cols) uint16, readable by pydicom 2 and 3."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray image for presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = (
-        "sample",
-        "DX",
-        generate_uid(),
-        generate_uid(),
-    )
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(str(path), enforce_file_format=True)
-    else:  # pydicom 2 (the MONAI Label environment)
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(str(path), write_like_original=False)
 
 
 def make_studies(out: Path, sample: Path = BUNDLE_ROOT / "data" / "sample", labels: bool = True) -> dict[str, int]:
@@ -59,7 +33,10 @@ def make_studies(out: Path, sample: Path = BUNDLE_ROOT / "data" / "sample", labe
             shutil.copyfile(image, out / image.name)
     first = np.asarray(Image.open(images[0]).convert("L"))
     if not (out / f"dicom_{images[0].stem}.dcm").exists():
-        write_dicom(out / f"dicom_{images[0].stem}.dcm", first.astype(np.uint16) * 16)
+        # a 12-bit DX (floats in [0, 1] are stored as 12 bits), as the bundle writes DICOM from pictures
+        radiograph_to_dicom(
+            first / 255.0, out / f"dicom_{images[0].stem}.dcm", patient_id="sample", patient_name="Sample"
+        )
     if not (out / f"jpeg_{images[0].stem}.jpeg").exists():
         Image.fromarray(first).save(out / f"jpeg_{images[0].stem}.jpeg", quality=95)
     final = out / "labels" / "final"

@@ -13,7 +13,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .dicom_source import MANUFACTURER
+from .dicom_source import new_instance
 
 __all__ = ["write_saliency_capture", "read_capture_pixels"]
 
@@ -34,13 +34,8 @@ def write_saliency_capture(source: Dataset, picture: np.ndarray, *, series_numbe
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         patient_orientation=orientation,
-        series_description="Saliency overlay",
+        **new_instance(series_number, "Saliency overlay"),
     )
     # General Series asks for it where the body part may be paired (the source's body part is copied); the chest
     # is not paired, so it is empty

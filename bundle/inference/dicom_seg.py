@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from .. import __version__
-from .dicom_source import MANUFACTURER
+from .dicom_source import MANUFACTURER, new_instance
 
 __all__ = ["LUNG", "ANATOMICAL_STRUCTURE", "SEG_STORAGE", "write_lung_seg", "read_lung_seg"]
 
@@ -94,16 +94,11 @@ def write_lung_seg(
         pixel_array=(mask > 0).astype(np.uint8)[None],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_description(algorithm)],
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         # an annotator's mask: the equipment that encoded it is this bundle
         manufacturer_model_name=algorithm[0] if algorithm else MANUFACTURER,
         software_versions=algorithm[1] if algorithm else __version__,
         device_serial_number="none",
-        series_description="Lung segmentation",
+        **new_instance(series_number, "Lung segmentation"),
         omit_empty_frames=False,  # an empty mask is still a mask: one frame, all zeros
         pixel_measures=_pixel_measures(source),
     )

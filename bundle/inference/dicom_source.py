@@ -71,6 +71,19 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, what: str = "the DICOM ob
     return os.fspath(path)
 
 
+def new_instance(series_number: int, series_description: str) -> dict[str, Any]:
+    """The arguments every object the bundle derives from a radiograph gives highdicom's constructors: a new series
+    (its number and description) holding one new instance, made by this bundle."""
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "series_description": series_description,
+    }
+
+
 def _stored(pixels: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(stored values, bits allocated, bits stored): uint8 as 8 bits, uint16 as 16, floats in [0, 1] as 12 bits."""
     pixels = np.asarray(pixels)

@@ -37,7 +37,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .dicom_seg import LUNG
-from .dicom_source import MANUFACTURER
+from .dicom_source import MANUFACTURER, new_instance
 
 __all__ = ["SCHEME", "CLASS_CODES", "write_findings_sr", "read_findings_sr"]
 
@@ -145,14 +145,9 @@ def write_findings_sr(
     return hd.sr.ComprehensiveSR(
         evidence=[source],
         content=report,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
         is_verified=False,  # a model's output, not verified by a person
-        series_description="Chest X-ray findings",
+        **new_instance(series_number, "Chest X-ray findings"),
         coding_schemes=[_coding_scheme()],
     )
 

@@ -32,21 +32,13 @@ from pydicom.dataset import Dataset
 
 from bundle.data.readers import CXRReadError, read_mask
 from bundle.inference.dicom_seg import read_lung_seg, write_lung_seg
+from bundle.inference.dicom_source import save_dataset
 
-__all__ = ["RadiographDICOMwebDatastore", "dicomweb_datastore", "save_dicom", "DEFAULT_MODALITIES"]
+__all__ = ["RadiographDICOMwebDatastore", "dicomweb_datastore", "DEFAULT_MODALITIES"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODALITIES = ("CR", "DX")
-
-
-def save_dicom(ds: Dataset, path: str) -> str:
-    """Write ``ds`` as a DICOM file (preamble and file meta) with pydicom 2 or 3; returns ``path``."""
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(path, enforce_file_format=True)
-    else:  # pydicom 2: the MONAI Label environment
-        ds.save_as(path, write_like_original=False)
-    return path
 
 
 def _value(item: dict[str, Any], tag: str) -> str:
@@ -102,7 +94,7 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
             logger.warning("series %s has %d instances; the first is served", series_uid, len(instances))
         instance = sorted(instances, key=lambda ds: int(ds.get("InstanceNumber") or 0))[0]
         os.makedirs(folder, exist_ok=True)
-        return save_dicom(instance, os.path.join(folder, f"{instance.SOPInstanceUID}.dcm"))
+        return save_dataset(instance, os.path.join(folder, f"{instance.SOPInstanceUID}.dcm"))
 
     def get_image_uri(self, image_id: str) -> str:
         """The study's DICOM file in the cache, downloaded from the archive on first use; '' for an unknown id."""

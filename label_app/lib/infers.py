@@ -28,11 +28,11 @@ from PIL import Image
 from bundle.data.transforms import STATUS_OK
 from bundle.inference.dicom_outputs import algorithm_identity
 from bundle.inference.dicom_seg import write_lung_seg
+from bundle.inference.dicom_source import save_dataset
 from bundle.inference.dicom_sr import write_findings_sr
 from bundle.inference.outputs import lung_mask_at, saliency_at
 
 from .bundle_config import inference_config, weights_paths
-from .dicomweb import save_dicom
 
 __all__ = ["LungSegmentation", "Classification", "LoadStudy"]
 
@@ -158,7 +158,7 @@ def _temp_dicom(ds: pydicom.Dataset, source: pydicom.Dataset) -> tuple[str, dict
     """``ds`` as a file the server sends and then deletes, and its UIDs and size for the JSON answer."""
     with tempfile.NamedTemporaryFile(suffix=".dcm", delete=False) as f:
         path = f.name
-    save_dicom(ds, path)
+    save_dataset(ds, path)
     uids = {k: str(ds.get(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
     return path, {**uids, "referenced_sop_instance_uid": str(source.SOPInstanceUID), "bytes": os.path.getsize(path)}
 
