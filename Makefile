@@ -12,7 +12,7 @@ QUICK ?= 0
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder. bundle.startup writes a
 # .pth file so that what MONAI refuses before a config runs (a missing --config_file) ends in one message.
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml bundle/startup.py
+$(VENV)/.installed: requirements.txt requirements-deploy.txt requirements-dev.txt pyproject.toml bundle/startup.py
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
