@@ -23,7 +23,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CXRReadError", "detect_format", "read_cxr", "read_mask", "read_raw", "MAX_PIXELS", "SUPPORTED_SUFFIXES"]
+__all__ = [
+    "CXRReadError",
+    "detect_format",
+    "read_cxr",
+    "read_array",
+    "read_mask",
+    "read_raw",
+    "scale_min_max",
+    "MAX_PIXELS",
+    "SUPPORTED_SUFFIXES",
+]
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -318,22 +328,50 @@ def read_raw(path: str | os.PathLike) -> np.ndarray:
         if len(message) > _MAX_REASON:
             message = message[:_MAX_REASON] + "..."
         raise CXRReadError(path, f"cannot decode {fmt} image ({message})") from None
+    return _checked_image(arr, path)
+
+
+def _checked_image(arr: np.ndarray, source: str) -> np.ndarray:
+    """``arr`` when it is a finite 2D image of at least 2 x 2 pixels; else ``CXRReadError`` naming ``source``."""
     if arr.ndim != 2 or min(arr.shape) < 2:
-        raise CXRReadError(path, f"not a 2D image (shape {tuple(arr.shape)})")
+        raise CXRReadError(source, f"not a 2D image (shape {tuple(arr.shape)})")
     if not np.isfinite(arr).all():
-        raise CXRReadError(path, "image has non-finite values")
+        raise CXRReadError(source, "image has non-finite values")
     return arr
+
+
+def scale_min_max(arr: np.ndarray) -> np.ndarray:
+    """A float32 image (rows, columns) min-max scaled to [0, 1] per image; all zero for a constant image.
+
+    ``(arr - min) / (max - min)`` in float32, with min and max as Python floats; in float64 only where
+    ``max - min`` exceeds float32's range (absurd DICOM rescale values).
+    """
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        return np.zeros_like(arr, dtype=np.float32)
+    if hi - lo > float(np.finfo(np.float32).max):  # arr - lo would overflow float32
+        arr = arr.astype(np.float64)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
 
 
 def read_cxr(path: str | os.PathLike) -> np.ndarray:
     """Read a chest X-ray as float32 (rows, columns), min-max scaled to [0, 1]."""
-    arr = read_raw(path)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        return np.zeros_like(arr, dtype=np.float32)
-    if hi - lo > float(np.finfo(np.float32).max):  # arr - lo would overflow float32 (absurd rescale values)
-        arr = arr.astype(np.float64)
-    return ((arr - lo) / (hi - lo)).astype(np.float32)
+    return scale_min_max(read_raw(path))
+
+
+def read_array(pixels: Any, source: str = "array") -> np.ndarray:
+    """A picture already in memory, (rows, columns) in its own intensity units (uint8, uint16, float), read as
+    ``read_cxr`` reads a file: float32, checked, min-max scaled to [0, 1].
+
+    Raises:
+        CXRReadError: naming ``source``: not a 2D array of numbers, or non-finite values.
+    """
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf: refused below
+            arr = np.asarray(pixels, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise CXRReadError(source, f"not an array of numbers ({e})") from None
+    return scale_min_max(_checked_image(arr, source))
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

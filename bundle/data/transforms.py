@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from functools import partial
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from monai.transforms import MapTransform, Transform
 from torch.nn import functional as F
 
 from ..values import as_bool
-from .readers import NIFTI_SUFFIXES, CXRReadError, read_cxr, read_mask
+from .readers import NIFTI_SUFFIXES, CXRReadError, read_array, read_cxr, read_mask
 
 __all__ = ["LoadCXRd", "ClassLabeld", "STATUS_OK", "ON_ERROR", "PREPROCESSING", "file_stem", "resize_2d"]
 
@@ -43,6 +44,10 @@ def file_stem(path: str) -> str:
 
 class LoadCXRd(MapTransform):
     """Read ``image`` (any CXR format, see ``bundle.data.readers``) and its optional ``mask`` as (1, H, W) float32.
+
+    ``image`` is a file's path, or a picture already in memory as a ``numpy.ndarray`` (rows, cols) in its own
+    intensity units, read as a file's pixels are (``read_array``) and named by the entry's ``name``. Anything else
+    (a tensor loaded upstream) passes unchanged.
 
     An entry without a mask gets an all-zero mask and ``has_mask`` = 0, so batches collate and the loss can
     skip those images. ``image_path`` keeps the source file for reports.
@@ -74,9 +79,11 @@ class LoadCXRd(MapTransform):
             raise CXRReadError(path, f"mask shape {mask.shape} differs from image shape {image.shape}")
         return mask
 
-    def _load_with_status(self, path: str, mask_path: object) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    def _load_with_status(
+        self, path: str, read: Callable[[], np.ndarray], mask_path: object
+    ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
         try:
-            image, status = read_cxr(path), STATUS_OK
+            image, status = read(), STATUS_OK
         except CXRReadError as e:
             return None, None, e.reason
         except Exception as e:  # a decoder bug must not stop the run: report it for this file
@@ -91,15 +98,20 @@ class LoadCXRd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
-        path = d[self.image_key]
-        if not isinstance(path, str):  # already loaded upstream
+        source = d[self.image_key]
+        if isinstance(source, np.ndarray):  # a picture in memory: its entry's name stands for the path
+            path = str(d.get("name", "array"))
+            read: Callable[[], np.ndarray] = partial(read_array, source, path)
+        elif isinstance(source, str):
+            path, read = source, partial(read_cxr, source)
+        else:  # already loaded upstream
             return d
         mask_path = d.get(self.mask_key)
         if self.on_error == "raise":
-            image = read_cxr(path)
+            image = read()
             mask = self._read_mask(mask_path, image) if isinstance(mask_path, str) else None
         else:
-            image, mask, d["status"] = self._load_with_status(path, mask_path)
+            image, mask, d["status"] = self._load_with_status(path, read, mask_path)
             d.setdefault("name", file_stem(path))
             shape = (0, 0) if image is None else image.shape
             d["orig_shape"] = torch.tensor(shape, dtype=torch.long)

@@ -21,7 +21,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless, generate_uid
 
 from bundle.data import readers
-from bundle.data.readers import CXRReadError, read_cxr, read_mask, read_raw
+from bundle.data.readers import CXRReadError, read_array, read_cxr, read_mask, read_raw
+from bundle.data.transforms import LoadCXRd
 from tests.conftest import BACKBONE, CLASS_NAMES, ROOT, synthetic_cxr
 from tests.helpers import bundle_in_process, launch
 
@@ -398,3 +399,22 @@ def test_scaling_survives_extreme_values(tmp_path, picture):
     write_dicom(tmp_path / "x.dcm", picture, RescaleSlope="4e36", RescaleIntercept="-5.82e38")  # -3.1e38 to 3.1e38
     out = read_cxr(tmp_path / "x.dcm")
     assert np.isfinite(out).all() and out.min() == 0 and out.max() == 1
+
+
+def test_a_picture_in_memory_is_read_as_its_file(tmp_path, picture):
+    """``read_array`` and ``LoadCXRd`` on an array give a file's pixels exactly, and name the array in refusals."""
+    Image.fromarray(picture).save(tmp_path / "x.png")
+    np.testing.assert_array_equal(read_array(picture), read_cxr(tmp_path / "x.png"))
+    np.testing.assert_array_equal(read_array(picture.astype(np.uint16) * 16), read_cxr(tmp_path / "x.png"))
+    load = LoadCXRd(on_error="status")
+    from_file, from_array = load({"image": str(tmp_path / "x.png")}), load({"image": picture, "name": "mine"})
+    assert from_array["status"] == "ok" and from_array["image_path"] == from_array["name"] == "mine"
+    assert set(from_array) == set(from_file) and from_array["orig_shape"].tolist() == [H, W]
+    assert torch.equal(from_array["image"], from_file["image"]) and float(from_array["has_mask"]) == 0
+    for bad, reason in ((np.zeros((1, 5)), "not a 2D image"), (np.full((4, 4), np.inf), "non-finite"),
+                        (np.array([["a", "b"], ["c", "d"]]), "not an array of numbers")):  # fmt: skip
+        assert reason in load({"image": bad, "name": "bad"})["status"]
+        with pytest.raises(CXRReadError, match=f"^bad: .*{reason}"):
+            read_array(bad, "bad")
+    tensor = torch.zeros(1, 4, 4)  # loaded upstream: passed on unchanged
+    assert load({"image": tensor})["image"] is tensor
