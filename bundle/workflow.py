@@ -23,7 +23,18 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from . import overrides as override_ids
 from .distributed import is_main_process
 
-__all__ = ["ROOT", "CONFIGS", "WORKFLOW_CONFIGS", "config_paths", "cli_value", "command", "next_step", "run", "parsed"]
+__all__ = [
+    "ROOT",
+    "CONFIGS",
+    "WORKFLOW_CONFIGS",
+    "config_paths",
+    "cli_value",
+    "command",
+    "next_step",
+    "run",
+    "parser",
+    "parsed",
+]
 
 ROOT = Path(__file__).resolve().parents[1]  # the bundle root: configs/, bundle/, models/
 CONFIGS = ROOT / "configs"
@@ -147,14 +158,27 @@ def run(
     return results
 
 
+def parser(
+    configs: str | os.PathLike | Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None
+) -> ConfigParser:
+    """A ``ConfigParser`` of ``configs`` with ``overrides`` (the bundle root set), nothing parsed yet; overrides are
+    checked as ``run`` checks them.
+
+    Raises:
+        UserError: a config file that does not exist or an override of an id the configs do not define.
+    """
+    paths = config_paths(configs)
+    override_ids.check(paths, overrides or {})
+    config = ConfigParser()
+    config.read_config(paths)
+    config.update({"bundle_root": str(ROOT), **(overrides or {})})
+    return config
+
+
 def parsed(
     configs: str | os.PathLike | Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None, *ids: str
 ) -> list[Any]:
     """The parsed values of ``ids`` of ``configs`` with ``overrides``, without running anything; overrides are
     checked as ``run`` checks them."""
-    paths = config_paths(configs)
-    override_ids.check(paths, overrides or {})
-    parser = ConfigParser()
-    parser.read_config(paths)
-    parser.update({"bundle_root": str(ROOT), **(overrides or {})})
-    return [parser.get_parsed_content(i) for i in ids]
+    config = parser(configs, overrides)
+    return [config.get_parsed_content(i) for i in ids]

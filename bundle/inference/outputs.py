@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from ..evaluation.attention import attention_and_masks
 from ..networks.multitask import class_probabilities
 from ..values import as_bool
 
-__all__ = ["InferenceOutputs", "lung_mask_at", "saliency_at"]
+__all__ = ["InferenceOutputs", "lung_mask_at", "saliency_at", "predicted_class"]
 
 
 class InferenceOutputs(Transform):
@@ -43,3 +43,11 @@ def lung_mask_at(lung_prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def saliency_at(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A saliency map (h, w) resized to an image's own ``shape`` (rows, cols), float32 in [0, 1]."""
     return np.clip(resize_2d(saliency, shape), 0, 1).astype(np.float32)
+
+
+def predicted_class(prob: np.ndarray, class_names: Sequence[str], multi_label: bool = False) -> str:
+    """The prediction of one image's probabilities (K,): the top class's name, or for a multi-label model the names
+    of the classes over 0.5 joined by ``;`` (empty when none is)."""
+    if multi_label:
+        return ";".join(c for c, p in zip(class_names, prob) if p > 0.5)
+    return class_names[int(np.argmax(prob))]

@@ -19,7 +19,7 @@ from ..evaluation.attention import RATIO_BINS, RATIO_MAX, distribution
 from ..plots import overlay_caption, save_overlay
 from ..values import Rule, as_bool, boolean, choice, described, existing_file, integer, optional
 from .dicom_outputs import DICOM_COLUMNS, DICOM_MODES, DicomOutputError, DicomOutputs, overlay_pixels
-from .outputs import lung_mask_at, saliency_at
+from .outputs import lung_mask_at, predicted_class, saliency_at
 
 __all__ = ["PredictionWriter"]
 
@@ -150,11 +150,6 @@ class PredictionWriter:
         except OSError as e:
             write_failed(self.csv_path, e, "the predictions", self._kept())
 
-    def _predicted(self, prob: np.ndarray) -> str:
-        if self.multi_label:
-            return ";".join(c for c, p in zip(self.class_names, prob) if p > 0.5)
-        return self.class_names[int(prob.argmax())]
-
     def _write_batch(self, engine: Engine) -> None:
         batch, out = engine.state.batch, engine.state.output
         prob = out["prob"].detach().float().cpu().numpy()
@@ -171,7 +166,7 @@ class PredictionWriter:
             row: dict[str, Any] = dict.fromkeys(self.fields, None)
             row.update(image=path, status=batch["status"][i])
             if row["status"] == STATUS_OK:
-                row["predicted"] = self._predicted(prob[i])
+                row["predicted"] = predicted_class(prob[i], self.class_names, self.multi_label)
                 row.update({f"prob_{c}": float(p) for c, p in zip(self.class_names, prob[i])})
                 if attention is not None:
                     row["lung_attention"] = _float(attention[i])
