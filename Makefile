@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 QUICK ?= 0
 
-.PHONY: install demo test test-quick lint format configs docs bench weights release label-env label pacs pacs-stop \
-	system-packages clean
+.PHONY: install demo test test-quick lint format configs docs bench gpu-check weights release label-env label pacs \
+	pacs-stop system-packages clean
 
 # The stamp is rebuilt whenever a requirements file or the package metadata changes, so a pin bump reinstalls.
 # The bundle package is installed editable: scripts and tests import it from any folder. bundle.startup writes a
@@ -61,6 +61,15 @@ pins: install
 
 bench: install
 	$(PY) -m benchmarks all
+
+# The GPU figures of the model card in one run of at most 8 minutes: GPU_CHECK_OUT/gpu_check.json and summary.txt
+# (benchmarks/gpu.py). DRY=1 runs the same parts on the CPU at toy sizes, to check the check. Any Python with the
+# bundle's requirements (and a CUDA build of torch) runs it: GPU_PY, by default this venv's when it exists.
+GPU_CHECK_OUT ?= runs/gpu_check
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+DRY ?= 0
+gpu-check:
+	$(GPU_PY) -m benchmarks gpu --out $(GPU_CHECK_OUT) $(if $(filter 1,$(DRY)),--dry)
 
 # Reproduce the shipped models/model.pt (and its eval_metrics in configs/metadata.json) from the CC BY images of
 # the real collection (SHARED_CXR): SimCLR pretraining, then multi-task fine-tuning, then a test-split evaluation.

@@ -3,7 +3,8 @@ plain reference.
 
 ``SUITES`` maps a suite's name to its module; every module has ``add_arguments(parser)`` and ``run(args) -> report``
 (a dict with ``benchmarks.report.REPORT_KEYS``). ``ALL_RUNS`` is what ``all`` runs: every suite, the contrastive
-suite once per method (SimCLR, MoCo, BYOL, SimSiam, MICLe); ``scale`` runs only on its own.
+suite once per method (SimCLR, MoCo, BYOL, SimSiam, MICLe); ``scale`` runs only on its own. ``gpu`` is the GPU
+check (``benchmarks.gpu``): several suites and more, each part in a process of its own, within a time budget.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from bundle.settings import option
 from bundle.values import integer
 
-from . import cache, inference, inpainting, pretrain, scale, train
+from . import cache, gpu, inference, inpainting, pretrain, scale, train
 from .options import add_speed_arguments, check_output_file
 from .report import REPORT_KEYS, print_report, write_json
 from .workflows import speed_overrides
@@ -109,6 +110,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     every.add_argument("--num_workers", type=option(integer(0)), default=None, help="default: each suite's (2)")
     add_speed_arguments(every)
     every.add_argument("--json", default=None, help="also write the results to this JSON file")
+    gpu.add_arguments(
+        sub.add_parser(
+            "gpu",
+            help="the GPU check: every GPU figure in one run of at most 8 minutes (--dry: on the CPU, toy sizes)",
+            description=(gpu.__doc__ or "").split("\n\n")[0],
+        )
+    )
     return parser
 
 
@@ -142,12 +150,15 @@ def run_suite(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, dict[str, Any]]:
-    """Parse the command line, run the chosen suite(s), print each report; returns ``{suite: report}``.
+    """Parse the command line, run the chosen suite(s), print each report; returns ``{suite: report}`` (``gpu``:
+    the check's results, ``benchmarks.gpu.run``).
 
     A bad flag stops at parsing (argparse, exit 2); a missing dataset, weights file or device, or an
     unwritable ``--json``, stops before any measuring with one message (exit 1).
     """
     args = build_parser(description).parse_args(argv)
+    if args.suite == "gpu":
+        return gpu.run(args)
     check_output_file("--json", args.json)  # before measuring, not after
     results: dict[str, dict[str, Any]] = {}
     runs = all_runs(args) if args.suite == "all" else [(args.suite, args.suite, args)]  # flags checked up front

@@ -5,7 +5,9 @@ segmentation from one encoder pass); "saliency" adds the map (default Grad-CAM++
 through ``bundle.saliency.SaliencyInferer`` under ``torch.no_grad()`` (and autocast on CUDA) like MONAI's evaluator.
 Batches of the two modes are interleaved, in alternating order, and the median batch time is used, so that load
 from other processes on a shared machine affects both alike. The figure is ``saliency_cost_ratio``: how many plain
-passes one pass with saliency costs (lower is better).
+passes one pass with saliency costs (lower is better). ``--channels_last`` and ``--amp_dtype`` set what
+configs/inference.json sets on CUDA (channels-last weights, the autocast dtype); without them the network keeps
+PyTorch's defaults (contiguous weights, float16 autocast).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from bundle.errors import fail
 from bundle.networks import MultiTaskClassifier
 from bundle.saliency import SaliencyInferer
 from bundle.settings import option
-from bundle.values import integer
+from bundle.values import as_bool, integer
 
 from .memory import memory_note, peak_memory_mb, reset_peak
 from .options import add_common_arguments, choose_device, settings
 from .report import make_report
 from .timing import IterationTimer
+from .workflows import SpeedUp
 
+CONFIG = "inference"  # the config whose ids --channels_last and --amp_dtype are
 TARGET_RATIO = 2.5  # saliency may cost at most 2.5x a plain pass
 
 
@@ -40,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num_classes", type=option(integer(1)), default=4, help="default 4")
     parser.add_argument("--ckpt", default=None, help="optional model.pt (speed does not depend on the weights)")
+    parser.add_argument(
+        "--channels_last",
+        type=option("channels_last"),
+        default=None,
+        help="true/false: the network's weights in channels_last memory format (default false)",
+    )
+    parser.add_argument(
+        "--amp_dtype",
+        type=option("amp_dtype"),
+        default=None,
+        help="bfloat16 | float16: the autocast dtype on CUDA (default float16)",
+    )
 
 
 def load_checkpoint(net: MultiTaskClassifier, path: str, args: argparse.Namespace) -> None:
@@ -70,21 +86,23 @@ def load_checkpoint(net: MultiTaskClassifier, path: str, args: argparse.Namespac
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time both modes on interleaved batches; return the report."""
     device = choose_device(args.device)
-    setup = settings(args, device, saliency=args.saliency)
+    speed = SpeedUp(as_bool(args.channels_last or False, "channels_last"), amp_dtype=args.amp_dtype)
+    setup = settings(args, device, saliency=args.saliency, **speed.as_settings())
     if args.ckpt and not os.path.isfile(args.ckpt):
         fail(f"--ckpt {args.ckpt}: file not found (it is optional: speed does not depend on the weights)")
     set_determinism(seed=0)
     net = MultiTaskClassifier(num_classes=args.num_classes, backbone=args.backbone)
     if args.ckpt:
         load_checkpoint(net, args.ckpt, args)
-    net = net.to(device).eval()
+    net = speed.module(net.to(device).eval())
+    # the batch stays contiguous: inference.json sets channels_last on the weights only (bundle.networks.place)
     x = torch.rand(args.batch_size, 1, args.image_size, args.image_size, device=device)
     modes = {"plain": SaliencyInferer("none"), "saliency": SaliencyInferer(args.saliency)}
     timers = {m: IterationTimer(device, args.warmup, args.iters) for m in modes}
     peak: dict[str, float] = {}
     reset_peak(device)
     # as SupervisedEvaluator: no_grad (the saliency inferer re-enables gradients itself), autocast when amp
-    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    with torch.no_grad(), torch.autocast(device.type, dtype=speed.amp_dtype, enabled=device.type == "cuda"):
         for i in range(args.warmup + args.iters):
             # alternate which mode goes first: the second of a pair runs measurably faster on CPU (warm caches)
             for mode, inferer in list(modes.items())[:: 1 if i % 2 == 0 else -1]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import SUITES, suite_parser
+from benchmarks.cli import SUITES, all_runs, build_parser, suite_parser
 from benchmarks.report import REPORT_KEYS
 from tests.conftest import write_dataset
 from tests.helpers import run_module
@@ -59,6 +59,18 @@ def test_inference_suite_runs_tiny(tmp_path, monkeypatch):
     report = SUITES["inference"].run(suite_parser("inference").parse_args(TINY + ["--saliency", "gradcam"]))
     check_report(report, "inference", "saliency_cost_ratio", {"plain", "saliency"})
     assert report["meaning"].startswith("saliency costs") and "lower is better" in report["meaning"]
+
+
+def test_the_inference_suite_takes_the_speed_ids_of_inference_json(tmp_path, monkeypatch):
+    """channels_last weights and the autocast dtype as configs/inference.json sets them on CUDA (`all` passes the
+    flags on); on the CPU the suite runs fp32, as the config does."""
+    monkeypatch.chdir(tmp_path)
+    flags = TINY + ["--saliency", "gradcam", "--channels_last", "true", "--amp_dtype", "bfloat16", "--device", "cpu"]
+    report = SUITES["inference"].run(suite_parser("inference").parse_args(flags))
+    check_report(report, "inference", "saliency_cost_ratio", {"plain", "saliency"})
+    assert report["settings"]["channels_last"] is True and report["settings"]["precision"] == "fp32"
+    runs = all_runs(build_parser().parse_args(["all", "--suites", "inference", "--amp_dtype", "float16"]))
+    assert [(key, args.amp_dtype) for key, _, args in runs] == [("inference", "float16")]
 
 
 def test_the_command_writes_the_report(tmp_path):
