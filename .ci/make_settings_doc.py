@@ -31,7 +31,7 @@ from bundle.workflow import WORKFLOW_CONFIGS  # noqa: E402
 PAGE = ROOT / "docs" / "settings.md"
 WORKFLOWS = WORKFLOW_CONFIGS
 # overlays add settings to the workflows they run on; only the ids they set themselves are listed for them
-OVERLAYS = {"multi-GPU": ["multi_gpu_train", "multi_gpu_pretrain", "multi_gpu_evaluate"]}
+OVERLAYS = {"multi-GPU": ["multi_gpu_train", "multi_gpu_pretrain", "multi_gpu_evaluate"], "TensorRT": ["inference_trt"]}
 SHORT = {"pretrain_contrastive": "contrastive", "pretrain_inpainting": "inpainting", "pretrain_pretext": "pretext"}
 MAX_VALUE = 80  # characters of a default shown; a longer expression is cut (the config holds it whole)
 
@@ -46,8 +46,8 @@ appears; every run first checks them all and stops with one message listing ever
 workflow where they differ; *the weights' recipe* is the value recorded beside the weights the run starts from
 (`model.pt` for evaluation and inference, `pretrained_ckpt` for training; [reliability.md](reliability.md)).
 *Workflows*: `train`, `evaluate` (on top of train.json), `inference`, `contrastive`,
-`inpainting`, `pretext` (configs/pretrain_*.json), `curriculum` and the `multi-GPU` overlays
-(configs/multi_gpu_*.json).
+`inpainting`, `pretext` (configs/pretrain_*.json), `curriculum`, the `multi-GPU` overlays
+(configs/multi_gpu_*.json) and the `TensorRT` overlay (configs/inference_trt.json).
 Boolean ids accept {booleans} in any case.
 """
 

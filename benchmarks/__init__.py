@@ -5,6 +5,7 @@
     python -m benchmarks inpainting [--method inpainting|outpainting|group_masked --batch_size 8]
     python -m benchmarks inference  [--saliency gradcampp|gradcam|occlusion --warmup 1 --iters 6]
     python -m benchmarks cache      [--sizes 1000,10000 --cache_dtype uint8,float32]
+    python -m benchmarks onnx       [--view classification|segmentation --batch_size 8 --threads 2]
     python -m benchmarks scale      [--entries 100000 --caches memory,disk --dataset_dir DIR --work DIR]
     python -m benchmarks all        [--suites train,pretrain,inpainting --device cpu|cuda --json out.json]
     python -m benchmarks gpu        [--out runs/gpu_check --parts a,b --budget_s 450 --dry]
@@ -21,7 +22,8 @@ and prepare_batch, views made on the device included, no model) with one worker 
 loop of the same network or method (before and after the workflow, averaged); and the config's MONAI workflow for
 --warmup + --iters iterations. They report ``ratio`` = workflow / plain throughput (higher is better, 1.0 = no
 overhead). inference reports ``saliency_cost_ratio``: the median batch time with a saliency map over that of a
-plain pass (lower is better). All also report peak memory per phase. ``gpu`` is the GPU check (``make
-gpu-check``): pretraining, fine-tuning and inference at 224 px with bf16 and channels_last, with and without
-torch.compile, the TensorRT overlay and an NCCL run, within 8 minutes (``--dry``: the same on the CPU, toy sizes).
+plain pass (lower is better); onnx ``onnxruntime_speedup``: onnxruntime's images/s over PyTorch's on the CPU (higher
+is better). All also report peak memory per phase. ``gpu`` is the GPU check (``make gpu-check``): pretraining,
+fine-tuning and inference at 224 px with bf16 and channels_last, with and without torch.compile, the TensorRT
+overlay and an NCCL run, within 8 minutes (``--dry``: the same on the CPU, toy sizes).
 """

@@ -17,7 +17,7 @@ from typing import Any
 from bundle.settings import option
 from bundle.values import integer
 
-from . import cache, gpu, inference, inpainting, pretrain, scale, train
+from . import cache, gpu, inference, inpainting, onnx, pretrain, scale, train
 from .options import add_speed_arguments, check_output_file
 from .report import REPORT_KEYS, print_report, write_json
 from .workflows import speed_overrides
@@ -31,6 +31,7 @@ SUITES: dict[str, ModuleType] = {
     "inpainting": inpainting,
     "inference": inference,
     "cache": cache,
+    "onnx": onnx,
     "scale": scale,
 }
 
@@ -44,6 +45,7 @@ ALL_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("inpainting", "inpainting", ()),
     ("inference", "inference", ()),
     ("cache", "cache", ()),
+    ("onnx", "onnx", ()),
 )
 # flags of `all` that reach every suite that has them, only when given (otherwise each suite keeps its default)
 PASSED_ON = (
@@ -124,7 +126,8 @@ def all_runs(args: argparse.Namespace) -> list[tuple[str, str, argparse.Namespac
     """The runs of ``all`` for its parsed ``args``: (result key, suite, that suite's parsed flags).
 
     Each suite starts from its own defaults; a flag of ``all`` that was given replaces the default of every suite
-    that has the flag (``--num_workers`` and the speed flags reach the training suites only). A speed flag whose
+    that has the flag (``--num_workers`` and the speed flags reach the training suites only; ``--device`` does not
+    reach a suite whose ``DEVICES`` lack it: onnx measures the CPU). A speed flag whose
     config id a training config lacks stops here, before any measuring.
     """
     runs = []
@@ -134,6 +137,8 @@ def all_runs(args: argparse.Namespace) -> list[tuple[str, str, argparse.Namespac
         suite_args = suite_parser(name).parse_args(list(flags))
         for dest in PASSED_ON:
             value = getattr(args, dest, None)
+            if dest == "device" and value not in getattr(SUITES[name], "DEVICES", (value,)):
+                continue  # a suite that measures on one device only (onnx: the CPU) keeps it
             if value is not None and hasattr(suite_args, dest):
                 setattr(suite_args, dest, value)
         if hasattr(suite_args, "channels_last"):

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_checkpoint(net: MultiTaskClassifier, path: str, args: argparse.Namespace) -> None:
+def load_checkpoint(net: torch.nn.Module, path: str, args: argparse.Namespace) -> None:
     """Load ``--ckpt`` into ``net``, or stop with one message saying why it cannot be used."""
     try:
         state = load_weights(path)
@@ -77,7 +77,7 @@ def load_checkpoint(net: MultiTaskClassifier, path: str, args: argparse.Namespac
             if keys
         )
         fail(
-            f"--ckpt {path}: does not fit MultiTaskClassifier(num_classes={args.num_classes}, "
+            f"--ckpt {path}: does not fit {type(net).__name__}(num_classes={args.num_classes}, "
             f"backbone={args.backbone}): keys {counts}; set --num_classes and --backbone as the model was trained"
         )
     net.load_state_dict(state)

@@ -15,13 +15,12 @@ inference.json in two ways, with saliency ``none`` on both sides (an engine give
 
 The weights are a copy of ``models/`` in a work folder (``ckpt_dir``), so an engine saved beside ``ckpt_file`` is
 built from these weights in this run. ``blockers`` says why the comparison cannot run here (the overlay missing,
-no CUDA, TensorRT or polygraphy not importable); the GPU check records those as the reason it was skipped.
+no CUDA, or TensorRT's packages not installed); the GPU check records those as the reason it was skipped.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from PIL import Image
 
 from bundle import workflow
 from bundle.checkpoints import load_weights
+from bundle.inference.tensorrt import missing_requirement
 from bundle.values import as_bool, autocast_dtype
 
 from .memory import peak_memory_mb, reset_peak
@@ -52,22 +52,11 @@ MODELS = workflow.ROOT / "models"
 
 
 def blockers(overlay: Path = OVERLAY) -> list[str]:
-    """Why the overlay cannot be compared here: each missing piece as a phrase; empty when it can."""
-    reasons = []
-    if not overlay.is_file():
-        reasons.append(f"{overlay.relative_to(workflow.ROOT).as_posix()} missing")
-    if not torch.cuda.is_available():
-        reasons.append("CUDA is not available")
-    # MONAI's trt_compile needs tensorrt and polygraphy (its ONNX route), torch_tensorrt for method torch_trt
-    modules = ["tensorrt", "polygraphy"]
-    if overlay.is_file() and "torch_trt" in overlay.read_text(encoding="utf-8"):
-        modules.append("torch_tensorrt")
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as e:  # a broken install raises more than ImportError (missing CUDA libraries)
-            reasons.append(f"import {module} failed ({type(e).__name__}: {e})")
-    return reasons
+    """Why the overlay cannot be compared here: the overlay's file missing, and the bundle's own sentence on what
+    TensorRT lacks on this machine (``bundle.inference.tensorrt.missing_requirement``); empty when it can run."""
+    reasons = [] if overlay.is_file() else [f"{overlay.relative_to(workflow.ROOT).as_posix()} missing"]
+    missing = missing_requirement("cuda")
+    return reasons + ([missing] if missing else [])
 
 
 @dataclass

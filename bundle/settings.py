@@ -25,7 +25,7 @@ from .data import cache, datalist, leakage, precision, views
 from .engines import progress
 from .errors import fail, set_debug
 from .evaluation import bootstrap
-from .inference import inputs, writer
+from .inference import inputs, tensorrt, writer
 from .networks import freezing, multitask
 from .ssl import curriculum, inpainting, masking, methods, moco, monitor, snapshots
 from .values import (
@@ -70,6 +70,7 @@ COMPONENTS: tuple[ModuleType, ...] = (
     saliency,
     inputs,
     writer,
+    tensorrt,
     bootstrap,
 )
 

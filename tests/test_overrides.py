@@ -67,6 +67,7 @@ WORKFLOWS = [
     ("train",), ("train", "evaluate"), ("inference",), ("pretrain_contrastive",), ("pretrain_inpainting",),
     ("pretrain_pretext",), ("pretrain_curriculum",), ("train", "multi_gpu_train"),
     ("pretrain_contrastive", "multi_gpu_pretrain"), ("train", "evaluate", "multi_gpu_evaluate"),
+    ("inference", "inference_trt"),
 ]  # fmt: skip
 for configs in WORKFLOWS:
     CASES["+".join(configs)] = (configs, ["--debugg", "true"], ["--debugg: no such setting", "did you mean debug?"])

@@ -130,16 +130,17 @@ class ViTEncoder(nn.Module):
         """(1, h * w, D) position embeddings for an (h, w) patch grid: the 14 x 14 table, resized when needed."""
         table = self.vit.patch_embedding.position_embeddings
         side = self.native_grid
-        if height == side and width == side:
-            return table
+        # no shortcut for the native grid: resizing to the same size returns the table exactly, and a branch on
+        # the grid size would fix an exported graph (torch.export, ONNX) to the size it was exported at
         grid = table.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
         return grid.to(table.dtype).flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = self.patch_size
-        height, width = int(x.shape[-2]) // size, int(x.shape[-1]) // size
-        if height * size != int(x.shape[-2]) or width * size != int(x.shape[-1]):
+        # sizes stay symbolic under torch.export (int() would fix them), so exported graphs keep dynamic sides
+        height, width = x.shape[-2] // size, x.shape[-1] // size
+        if height * size != x.shape[-2] or width * size != x.shape[-1]:
             raise ValueError(f"a ViT backbone needs image sides that are multiples of {size}, got {list(x.shape)}")
         embed = self.vit.patch_embedding
         tokens = embed.patch_embeddings(x).flatten(2).transpose(1, 2)

@@ -37,7 +37,7 @@ def test_all_runs_every_method_with_only_the_flags_given():
     assert all(a.image_size == 64 for _, a in runs.values())
     assert runs["inpainting"][1].batch_size == 8 and runs["train"][1].batch_size == 16  # the suites' defaults
     assert all(a.channels_last is None and a.compile is None and a.amp_dtype is None for _, a in runs.values())
-    assert [k for k, _, _ in all_runs(build_parser().parse_args(["all"]))][-2:] == ["inference", "cache"]
+    assert [k for k, _, _ in all_runs(build_parser().parse_args(["all"]))][-3:] == ["inference", "cache", "onnx"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["all", "--suites", "trian"])
 
@@ -97,6 +97,15 @@ def test_wrong_input_stops_before_measuring(case, wrong_files, capsys):
     assert stop.value.code != 0
     for text in named:
         assert text in output, (text, output)
+
+
+def test_the_onnx_suite_stays_on_the_cpu():
+    """`all --device cuda` passes the device to every suite but onnx (onnxruntime's CPU provider against PyTorch on
+    the CPU); asked for cuda directly, onnx stops with one message."""
+    runs = {key: args for key, _, args in all_runs(build_parser().parse_args(["all", "--device", "cuda"]))}
+    assert runs["onnx"].device is None and runs["inference"].device == "cuda" and runs["train"].device == "cuda"
+    with pytest.raises(SystemExit, match="--device cuda: the onnx suite compares onnxruntime's CPU provider"):
+        benchmark_main(["onnx", "--device", "cuda", *QUICK])
 
 
 def test_cuda_without_cuda_is_one_message(monkeypatch):

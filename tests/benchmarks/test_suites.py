@@ -73,6 +73,19 @@ def test_the_inference_suite_takes_the_speed_ids_of_inference_json(tmp_path, mon
     assert [(key, args.amp_dtype) for key, _, args in runs] == [("inference", "float16")]
 
 
+def test_onnx_suite_runs_tiny(tmp_path, monkeypatch, one_thread):
+    """onnxruntime against PyTorch on the same batches: both throughputs and the speed-up, for both views."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-deploy.txt)")
+    monkeypatch.chdir(tmp_path)
+    for view in ("classification", "segmentation"):
+        args = suite_parser("onnx").parse_args(TINY + ["--view", view, "--backbone", "resnet10", "--threads", "1"])
+        report = SUITES["onnx"].run(args)
+        check_report(report, "onnx", "onnxruntime_speedup", {"pytorch", "onnxruntime"})
+        assert report["settings"]["view"] == view and report["settings"]["threads"] == 1
+        assert report["details"]["onnxruntime_threads"] == 1 and report["details"]["export_s"] > 0
+    assert not list(tmp_path.iterdir())  # the exported file lived in a temporary folder
+
+
 def test_the_command_writes_the_report(tmp_path):
     """`python -m benchmarks inference ... --json` from the repository root prints and writes the report."""
     out = tmp_path / "results" / "inference.json"

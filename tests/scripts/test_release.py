@@ -153,6 +153,7 @@ def test_zip_holds_what_a_bundle_carries(release):
         "configs/inference.json",
         "configs/train.json",
         "configs/evaluate.json",
+        "configs/inference_trt.json",
         "configs/metadata.json",
         "configs/logging.conf",
         "models/model.pt",
