@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from . import checkpoints, losses, overrides, saliency
+from . import checkpoints, losses, overrides, saliency, tracking
 from .data import cache, datalist, leakage, precision, views
 from .engines import progress
 from .errors import fail, set_debug
@@ -71,6 +71,7 @@ COMPONENTS: tuple[ModuleType, ...] = (
     inputs,
     writer,
     bootstrap,
+    tracking,
 )
 
 # the ids the configs consume themselves: folders, the loop, the optimiser and devices
