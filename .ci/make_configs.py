@@ -82,10 +82,10 @@ BLOCK_ORDER = (
     "key_metric",
     "additional_metrics",
     "snapshot",
-    "shared_handlers",
     "handlers",
     "trainer",
     "evaluator",
+    "tracking",
 )
 # the order of the recipe's components: what the data and the network are, then how they are trained or run
 RECIPE_ORDER = (
@@ -112,6 +112,7 @@ RECIPE_ORDER = (
     "stage_defaults",
     "stage_force",
     "stages",
+    "tracking",
 )
 SETTINGS_DESC = "Every setting above, checked by bundle.settings.check before any work (derived by make configs)."
 

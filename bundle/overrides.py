@@ -45,6 +45,7 @@ __all__ = [
     "command_line",
     "command_line_problem",
     "check_command_line",
+    "tracking_problem",
 ]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -185,7 +186,9 @@ class CommandLine:
     ids: list[str]
     extra: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
-    missing: str | None = None  # a file named on the command line that does not exist
+    missing: str | None = (
+        None  # a file named on the command line that does not exist, or a --tracking MONAI cannot read
+    )
 
 
 def _is_flag(arg: str) -> bool:
@@ -229,12 +232,31 @@ def _given(command: str, args: Sequence[str]) -> dict[str, Any]:
     return {k: DefaultParseValue(v) for k, v in given.items()}
 
 
+def tracking_problem(tracking: Any) -> str | None:
+    """What is wrong with a ``--tracking`` value MONAI cannot read (neither one of its trackers nor a settings
+    file, or files, split by commas as MONAI splits them); None when nothing is."""
+    from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+    if (
+        not tracking
+        or isinstance(tracking, Mapping)
+        or (isinstance(tracking, str) and tracking in DEFAULT_EXP_MGMT_SETTINGS)
+    ):
+        return None
+    if all(os.path.isfile(part) for part in str(tracking).split(",")):
+        return None
+    close = difflib.get_close_matches(str(tracking), list(DEFAULT_EXP_MGMT_SETTINGS), n=1)
+    hint = f"; did you mean --tracking {close[0]}?" if close else ""
+    known = ", ".join(DEFAULT_EXP_MGMT_SETTINGS)
+    return f"--tracking {tracking}: neither a tracker MONAI knows ({known}) nor a tracking settings file{hint}"
+
+
 def _tracking_ids(tracking: Any) -> list[str]:
     """The ids MONAI's tracking settings add to the config (``--tracking mlflow``: ``experiment_name``, ...)."""
     from monai.bundle import ConfigParser
     from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
-    if not tracking:
+    if not tracking or tracking_problem(tracking):
         return []
     settings = DEFAULT_EXP_MGMT_SETTINGS.get(tracking) if isinstance(tracking, str) else tracking
     if settings is None:
@@ -262,6 +284,7 @@ def command_line(argv: Sequence[str] | None = None) -> CommandLine | None:
     runner = runner_args()
     ids = [k for k in values if k not in runner]
     missing = next((missing_config(f) for f in files if not os.path.isfile(f)), None)
+    missing = missing or tracking_problem(values.get("tracking"))
     return CommandLine(files, ids, _tracking_ids(values.get("tracking")), values, missing)
 
 

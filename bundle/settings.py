@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from . import checkpoints, losses, overrides, saliency
+from . import checkpoints, losses, overrides, saliency, tracking
 from .data import cache, datalist, leakage, precision, views
 from .engines import progress
 from .errors import fail, set_debug
@@ -72,6 +72,7 @@ COMPONENTS: tuple[ModuleType, ...] = (
     writer,
     tensorrt,
     bootstrap,
+    tracking,
 )
 
 # the ids the configs consume themselves: folders, the loop, the optimiser and devices

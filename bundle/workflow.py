@@ -22,6 +22,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from . import overrides as override_ids
 from .distributed import is_main_process
+from .tracking import requesting
 
 __all__ = [
     "ROOT",
@@ -126,12 +127,14 @@ def run(
     before_run: Callable[[ConfigWorkflow], None] | None = None,
     logging_file: str | bool | None = None,
     meta_file: str | None = None,
+    tracking: str | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``configs`` in this process as ``python -m monai.bundle run`` would: initialise, run, finalise.
 
     ``before_run(workflow)`` runs between initialise and run (attach a timer, load weights). ``meta_file`` and
     ``logging_file`` default to MONAI's (``metadata.json`` and ``logging.conf`` beside the first config);
-    ``logging_file`` False keeps the caller's logging. Returns the ids a caller reads after a run (``pretrained_out``,
+    ``logging_file`` False keeps the caller's logging. ``tracking`` is ``--tracking``'s value (``"mlflow"``, a
+    settings file or mapping; ``bundle.tracking``). Returns the ids a caller reads after a run (``pretrained_out``,
     ``ckpt_dir``, ``output_dir``) parsed, where the config has them.
 
     Raises:
@@ -142,16 +145,22 @@ def run(
     override_ids.check(paths, overrides or {})
     overrides = {"bundle_root": str(ROOT), **(overrides or {})}
     workflow = ConfigWorkflow(
-        config_file=paths, meta_file=meta_file, logging_file=logging_file, workflow_type="train", **overrides
+        config_file=paths,
+        meta_file=meta_file,
+        logging_file=logging_file,
+        workflow_type="train",
+        tracking=tracking,
+        **overrides,
     )
     try:
-        workflow.initialize()
-        if before_run is not None:
-            before_run(workflow)
-        workflow.run()
-        ids = [i for i in ("pretrained_out", "ckpt_dir", "output_dir") if i in workflow.parser.config]
-        results = {i: workflow.parser.get_parsed_content(i) for i in ids}
-        workflow.finalize()
+        with requesting(tracking):  # what the workflow's settings check and a curriculum's stages read
+            workflow.initialize()
+            if before_run is not None:
+                before_run(workflow)
+            workflow.run()
+            ids = [i for i in ("pretrained_out", "ckpt_dir", "output_dir") if i in workflow.parser.config]
+            results = {i: workflow.parser.get_parsed_content(i) for i in ids}
+            workflow.finalize()
     finally:
         del workflow
         gc.collect()  # the engine holds its DataLoader iterator in reference cycles: release its workers now

@@ -292,6 +292,15 @@ class TinyRun:
         return self
 
 
+def test_final_metrics_are_the_best_validation_of_the_model_file(tmp_path):
+    assert TinyRun(tmp_path / "alone").checkpointer.final_metrics() == {}  # no validator: nothing was selected
+    validator = Engine(lambda engine, batch: None)
+    checkpointer = TrainingCheckpointer(str(tmp_path), {}, nn.Linear(1, 1), validator=validator, key_metric="val_auc")
+    assert checkpointer.final_metrics() == {}  # not validated yet
+    checkpointer.load_state_dict({"best_metric": 0.8, "best_epoch": 3})  # as a resumed run restores it
+    assert checkpointer.final_metrics() == {"best_val_auc": 0.8, "best_epoch": 3.0}
+
+
 def test_a_finished_run_removes_its_resume_states_and_a_stopped_one_keeps_them(tmp_path):
     stopped = TinyRun(tmp_path / "stopped", keep=False).attach()
     stopped.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate())

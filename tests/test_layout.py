@@ -17,7 +17,7 @@ PACKAGE = ROOT / "bundle"
 # package itself (``lazy_submodules``).
 LAYERS = [
     {"bundle", "errors", "values", "atomic"},
-    {"distributed", "runlock", "overrides", "startup", "workflow"},
+    {"distributed", "runlock", "overrides", "startup", "workflow", "tracking"},
     {"data"},
     {"plots", "prepare"},
     {"networks"},

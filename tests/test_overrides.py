@@ -108,6 +108,21 @@ def test_in_process_runs_are_checked_before_the_workflow_is_built():
         workflow.parsed("configs/trian.json", None, "max_epochs")
 
 
+def test_a_tracking_monai_cannot_read_is_named(tmp_path):
+    main = "/env/site-packages/monai/bundle/__main__.py"
+    train = str(ROOT / "configs" / "train.json")
+    message = overrides.command_line_problem([main, "run", "--config_file", train, "--tracking", "mlfow"])
+    assert message == (
+        "--tracking mlfow: neither a tracker MONAI knows (mlflow) nor a tracking settings file; did you mean "
+        "--tracking mlflow?"
+    )
+    settings = tmp_path / "tracking.json"
+    settings.write_text("{}")
+    for tracking in ("mlflow", str(settings)):  # MONAI's tracker, a settings file: its ids pass too
+        argv = [main, "run", "--config_file", train, "--tracking", tracking, "--experiment_name", "x"]
+        assert overrides.command_line_problem(argv) is None, tracking
+
+
 def test_command_lines_are_read_as_python_fire_reads_them():
     main = "/env/site-packages/monai/bundle/__main__.py"
     line = overrides.command_line(

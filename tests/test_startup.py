@@ -56,6 +56,13 @@ def test_a_nested_id_under_a_missing_one_is_named_and_debug_keeps_the_traceback(
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "KeyError" in debug.stderr
 
 
+def test_a_tracking_monai_cannot_read_is_named(python):
+    proc = _bundle_run(python, "--config_file", "configs/train.json", "--tracking", "mlfow")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    assert "--tracking mlfow: neither a tracker MONAI knows (mlflow) nor a tracking settings file" in output
+
+
 def test_other_processes_keep_their_exception_hook(python):
     proc = launch([python, "-c", "import sys; print(sys.excepthook is sys.__excepthook__)"], check=True)
     assert proc.stdout.strip() == "True"

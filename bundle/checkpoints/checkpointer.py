@@ -121,6 +121,13 @@ class TrainingCheckpointer:
     def load_state_dict(self, state: Mapping[str, float]) -> None:
         self.best_metric, self.best_epoch = float(state["best_metric"]), int(state["best_epoch"])
 
+    def final_metrics(self) -> dict[str, float]:
+        """``{"best_<key_metric>": value, "best_epoch": epoch}`` of the model file (a resumed run's included), for
+        a run's record (``bundle.tracking``); empty when no validation selected it."""
+        if self.validator is None or not self.key_metric or self.best_epoch < 1:
+            return {}
+        return {f"best_{self.key_metric}": self.best_metric, "best_epoch": float(self.best_epoch)}
+
     def attach(self, trainer: Engine) -> None:
         """Read and check the resume state, then register on the trainer (resume, last checkpoint) and on the
         validator (best model)."""

@@ -187,6 +187,21 @@ def _clean(value):
     return value
 
 
+def _is_figure(value: Any) -> bool:
+    """A number of metrics.json (null: an undefined one), not a flag, text, list or table."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _figure(value: float | int | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _interval(name: str, interval: Any) -> dict[str, float]:
+    """``[low, high]`` (or null) as ``<name>_low`` and ``<name>_high``."""
+    low, high = interval if isinstance(interval, (list, tuple)) and len(interval) == 2 else (None, None)
+    return {f"{name}_low": _figure(low), f"{name}_high": _figure(high)}
+
+
 def _per_class(value: Any, num_classes: int) -> list[float]:
     """A per-class metric result ((C,) tensor, or a float when C is 1) as C floats."""
     values = torch.as_tensor(value, dtype=torch.float64).reshape(-1).tolist()
@@ -244,6 +259,22 @@ class EvaluationReport:
             raise ValueError(f"n_bootstrap must be an integer >= 0 and seed an integer, got {n_bootstrap}, {seed}")
         self.n_bootstrap, self.seed = int(n_bootstrap), int(seed)
         self._reset()
+
+    def final_metrics(self) -> dict[str, float]:
+        """metrics.json's figures as numbers, for a run's record (``bundle.tracking``): its top-level numbers, each
+        interval as ``<name>_ci95_low`` and ``_high``, and ``<class>/<figure>`` of each class; NaN where undefined
+        (null in metrics.json). Empty before the report is written (and on ranks other than 0)."""
+        m = self.metrics
+        out = {k: _figure(v) for k, v in m.items() if _is_figure(v)}
+        for name, interval in (m.get("ci95") or {}).items():
+            out.update(_interval(f"{name}_ci95", interval))
+        for name, figures in (m.get("per_class") or {}).items():
+            for figure, value in figures.items():
+                if figure.endswith("ci95"):
+                    out.update(_interval(f"{name}/{figure}", value))
+                elif _is_figure(value):
+                    out[f"{name}/{figure}"] = _figure(value)
+        return out
 
     def _reset(self, engine: Engine | None = None) -> None:
         self.outputs: dict[str, list[torch.Tensor]] = {"prob": [], "pred_onehot": [], "label_onehot": []}

@@ -20,6 +20,9 @@ Carrying weights forward: a stage exports only what it trains (a contrastive sta
 also ``decoder.*``). With ``carry_forward`` the weights handed on are the previous ones updated with the
 stage's export, so an inpainting decoder survives a later contrastive stage and fine-tuning gets both. That
 decoder was trained against the encoder as it was at the end of its stage; fine-tuning adapts the two.
+
+Tracking: with ``--tracking mlflow`` the curriculum records one MLflow run in ``<output_root>/mlruns.db`` and each
+stage that runs records its own, nested under it (``bundle.tracking.ParentRun``).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from .. import overrides as override_ids
 from ..atomic import atomic_write_json, make_folder
 from ..checkpoints import load_pretrained, load_weights, read_recipe, save_weights
 from ..errors import UserError, fail
+from ..tracking import ParentRun
 from ..values import Rule, as_bool, boolean, described, integer, optional
 from ..workflow import run as run_config
 
@@ -167,15 +172,24 @@ def _preflight(stage: Mapping[str, Any], overrides: dict[str, Any], init: str | 
                 fail(f"{_stage_label(stage)}: {e.message}", e)
 
 
-def _run_stage(config: str, overrides: dict[str, Any], init: str | None, meta_file: str | None) -> str:
-    """Run one pretraining config; returns its ``pretrained_out``."""
+def _run_stage(
+    config: str,
+    overrides: dict[str, Any],
+    init: str | None,
+    meta_file: str | None,
+    tracking: tuple[dict | None, dict[str, str]] = (None, {}),
+) -> str:
+    """Run one pretraining config, with ``tracking`` (its settings and ids: ``ParentRun.stage``); returns its
+    ``pretrained_out``."""
     overrides, declares_init = _with_init(config, overrides, init)
 
     def load_init(workflow: Any) -> None:  # a config without pretrained_ckpt gets the weights here
         if init and not declares_init:
             load_pretrained(workflow.parser.get_parsed_content("network"), init)
 
-    out = run_config(config, overrides, before_run=load_init, meta_file=meta_file).get("pretrained_out")
+    settings, ids = tracking
+    run = run_config(config, {**overrides, **ids}, before_run=load_init, meta_file=meta_file, tracking=settings)
+    out = run.get("pretrained_out")
     if not out or not os.path.isfile(out):
         raise CurriculumError(f"{config}: the stage finished without writing its pretrained_out ({out})")
     return os.path.abspath(out)
@@ -191,6 +205,7 @@ def run_curriculum(
     bundle_root: str = ".",
     meta_file: str | None = None,
     carry_forward: bool = True,
+    tracking: ParentRun | None = None,
 ) -> str:
     """Run the stages in order, skipping those already finished; returns the final weights' path.
 
@@ -207,6 +222,7 @@ def run_curriculum(
         bundle_root: base of relative config paths.
         meta_file: metadata for the stage workflows (None: ``configs/metadata.json`` beside each config).
         carry_forward: hand on the previous weights updated with each stage's export (see the module docstring).
+        tracking: the curriculum's MLflow run (``--tracking mlflow``), each stage that runs recorded under it.
 
     Raises:
         UserError: a curriculum that cannot run as declared (a stage config that is missing or sets an unknown
@@ -215,7 +231,16 @@ def run_curriculum(
     """
     try:
         return _run_curriculum(
-            stages, output_root, defaults, force, pretrained_ckpt, final_out, bundle_root, meta_file, carry_forward
+            stages,
+            output_root,
+            defaults,
+            force,
+            pretrained_ckpt,
+            final_out,
+            bundle_root,
+            meta_file,
+            carry_forward,
+            tracking,
         )
     except CurriculumError as e:
         fail(str(e), e)
@@ -311,6 +336,7 @@ def _run_unfinished_stage(
     meta_file: str | None,
     carry_forward: bool,
     ran_before: bool,
+    tracking: ParentRun | None = None,
 ) -> str:
     """Run one stage from the weights handed to it (or its own) and mark it finished; the weights it hands on."""
     overrides, own_init, own = plan
@@ -331,7 +357,8 @@ def _run_unfinished_stage(
     logger.info("curriculum: stage %s (%s) from %s", sid, os.path.relpath(stage["config"]), init or "scratch")
     started = time.time()
     try:
-        exported = _run_stage(stage["config"], overrides, init, meta_file)
+        stage_tracking = tracking.stage(sid) if tracking is not None else (None, {})
+        exported = _run_stage(stage["config"], overrides, init, meta_file, stage_tracking)
     except UserError as e:  # the stage's own one-line failure: say which stage it was
         fail(f"{_stage_label(stage)}: {e.message}", e)
     handed_on = _hand_on(init, exported, ckpt_dir, carry_forward)
@@ -373,6 +400,7 @@ def _run_curriculum(
     bundle_root: str,
     meta_file: str | None,
     carry_forward: bool,
+    tracking: ParentRun | None = None,
 ) -> str:
     """``run_curriculum`` without the translation of ``CurriculumError`` into one message."""
     try:
@@ -389,12 +417,13 @@ def _run_curriculum(
     first, weights = _finished_prefix(checked, plans, state, pretrained_ckpt, state_path)
     _preflight_unfinished(checked, plans, first, weights)
     earlier_records = dict(state["stages"])
-    for i in range(first, len(checked)):
-        ran_before = i > first and bool(earlier_records.get(checked[i]["id"]))
-        weights = _run_unfinished_stage(
-            checked[i], plans[i], weights, state, state_path, meta_file, carry_forward, ran_before
-        )
-    return _publish(weights, final_out, state, state_path)
+    with tracking.recording() if tracking is not None else nullcontext():
+        for i in range(first, len(checked)):
+            ran_before = i > first and bool(earlier_records.get(checked[i]["id"]))
+            weights = _run_unfinished_stage(
+                checked[i], plans[i], weights, state, state_path, meta_file, carry_forward, ran_before, tracking
+            )
+        return _publish(weights, final_out, state, state_path)
 
 
 RULES: dict[str, Rule] = {

@@ -20,9 +20,12 @@ from ..distributed import unwrap
 from ..values import Rule, described, integer, number
 from .base import PretrainingMethod, pooled_features
 
-__all__ = ["PretrainMonitor", "knn_accuracy", "encode_pooled", "probe_entries", "probe_loaders"]
+__all__ = ["METRICS", "PretrainMonitor", "knn_accuracy", "encode_pooled", "probe_entries", "probe_loaders"]
 
 logger = logging.getLogger(__name__)
+
+# a row's values -> their names in the trainer's engine.state.metrics (the loss as EpochSummary names it)
+METRICS = {"loss": "epoch_loss", "embedding_std": "embedding_std", "knn_accuracy": "knn_accuracy"}
 
 
 @torch.no_grad()
@@ -85,6 +88,10 @@ class PretrainMonitor:
     Embedding spread is the mean per-dimension standard deviation of L2-normalised embeddings: about
     ``1/sqrt(D)`` for well-spread features and near 0 when every image maps to one point (collapse).
 
+    Each epoch's values are also put into the trainer's ``engine.state.metrics`` (``METRICS``: ``epoch_loss``,
+    ``embedding_std``, ``knn_accuracy`` in the epochs that probe), for the handlers listed after this one (MONAI's
+    ``MLFlowHandler`` under ``--tracking mlflow`` logs them); an epoch without a value has no entry.
+
     Args:
         method: the pretraining method (its ``encoder`` is probed).
         optimizer: to log the learning rate.
@@ -114,6 +121,9 @@ class PretrainMonitor:
 
     def _reset(self, engine: Engine | None = None) -> None:
         self._loss_sum, self._count, self._embeddings = 0.0, 0, []
+        if engine is not None:  # the previous epoch's values must not pass for this epoch's
+            for name in METRICS.values():
+                engine.state.metrics.pop(name, None)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
@@ -153,6 +163,7 @@ class PretrainMonitor:
             va = encode_pooled(self.method.encoder, self.probe_loaders[1], device)
             row["knn_accuracy"] = knn_accuracy(*tr, *va)
         self.history.append(row)
+        engine.state.metrics.update({METRICS[k]: v for k, v in row.items() if k in METRICS})
         logger.info(
             "epoch %d/%d: %s",
             epoch,

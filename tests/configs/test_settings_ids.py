@@ -61,7 +61,8 @@ def test_evaluate_adds_its_own_settings_on_top_of_train():
     own = _setting_ids(evaluate)
     added = {k.split("#", 1)[1] for k in evaluate if k.startswith("settings#")}
     assert added == {"saliency", "saliency_layer", "n_overlays", "n_bootstrap"}
-    assert own == added | {"output_dir"}  # its own default (<ckpt_dir>/evaluation); train.json's settings name it
+    # its own defaults (<ckpt_dir>/evaluation, its MLflow experiment); train.json's settings name them
+    assert own == added | {"output_dir", "experiment_name"}
     assert evaluate["run"][0] == "$bundle.settings.check(@settings, 'evaluate')"
     assert added <= set(RULES)
 

@@ -23,6 +23,7 @@ from monai.handlers import ROCAUC
 from bundle.evaluation.attention import DETAILS
 from bundle.evaluation.bootstrap import METRICS, Predictions, bootstrap, scores
 from bundle.evaluation.metrics import ROCAUCPerClass
+from bundle.evaluation.report import EvaluationReport
 from bundle.networks.multitask import class_probabilities
 from tests.evaluation.cases import CASES, N_IMAGES, evaluate_as_configured, make_batches
 
@@ -182,6 +183,23 @@ def test_metrics_json_carries_the_patient_bootstrap_intervals(case, tmp_path):
     rows = read_csv(tmp_path / "test_predictions.csv")
     assert [r["patient"] for r in rows] == [PATIENTS[p] for p in IMAGES]
     assert sum(r["dice_lung"] != "" for r in rows) == metrics["dice_images"]
+
+
+def test_final_metrics_are_every_figure_of_metrics_json_as_a_number(tmp_path):
+    c = CASES["single_label"]
+    batches = make_batches(c["class_names"], c["multi_label"], c["seed"])
+    evaluate_as_configured(batches, c["class_names"], False, tmp_path, PATIENTS)
+    report = EvaluationReport(str(tmp_path), c["class_names"])
+    assert report.final_metrics() == {}  # before the report is written
+    report.metrics = json.loads((tmp_path / "metrics.json").read_text())
+    final = report.final_metrics()
+    m = report.metrics
+    assert final["auc_macro"] == m["auc_macro"] and final["num_images"] == N_IMAGES
+    assert [final["hm_ci95_low"], final["hm_ci95_high"]] == m["ci95"]["hm"]
+    assert final["normal/auc"] == m["per_class"]["normal"]["auc"] and final["normal/support"] > 0
+    assert math.isnan(final["covid19/auc"]) and math.isnan(final["covid19/auc_ci95_low"])  # null: no covid19 image
+    assert all(isinstance(v, float) for v in final.values())
+    assert not {"plots", "class_names", "confusion_matrix", "bootstrap"} & set(final)
 
 
 def test_without_patients_the_images_are_resampled_and_n_bootstrap_0_switches_intervals_off(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from torch import nn
 
 from bundle.engines.pretraining import MethodHooks, SSLPrepareBatch, ssl_loss
@@ -120,6 +120,36 @@ def test_monitor_logs_each_epoch_probes_and_warns_on_collapse(tmp_path: Path, ca
     with caplog.at_level(logging.WARNING, logger="bundle.ssl.monitor"):
         run_engine(collapsed, handlers=[PretrainMonitor(method, optimizer, probe_interval=0)])
     assert "embeddings are collapsing" in caplog.text
+
+
+def test_monitor_puts_each_epochs_values_into_the_trainers_metrics() -> None:
+    method = Recorder()
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.25)
+    images = torch.rand(6, 1, 4, 4)
+    probe = [
+        [{"image": images[:3], "label": torch.tensor([0, 1, 1])}],
+        [{"image": images[3:], "label": torch.tensor([0, 1, 1])}],
+    ]
+    seen: list[dict] = []
+
+    class Reader:  # listed after the monitor, as MONAI's MLFlowHandler is under --tracking mlflow
+        def attach(self, engine: Engine) -> None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(dict(e.state.metrics)))
+
+    def spread(i):
+        return {"loss": torch.tensor(float(i)), "pred": {"embedding": torch.randn(4, 16)}}
+
+    monitor = PretrainMonitor(method, optimizer, probe_loaders=probe, probe_interval=2)
+    run_engine(spread, max_epochs=4, handlers=[monitor, Reader()])
+    # the probe runs every 2 epochs and after the last: epoch 3 has no kNN accuracy, not epoch 2's
+    assert [sorted(m) for m in seen] == [
+        ["embedding_std", "epoch_loss"],
+        ["embedding_std", "epoch_loss", "knn_accuracy"],
+        ["embedding_std", "epoch_loss"],
+        ["embedding_std", "epoch_loss", "knn_accuracy"],
+    ]
+    assert [m["epoch_loss"] for m in seen] == pytest.approx([2.0, 5.0, 8.0, 11.0])  # iterations 1-3, 4-6, ...
+    assert seen[1]["knn_accuracy"] == monitor.history[1]["knn_accuracy"]
 
 
 def test_full_disk_under_the_tensorboard_log_is_one_message(tmp_path: Path, monkeypatch) -> None:
