@@ -76,7 +76,7 @@ def test_the_dry_check_runs_every_part_or_says_why_not(tmp_path):
     # what needs CUDA says so
     assert all(parts[n]["status"] == "skipped" and "CUDA" in parts[n]["reason"] for n in COMPILED)
     assert parts["ddp"]["status"] == "skipped" and "NCCL" in parts["ddp"]["reason"]
-    assert parts["tensorrt"]["status"] == "skipped" and "CUDA is not available" in parts["tensorrt"]["reason"]
+    assert parts["tensorrt"]["status"] == "skipped" and "needs a CUDA GPU" in parts["tensorrt"]["reason"]
     if not (gpu.tensorrt.OVERLAY).is_file():
         assert parts["tensorrt"]["reason"].startswith("configs/inference_trt.json missing")
     ran = [parts[n] for n in (*TRAINING, "inference")]
