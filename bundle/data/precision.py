@@ -22,7 +22,6 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTrait
 
 from ..values import Rule, choice, described
-from .cache import keep_heap_compact
 
 __all__ = [
     "CACHE_DTYPES",
@@ -136,6 +135,9 @@ class Compactd(MapTransform):
             values): 8 pixels a byte (``pack_mask``, (1, H, W / 8)) when W is a multiple of 8 (``image_size`` is a
             multiple of 32), else one a byte; ``ToFloatd`` and ``mask_to_float`` turn them back into 0/1 floats.
         allow_missing_keys: skip keys an item lacks (a mask is optional in some pipelines).
+
+    ``compact_heap`` is true for the integer precisions: a memory cache of them fills inside
+    ``bundle.data.cache.compact_heap``.
     """
 
     def __init__(
@@ -150,8 +152,8 @@ class Compactd(MapTransform):
         if self.cache_dtype not in CACHE_DTYPES:  # fail when the pipeline is built, not in a caching worker
             raise ValueError(f"cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got {cache_dtype!r}")
         self.mask_keys = _keys(mask_keys)
-        if self.cache_dtype != "float32":
-            keep_heap_compact()  # else freed float intermediates stay resident around the small cached tensors
+        # else freed float intermediates of loading stay resident around the small cached tensors
+        self.compact_heap = self.cache_dtype != "float32"
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)

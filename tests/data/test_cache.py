@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import resource
+import sys
 import types
 from pathlib import Path
 
@@ -14,7 +17,14 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
 
 from bundle.atomic import WriteError
-from bundle.data.cache import CACHE_KINDS, DiskCache, LoggedCacheDataset, cached_dataset
+from bundle.data.cache import (
+    CACHE_KINDS,
+    DiskCache,
+    LoggedCacheDataset,
+    cached_dataset,
+    compact_heap,
+    wants_compact_heap,
+)
 from bundle.data.datalist import prepare_splits
 from bundle.data.precision import CACHE_DTYPES, cached_bytes
 from bundle.data.readers import CXRReadError
@@ -22,7 +32,7 @@ from bundle.engines.user_errors import UserErrorPassThrough
 from bundle.errors import UserError
 from bundle.settings import RULES
 from tests.conftest import CLASS_NAMES, ROOT, write_dataset
-from tests.helpers import make_full, small_disk
+from tests.helpers import launch, make_full, small_disk
 
 SIZE = 32
 
@@ -201,3 +211,61 @@ def test_a_large_memory_cache_says_the_disk_cache_starts_at_once(caplog, monkeyp
         cached_dataset([{"index": i} for i in range(10)], Compose([lambda d: d]), cache="memory", progress=False)
     first = caplog.records[0].getMessage()
     assert first.startswith("caching 10 images in memory before the first iteration") and "--cache disk" in first
+
+
+# ---- glibc's heap while a cache fills, and after ------------------------------------------------------------------
+
+glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux only)")
+# in a fresh interpreter (a heap with no free 1 MB block yet): the page faults of allocating, touching and freeing
+# a 1 MB block (above the filling threshold, 128 KB, and below a transparent huge page) 20 times, inside
+# compact_heap and after it
+HEAP_PROBE = """
+import ctypes, resource
+from bundle.data.cache import compact_heap
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+def faults(times=20, size=1 << 20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+with compact_heap() as compact:
+    filling = faults()
+print(compact, filling, faults())
+"""
+
+
+@glibc
+def test_compact_heap_maps_large_blocks_while_filling_and_reuses_them_after():
+    """While filling, every 1 MB block is mapped and zero-filled anew (256 page faults each); after it, the block
+    comes back from the heap, as training's activations then do at every step."""
+    proc = launch([sys.executable, "-c", HEAP_PROBE], env={"PYTHONPATH": str(ROOT)}, timeout=120, check=True)
+    compact, filling, after = proc.stdout.split()
+    pages = (1 << 20) // resource.getpagesize()
+    assert compact == "True" and int(filling) >= 20 * pages * 0.9
+    assert int(after) < int(filling) / 10, (filling, after)
+    with compact_heap(enabled=False) as compact:
+        assert not compact  # nothing changes: glibc's moving threshold (or what was set before) stays
+
+
+def test_a_cache_of_compact_images_fills_inside_compact_heap(entries, monkeypatch):
+    """uint8 and uint16 caches fill inside ``compact_heap``; float32 (the survivors are the large blocks) and
+    transforms without ``Compactd`` keep glibc's moving threshold."""
+    from bundle.data import cache
+
+    seen = []
+
+    @contextlib.contextmanager
+    def recording(enabled: bool = True):
+        seen.append(enabled)
+        yield enabled
+
+    monkeypatch.setattr(cache, "compact_heap", recording)
+    for name in ("uint8", "uint16", "float32"):
+        cached_dataset(entries, load_transforms(cache_dtype=name), cache="memory", num_workers=0)
+    cached_dataset(entries, Compose([lambda d: d]), cache="memory", num_workers=0, progress=True)
+    assert seen == [True, True, False, False]
+    nested = Compose([Compose([lambda d: d]), load_transforms()])
+    assert wants_compact_heap(nested) and wants_compact_heap(list(load_transforms().transforms))
