@@ -54,6 +54,7 @@ from .values import Rule, boolean, described, optional, text
 mlflow, _ = optional_import("mlflow")
 
 __all__ = [
+    "run",
     "STORE",
     "ARTIFACTS",
     "requested",
@@ -222,7 +223,7 @@ class TrackedRun:
     """Run a workflow's engine; with ``--tracking mlflow``, complete and end the MLflow run of MONAI's handlers.
 
     Without an ``MLFlowHandler`` among ``handlers`` (no tracking, or a rank other than 0) ``run`` only runs the
-    engine. The configs' last step is ``<block>#tracking.run(<engine>)``.
+    engine. The configs' last step is ``bundle.tracking.run(<engine>, <block>#tracking)`` (``run``).
 
     Args:
         handlers: the handlers MONAI adds its ``MLFlowHandler`` to (``train#handlers``, ``validate#handlers``): the
@@ -446,3 +447,10 @@ RULES: dict[str, Rule] = {
     ),
 }
 CHECKS = (tracking_check,)
+
+
+def run(engine: Engine, tracking: TrackedRun) -> Any:
+    """``tracking.run(engine)`` with the engine named first: a config expression builds what it references in the
+    order it names them, so the engine, and the checks its datasets make (splits that share patients), come before
+    the handlers the record reads (a missing checkpoint)."""
+    return tracking.run(engine)

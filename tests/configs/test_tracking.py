@@ -104,7 +104,7 @@ def test_monais_patching_lands_in_the_runs_folder_and_lists(name, tmp_path):
         assert len(added) == 1, handlers
     if lists:  # the engine runs under the record that completes MONAI's (bundle.tracking.TrackedRun)
         block, engine = ("validate", "evaluator") if lists == ["validate#handlers"] else ("train", "trainer")
-        assert parser["run"][-1].replace("::", "#") == f"$@{block}#tracking.run(@{block}#{engine})"
+        assert parser["run"][-1].replace("::", "#") == f"$bundle.tracking.run(@{block}#{engine}, @{block}#tracking)"
         assert parser[f"{block}#tracking#_target_"] == "bundle.tracking.TrackedRun"
 
 
