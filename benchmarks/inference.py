@@ -27,7 +27,7 @@ from bundle.settings import option
 from bundle.values import as_bool, integer
 
 from .memory import memory_note, peak_memory_mb, reset_peak
-from .options import add_common_arguments, choose_device, settings
+from .options import add_common_arguments, add_speed_arguments, choose_device, settings
 from .report import make_report
 from .timing import IterationTimer
 from .workflows import SpeedUp
@@ -44,18 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num_classes", type=option(integer(1)), default=4, help="default 4")
     parser.add_argument("--ckpt", default=None, help="optional model.pt (speed does not depend on the weights)")
-    parser.add_argument(
-        "--channels_last",
-        type=option("channels_last"),
-        default=None,
-        help="true/false: the network's weights in channels_last memory format (default false)",
-    )
-    parser.add_argument(
-        "--amp_dtype",
-        type=option("amp_dtype"),
-        default=None,
-        help="bfloat16 | float16: the autocast dtype on CUDA (default float16)",
-    )
+    add_speed_arguments(parser, ("channels_last", "amp_dtype"))  # inference.json has no compile id
 
 
 def load_checkpoint(net: torch.nn.Module, path: str, args: argparse.Namespace) -> None:

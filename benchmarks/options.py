@@ -66,26 +66,19 @@ def add_data_arguments(parser: argparse.ArgumentParser, num_workers: int = 2) ->
     )
 
 
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--channels_last``, ``--compile``, ``--amp_dtype``: config ids set on both sides, only when given."""
-    parser.add_argument(
-        "--channels_last",
-        type=option("channels_last"),
-        default=None,
-        help="true/false: channels_last memory format (config id channels_last; default: the config's)",
-    )
-    parser.add_argument(
-        "--compile",
-        type=option("compile"),
-        default=None,
-        help="true/false: torch.compile the network (config id compile; default: the config's)",
-    )
-    parser.add_argument(
-        "--amp_dtype",
-        type=option("amp_dtype"),
-        default=None,
-        help="bfloat16 | float16: the autocast dtype under AMP, i.e. on CUDA (config id amp_dtype; default: the config's)",
-    )
+SPEED_HELP = {
+    "channels_last": "true/false: channels_last memory format (config id channels_last; default: the config's)",
+    "compile": "true/false: torch.compile the network (config id compile; default: the config's)",
+    "amp_dtype": "bfloat16 | float16: the autocast dtype under AMP, i.e. on CUDA (config id amp_dtype; default: the "
+    "config's)",
+}
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser, ids: tuple[str, ...] = tuple(SPEED_HELP)) -> None:
+    """``--channels_last``, ``--compile``, ``--amp_dtype`` (or those of ``ids``): config ids set on both sides, only
+    when given."""
+    for name in ids:
+        parser.add_argument(f"--{name}", type=option(name), default=None, help=SPEED_HELP[name])
 
 
 def check_output_file(option: str, path: str | os.PathLike | None) -> None:
