@@ -40,16 +40,9 @@ from bundle.settings import option
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line; every value is range-checked at parsing, before any step runs."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=ROOT.parent / "shared" / "data" / "cxr-real",
-        help="folder with datalist.json (labels, patients, masks, sources)",
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
+def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What each row of the study starts from and how it trains: the pretraining methods, scratch, natural
+    weights and the training variants."""
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -60,6 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--natural_weights", type=Path, default=None, help="natural-image encoder weights (scripts/convert_weights.py)"
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default"],
+        choices=list(study.VARIANTS),
+        help="training variants, each a row per initialisation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--w_lung_guidance",
+        type=option("w_lung_guidance"),
+        default=1.0,
+        help="the lung_guided variant's weight of the lung-guidance loss (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every value is range-checked at parsing, before any step runs."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "cxr-real",
+        help="folder with datalist.json (labels, patients, masks, sources)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
+    add_initialisation_arguments(parser)
     parser.add_argument(
         "--protocols", nargs="+", default=list(study.PROTOCOLS), choices=list(study.PROTOCOLS), help="default: both"
     )
@@ -104,6 +123,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     args.inits += args.methods
     if not args.inits:
         parser.error("--methods none with --no_scratch and no --natural_weights leaves no initialisation to study")
+    args.variants = list(dict.fromkeys(args.variants))
+    args.rows = [row for row, _, _ in study.arms(args.inits, args.variants)]
     args.fractions = sorted({float(f) for f in args.fractions})
     args.seeds = list(dict.fromkeys(args.seeds))
     if args.val_fraction + args.test_fraction >= 1:

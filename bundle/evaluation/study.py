@@ -1,4 +1,5 @@
-"""The label-efficiency study: initialisations x label fractions x seeds x {fine-tuning, linear probe}.
+"""The label-efficiency study: initialisations x training variants x label fractions x seeds x {fine-tuning,
+linear probe}.
 
 ``scripts/study.py`` is its command line (docs/study.md); the ``args`` the functions here take are that command
 line's settings, checked. The study writes one patient-grouped split (``write_split``), pretrains each method of
@@ -36,6 +37,8 @@ from .report import PREDICTIONS_FILE
 
 __all__ = [
     "PROTOCOLS",
+    "VARIANTS",
+    "arms",
     "METHODS",
     "DEFAULT_METHODS",
     "class_names",
@@ -57,6 +60,27 @@ __all__ = [
 
 # protocol -> the configs/train.json ids it sets
 PROTOCOLS: dict[str, dict[str, Any]] = {"finetune": {}, "probe": {"freeze_encoder": True}}
+# training variant -> the configs/train.json ids it sets (``lung_guided``'s weight is ``--w_lung_guidance``)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "lungs_only": {"lungs_only": True},
+    "lung_guided": {"w_lung_guidance": 1.0},
+}
+
+
+def arms(inits: list[str], variants: list[str]) -> list[tuple[str, str, str]]:
+    """``(row, initialisation, variant)`` for every initialisation and variant: the row is the initialisation's
+    name for the ``default`` variant (so earlier studies' folders and cells keep theirs), ``<init>+<variant>``
+    otherwise."""
+    return [(i if v == "default" else f"{i}+{v}", i, v) for i in inits for v in variants]
+
+
+def variant_ids(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The configs/train.json ids of ``variant``, with ``--w_lung_guidance`` for the lung-guided one."""
+    ids = dict(VARIANTS[variant])
+    if "w_lung_guidance" in ids:
+        ids["w_lung_guidance"] = args.w_lung_guidance
+    return ids
 
 
 def _methods() -> dict[str, dict[str, Any]]:
@@ -263,32 +287,34 @@ def train_and_test(
 def run_grid(
     steps: ResumableSteps, common: dict, weights: dict, redo: dict, args: argparse.Namespace
 ) -> dict[str, dict]:
-    """Fine-tune and test every protocol x initialisation x fraction x seed; the cells (none in a dry run), keyed
-    ``<protocol>/<init>/<fraction>``."""
+    """Fine-tune and test every protocol x initialisation x variant x fraction x seed; the cells (none in a dry
+    run), keyed ``<protocol>/<row>/<fraction>`` (``arms`` names the rows)."""
     cells: dict[str, dict] = {}
     for protocol in args.protocols:
-        for init in args.inits:
+        for row, init, variant in arms(args.inits, args.variants):
             for fraction in args.fractions:
                 per_seed, predictions = {}, []
                 for seed in args.seeds:
-                    folder = args.out / "runs" / protocol / init / f"frac{fraction:g}" / f"seed{seed}"
+                    folder = args.out / "runs" / protocol / row / f"frac{fraction:g}" / f"seed{seed}"
                     ids = {
                         **common,
                         **PROTOCOLS[protocol],
+                        **variant_ids(variant, args),
                         "batch_size": args.batch_size,
                         "max_epochs": args.finetune_epochs,
                         "label_fraction": fraction,
                         "seed": seed,
                     }
-                    tag = f"{protocol}_{init}_frac{fraction:g}_seed{seed}"
+                    tag = f"{protocol}_{row}_frac{fraction:g}_seed{seed}"
                     metrics = train_and_test(steps, tag, folder, ids, weights[init], redo[init])
                     if not args.dry_run:
                         per_seed[seed] = json.loads(metrics.read_text())
                         predictions.append(read_predictions(metrics.parent / PREDICTIONS_FILE))
                 if not args.dry_run:
-                    cells[f"{protocol}/{init}/{fraction}"] = {
+                    cells[f"{protocol}/{row}/{fraction}"] = {
                         "protocol": protocol,
                         "init": init,
+                        "variant": variant,
                         "fraction": fraction,
                         "metrics": study_report.cell_summary(per_seed, predictions, args.bootstrap, args.split_seed),
                     }
@@ -315,14 +341,14 @@ def _loso_init(args: argparse.Namespace, cells: dict) -> str:
 def leave_one_source_out(
     steps: ResumableSteps, args: argparse.Namespace, splits: dict, common: dict, weights: dict, cells: dict
 ) -> list[dict]:
-    """Per source with enough images: train without it, test on it; against the in-distribution model."""
+    """Per source with enough images and per variant: train without it, test on it; against the in-distribution
+    model of the same variant."""
     everything = [e for section in splits.values() for e in section]
     chosen = _loso_sources(everything, args.loso_min_images)
     init = args.loso_init_used = _loso_init(args, cells)
     seed = args.seeds[0]
     print(f"leave one source out: {len(chosen)} sources with >= {args.loso_min_images} images, init {init}", flush=True)
     base = {**common, "batch_size": args.batch_size, "max_epochs": args.finetune_epochs, "seed": seed}
-    in_dist = args.out / "runs" / "finetune" / init / "frac1" / f"seed{seed}" / "test" / PREDICTIONS_FILE
     names, rows = class_names(), []
     for source in chosen:
         slug = "".join(c if c.isalnum() else "_" for c in source)
@@ -331,12 +357,16 @@ def leave_one_source_out(
         datalist = write_datalist(
             args.out / "loso" / f"datalist_{slug}.json", sections, f"training without source {source}, test on it"
         )
-        folder = args.out / "loso" / slug
-        metrics = train_and_test(
-            steps, f"loso_{slug}", folder, {**base, "datalist": str(datalist)}, weights[init], args.force
-        )
-        held_out = None if args.dry_run else metrics.parent / PREDICTIONS_FILE
-        rows.append(study_report.source_row(source, sections["test"], everything, held_out, in_dist, names))
+        for row, _, variant in arms([init], args.variants):
+            name = slug if variant == "default" else f"{variant}/{slug}"  # the default keeps earlier studies' folder
+            ids = {**base, **variant_ids(variant, args), "datalist": str(datalist)}
+            metrics = train_and_test(
+                steps, "loso_" + name.replace("/", "_"), args.out / "loso" / name, ids, weights[init], args.force
+            )
+            held_out = None if args.dry_run else metrics.parent / PREDICTIONS_FILE
+            in_dist = args.out / "runs" / "finetune" / row / "frac1" / f"seed{seed}" / "test" / PREDICTIONS_FILE
+            source_row = study_report.source_row(source, sections["test"], everything, held_out, in_dist, names)
+            rows.append({**source_row, "variant": variant})
     return rows
 
 
@@ -365,7 +395,7 @@ def write_results(args: argparse.Namespace, cells: dict, loso: list[dict], steps
         print("\n(dry run: no results)\n\nCommands (from any working directory):\n" + "\n".join(steps.commands))
         atomic_write_json({"commands": steps.commands, "dry_run": True}, args.out / "results.json")
         return {"commands": steps.commands}
-    curves = study_report.draw_curves(cells, args.out, args.protocols, args.inits, args.fractions)
+    curves = study_report.draw_curves(cells, args.out, args.protocols, args.rows, args.fractions)
     report = study_report.write_report(args, cells, curves, loso, steps.commands)
     print("\n" + report, flush=True)
     summary = {

@@ -34,6 +34,7 @@ __all__ = [
     "per_source_scores",
     "source_row",
     "loso_table",
+    "loso_summary",
     "write_report",
 ]
 
@@ -47,6 +48,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "hm": ("HM", ("hm",)),
     "dice_lung": ("lung Dice", ("dice_lung",)),
     "lung_attention_ratio": ("lung attention ratio", LUNG_ATTENTION_RATIO),
+    "flagged": ("images flagged", ("lung_attention", "attention_outside_lungs", "share")),
 }
 CURVE_METRICS = ("auc_macro", "lung_attention_ratio")
 # metrics with a bootstrap interval: those computed from the per-image predictions (test_predictions.csv; lung Dice
@@ -96,7 +98,8 @@ def format_entry(entry: dict) -> str:
 
 
 def results_table(cells: dict, protocols: Sequence[str], inits: Sequence[str], fractions: Sequence[float]) -> str:
-    """The markdown table: one row per protocol, initialisation and fraction (those with a cell)."""
+    """The markdown table: one row per protocol, initialisation (``<init>+<variant>`` for a training variant other
+    than the default) and fraction (those with a cell)."""
     header = "| protocol | initialisation | labels | " + " | ".join(label for label, _ in METRICS.values()) + " |"
     lines = [header, "|" + " --- |" * (3 + len(METRICS))]
     for protocol in protocols:
@@ -185,9 +188,9 @@ def loso_table(rows: list[dict]) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     lines = [
-        "| source | images (classes) | test images in-dist. | accuracy in-dist. / held out (drop) | "
+        "| source | variant | images (classes) | test images in-dist. | accuracy in-dist. / held out (drop) | "
         "p(true class) in-dist. / held out (drop) | macro AUC in-dist. / held out |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if "held_out" not in r:
@@ -195,11 +198,25 @@ def loso_table(rows: list[dict]) -> str:
         i, h, d = r["in_distribution"], r["held_out"], r["drop"]
         classes = ", ".join(f"{k} {v}" for k, v in r["classes"].items())
         lines.append(
-            f"| {r['source']} | {r['images']} ({classes}) | {i['images']} | {show(i['accuracy'])} / "
+            f"| {r['source']} | {r.get('variant', 'default')} | {r['images']} ({classes}) | {i['images']} | "
+            f"{show(i['accuracy'])} / "
             f"{show(h['accuracy'])} ({show(d['accuracy'])}) | {show(i['true_class_prob'])} / "
             f"{show(h['true_class_prob'])} ({show(d['true_class_prob'])}) | {show(i['auc_macro'])} / "
             f"{show(h['auc_macro'])} |"
         )
+    return "\n".join(lines)
+
+
+def loso_summary(rows: list[dict]) -> str:
+    """Markdown: per training variant, the mean over sources of the accuracy and true-class probability drops."""
+    lines = ["| variant | sources | mean accuracy drop | mean p(true class) drop |", "| --- | --- | --- | --- |"]
+    for variant in dict.fromkeys(r.get("variant", "default") for r in rows if "drop" in r):
+        drops = [r["drop"] for r in rows if "drop" in r and r.get("variant", "default") == variant]
+        acc = [d["accuracy"] for d in drops if d["accuracy"] is not None]
+        prob = [d["true_class_prob"] for d in drops if d["true_class_prob"] is not None]
+        mean_acc = f"{statistics.mean(acc):.3f}" if acc else "n/a"
+        mean_prob = f"{statistics.mean(prob):.3f}" if prob else "n/a"
+        lines.append(f"| {variant} | {len(drops)} | {mean_acc} | {mean_prob} |")
     return "\n".join(lines)
 
 
@@ -219,10 +236,12 @@ def write_report(
         f"without a patient id count as one each), {args.bootstrap} resamples, seeds averaged within each "
         "resample] on the test split. Intervals only for the scores computed from the per-image predictions "
         "(macro AUC, accuracy, HM, lung Dice); the lung attention ratio (share of the saliency inside the lungs / "
-        "the lungs' share of the image; 1 = chance) is mean ± std. `probe` is a linear probe on the frozen "
-        "encoder (the lung decoder trains too).",
+        "the lungs' share of the image; 1 = chance) and the share of images flagged (ratio below 1) are mean ± std. "
+        "`probe` is a linear probe on the frozen encoder (the lung decoder trains too). Training variants: "
+        "`+lungs_only` classifies the predicted lungs only, `+lung_guided` adds the lung-guidance loss "
+        f"(w_lung_guidance {args.w_lung_guidance:g}); rows without one are the default training.",
         "",
-        results_table(cells, args.protocols, args.inits, args.fractions),
+        results_table(cells, args.protocols, args.rows, args.fractions),
         "",
         "## Curves",
         "",
@@ -240,6 +259,8 @@ def write_report(
             "model relied on what is specific to the source (site, device, population), not only on the disease.",
             "",
             loso_table(loso),
+            "",
+            loso_summary(loso),
         ]
     lines += ["", "## Commands (from any working directory)", "", "```", *commands, "```", ""]
     text = "\n".join(lines)

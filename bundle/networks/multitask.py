@@ -8,6 +8,9 @@ Parameter names are stable across the family (``encoder.*``, ``decoder.*``, ``se
 ``lungs_only`` changes only the class path, never the parameters: the lungs are segmented from the full image,
 and the classifier sees the image with everything outside the (detached, thresholded, slightly dilated)
 predicted lung mask set to zero, so markers, borders and devices outside the lungs cannot move the class.
+
+``class_maps`` adds, in training only, the class activation maps of the deepest stage (``"class_map"``), which the
+lung-guided loss (``bundle.losses``) reads.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ class MultiTaskNet(nn.Module):
         lung_margin: with ``lungs_only``, the predicted mask is dilated by this fraction of the image width
             (0.02: 3 px at 128 px, 4 px at 224 px), so that lung borders and under-segmented opacities stay in.
         vit_pool: ViT backbones: the classifier reads the ``mean`` of the patch tokens or the class ``token``.
+        class_maps: in training mode, ``forward`` also returns ``"class_map"`` (B, K, h, w), the class activation
+            maps of the deepest feature map (``class_activation_maps``), for the lung-guided loss. Not with
+            ``lungs_only`` (the class path then reads another image) nor with a class token (a 1 x 1 map).
     """
 
     def __init__(
@@ -100,8 +106,15 @@ class MultiTaskNet(nn.Module):
         lungs_only: bool = False,
         lung_margin: float = 0.02,
         vit_pool: str = "mean",
+        class_maps: bool = False,
     ) -> None:
         super().__init__()
+        self.class_maps = as_bool(class_maps, "class_maps")
+        if self.class_maps and (as_bool(lungs_only, "lungs_only") or (is_vit(backbone) and vit_pool == "token")):
+            raise ValueError(
+                "class_maps needs the classifier to pool the full image's deepest map: not with "
+                "lungs_only or vit_pool 'token'"
+            )
         if not 0 <= lung_margin < 0.5:
             raise ValueError(f"lung_margin must be in [0, 0.5), got {lung_margin!r}")
         if vit_pool not in VIT_POOLS:
@@ -142,6 +155,16 @@ class MultiTaskNet(nn.Module):
         """Class logits from the deepest feature map."""
         return self.classifier(features[-1])
 
+    def class_activation_maps(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """(B, K, h, w) class activation maps: the classifier's linear layer at every cell of the deepest map.
+
+        The head is global average pooling, dropout and a linear layer, so for class k the gradient of its logit
+        with respect to the (B, D, h, w) deepest map is the layer's weights w_k / (h w) at every cell, and Grad-CAM
+        of that stage is relu(sum_d w_kd A_d) up to a positive factor: the class activation map (Zhou et al. 2016;
+        Selvaraju et al. 2017). Computed directly, it costs one 1 x 1 convolution and no second backward pass.
+        """
+        return torch.einsum("bdhw,kd->bkhw", features[-1], self.classifier[-1].weight)
+
     def segment(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Segmentation logits from all feature maps."""
         return self.segmentation_head(self.decoder(features, self.skip_connect))
@@ -169,7 +192,10 @@ class MultiTaskNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.encode(x)
         seg = self.segment(features)
-        return {"class": self.class_logits(x, features, seg), "seg": seg}
+        out = {"class": self.class_logits(x, features, seg), "seg": seg}
+        if self.class_maps and self.training:
+            out["class_map"] = self.class_activation_maps(features)
+        return out
 
 
 class MultiTaskClassifier(MultiTaskNet):

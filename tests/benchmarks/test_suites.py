@@ -15,7 +15,12 @@ from tests.conftest import write_dataset
 from tests.helpers import run_module
 
 TINY = ["--image_size", "32", "--batch_size", "4", "--warmup", "1", "--iters", "2"]
-WORKFLOW_SUITES = {"train": [], "pretrain": ["--method", "simclr"], "inpainting": ["--method", "group_masked"]}
+# fine-tuning with lung guidance: the same comparison, and the guidance's cost against the unguided plain loop
+WORKFLOW_SUITES = {
+    "train": ["--w_lung_guidance", "1"],
+    "pretrain": ["--method", "simclr"],
+    "inpainting": ["--method", "group_masked"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +56,10 @@ def test_benchmark_suite_runs_tiny(suite, tiny_data, tmp_path, monkeypatch):
     assert data["per_worker"] > 0 and data["all_workers"] > 0 and report["details"]["data_headroom"] > 0
     assert all(math.isfinite(v) for v in data.values())
     assert ("loader_per_worker" in data) == (suite != "train")  # pretraining makes its views on the device
+    if suite == "train":
+        guidance = report["details"]["lung_guidance"]
+        assert guidance["w_lung_guidance"] == 1 and guidance["plain_unguided"] > 0 and guidance["cost"] > 0
+        assert guidance["plain_guided"] == round(report["throughput"]["plain"], 2)
 
 
 def test_inference_suite_runs_tiny(tmp_path, monkeypatch):

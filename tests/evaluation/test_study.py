@@ -135,3 +135,17 @@ def test_sources_with_enough_images():
     entries = [{"source": "a"}] * 3 + [{"source": "b"}] * 2 + [{}] * 5 + [{"source": None}]
     assert study._loso_sources(entries, 2) == ["a", "b"]
     assert study._loso_sources(entries, 3) == ["a"]  # images without a source are no source
+
+
+def test_each_training_variant_is_a_row_of_every_initialisation():
+    rows = study.arms(["scratch", "simclr"], ["default", "lung_guided"])
+    assert rows == [
+        ("scratch", "scratch", "default"),  # the default keeps the initialisation's name (and earlier folders)
+        ("scratch+lung_guided", "scratch", "lung_guided"),
+        ("simclr", "simclr", "default"),
+        ("simclr+lung_guided", "simclr", "lung_guided"),
+    ]
+    args = argparse.Namespace(w_lung_guidance=0.25)
+    assert study.variant_ids("lung_guided", args) == {"w_lung_guidance": 0.25}
+    assert study.variant_ids("lungs_only", args) == {"lungs_only": True}
+    assert study.variant_ids("default", args) == {}

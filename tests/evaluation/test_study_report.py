@@ -91,7 +91,7 @@ def test_a_source_row_compares_the_held_out_model_with_the_in_distribution_one(t
     table = study_report.loso_table([row, study_report.source_row("s", test, everything, None, in_dist, CLASSES)])
     lines = table.splitlines()
     assert len(lines) == 3  # the header, its rule and the one row with scores (a dry run's row has none)
-    assert lines[2].startswith("| m | 3 (x 2, y 1) | 2 | 1.000 / 0.000 (1.000) |")
+    assert lines[2].startswith("| m | default | 3 (x 2, y 1) | 2 | 1.000 / 0.000 (1.000) |")
 
 
 def test_curves_are_drawn_per_protocol_and_curve_metric(tmp_path):

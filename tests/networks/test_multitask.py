@@ -47,3 +47,23 @@ def test_traced_and_scripted_views_match_on_new_inputs():
         seg = MultiTaskSegmenter(4).eval()
         seg.load_state_dict(scripted.state_dict())
         torch.testing.assert_close(scripted(x), seg(x))
+
+
+def test_class_maps_are_grad_cam_of_the_deepest_stage_and_only_in_training():
+    torch.manual_seed(0)
+    net = MultiTaskNet(4, backbone="resnet10", class_maps=True).eval()
+    x = torch.rand(2, 1, 64, 64)
+    assert set(net(x)) == {"class", "seg"}  # evaluation and inference never pay for them
+    deepest = net.encode(x)[-1].detach().requires_grad_(True)
+    net.classifier(deepest)[:, 3].sum().backward()
+    grad_cam = torch.relu((deepest.grad.mean((2, 3), keepdim=True) * deepest).sum(1))
+    cam = torch.relu(net.class_activation_maps([deepest.detach()])[:, 3])
+    assert torch.allclose(cam / (deepest.shape[-1] * deepest.shape[-2]), grad_cam, atol=1e-6)
+    out = net.train()(x)
+    assert out["class_map"].shape == (2, 4, 2, 2)
+
+
+def test_class_maps_refuse_what_has_no_full_image_map():
+    for kwargs in ({"lungs_only": True}, {"backbone": "vit_s16", "vit_pool": "token"}):
+        with pytest.raises(ValueError, match="class_maps needs the classifier to pool the full image's deepest map"):
+            MultiTaskNet(4, class_maps=True, **{"backbone": "resnet10", **kwargs})

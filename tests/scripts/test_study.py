@@ -92,6 +92,23 @@ def test_dry_run_prints_every_command_of_the_grid_and_the_source_runs(tmp_path):
     assert all(line in proc.stdout for line in commands)
 
 
+def test_dry_run_of_training_variants_sets_their_ids(tmp_path):
+    write_dataset(tmp_path / "data", n_per_class=4)
+    args = ["--data", "data", "--out", "study", "--dry_run", "--methods", "none", "--protocols", "finetune"]
+    args += ["--fractions", "1", "--variants", "default", "lungs_only", "lung_guided", "--w_lung_guidance", "0.5"]
+    proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    commands = json.loads((tmp_path / "study" / "results.json").read_text())["commands"]
+    trains = [c for c in commands if "--max_epochs" in c and "evaluate.json" not in c]
+    assert len(commands) == 3 * 2 and len(trains) == 3
+    default, lungs_only, guided = trains
+    assert (
+        "/runs/finetune/scratch/frac1/" in default and "--lungs_only" not in default and "lung_guidance" not in default
+    )
+    assert "/runs/finetune/scratch+lungs_only/frac1/" in lungs_only and "--lungs_only True" in lungs_only
+    assert "/runs/finetune/scratch+lung_guided/frac1/" in guided and "--w_lung_guidance 0.5" in guided
+
+
 def _natural_weights(path: Path) -> Path:
     """Encoder weights as scripts/convert_weights.py writes them (``encoder.*`` keys): another seed than the
     scratch runs', and batch-norm statistics away from a fresh network's zeros and ones."""

@@ -1,0 +1,40 @@
+"""The warm-up of lung guidance: the loss's lung-guidance term waits until the lung segmentation has learnt.
+
+Images without a given lung mask are guided by the network's own predicted lungs (``bundle.losses``); in the
+first epochs that prediction is noise, and guiding the classifier towards it would teach it a wrong region.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ignite.engine import Engine, Events
+
+from ..losses import MultiTaskLoss
+
+__all__ = ["LungGuidanceWarmup"]
+
+logger = logging.getLogger(__name__)
+
+
+class LungGuidanceWarmup:
+    """Keeps ``loss``'s lung guidance off for the first ``warmup_epochs`` epochs of a trainer, on after them.
+
+    Reads the epoch at every epoch start, so a resumed run is on the same schedule. Does nothing when the loss has
+    no lung guidance (``w_lung_guidance`` 0).
+    """
+
+    def __init__(self, loss: MultiTaskLoss, warmup_epochs: int = 0) -> None:
+        self.loss, self.warmup_epochs = loss, int(warmup_epochs)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.loss.w_lung_guidance:
+            return
+        active = engine.state.epoch > self.warmup_epochs
+        if active and not self.loss.guidance_active or engine.state.epoch == 1:
+            state = "on" if active else f"off until epoch {self.warmup_epochs + 1} (warm-up)"
+            logger.info(f"lung guidance (w_lung_guidance {self.loss.w_lung_guidance:g}): {state}")
+        self.loss.guidance_active = active

@@ -1,0 +1,35 @@
+"""The lung-guidance warm-up on a real ignite engine: off for the warm-up epochs, on after, and after a resume."""
+
+from __future__ import annotations
+
+from ignite.engine import Engine
+
+from bundle.engines.guidance import LungGuidanceWarmup
+from bundle.losses import MultiTaskLoss
+
+
+def run(loss: MultiTaskLoss, warmup: int, epochs: int, start_epoch: int = 0) -> list[tuple[int, bool]]:
+    seen = []
+    engine = Engine(lambda e, batch: seen.append((e.state.epoch, loss.guidance_active)))
+    LungGuidanceWarmup(loss, warmup).attach(engine)
+    if start_epoch:  # a resumed run: ignite starts from the stored epoch
+        engine.state.epoch, engine.state.iteration, engine.state.max_epochs = start_epoch, start_epoch, epochs
+        engine.state.epoch_length = 1
+    engine.run([0], max_epochs=epochs)
+    return seen
+
+
+def test_the_term_is_off_during_the_warm_up_then_on():
+    loss = MultiTaskLoss(w_lung_guidance=1.0)
+    assert run(loss, warmup=2, epochs=4) == [(1, False), (2, False), (3, True), (4, True)]
+
+
+def test_a_resumed_run_keeps_the_schedule():
+    loss = MultiTaskLoss(w_lung_guidance=1.0)
+    loss.guidance_active = False
+    assert run(loss, warmup=2, epochs=4, start_epoch=2) == [(3, True), (4, True)]
+
+
+def test_without_lung_guidance_nothing_changes():
+    loss = MultiTaskLoss()
+    assert run(loss, warmup=3, epochs=2) == [(1, True), (2, True)]
