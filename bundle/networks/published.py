@@ -339,8 +339,19 @@ def _check_against(weights: Mapping[str, torch.Tensor], target: Mapping[str, tor
             raise ValueError(f"{key}: the {backbone} encoder has no such key")
         if tuple(value.shape) != tuple(target[key].shape):
             raise ValueError(
-                f"{key}: shape {tuple(value.shape)} from the file, {tuple(target[key].shape)} in the {backbone} encoder"
+                f"{_source_name(key)}: shape {tuple(value.shape)} from the file, {tuple(target[key].shape)} for "
+                f"{key} in the {backbone} encoder"
             )
+
+
+def _source_name(key: str) -> str:
+    """The file's (DINOv2 / timm) name of an encoder key, for messages."""
+    names = {dst: src for src, (dst, _) in BLOCK_MAP.items()}
+    m = re.match(r"^vit\.blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
+    if m and m.group(2) in names:
+        return f"blocks.{m.group(1)}.{names[m.group(2)]}.{m.group(3)}"
+    fixed = {"vit.cls_token": "cls_token", "vit.patch_embedding.position_embeddings": "pos_embed"}
+    return fixed.get(key, key.replace("vit.patch_embedding.patch_embeddings.", "patch_embed.proj.").replace("vit.", ""))
 
 
 def _check_input(state: Mapping[str, torch.Tensor], layout: str | None) -> str:

@@ -303,8 +303,8 @@ REFUSALS = {
     "missing key": (lambda s: _with(s, blocks__1__mlp__fc2__bias=None), "blocks.1.mlp.fc2.bias", "missing"),
     "wrong shape": (
         lambda s: _with(s, blocks__1__mlp__fc1__weight=torch.zeros(95, 48)),
-        "vit.blocks.1.mlp.linear1.weight",
-        "shape (95, 48)",
+        "blocks.1.mlp.fc1.weight: shape (95, 48) from the file, (96, 48) for vit.blocks.1.mlp.linear1.weight",
+        "",
     ),
     "extra key": (lambda s: _with(s, blocks__0__attn__q_norm__weight=torch.zeros(16)), "q_norm", "no counterpart"),
     "unknown layout": (lambda s: {"backbone.conv.weight": torch.zeros(1)}, "backbone.conv.weight", "not a timm ViT"),
