@@ -9,8 +9,10 @@
    training / validation / test sections: every run sees the same test patients; pretraining never sees a
    validation or test image.
 2. Initialisations: ``scratch``; ``natural`` (``--natural_weights``, a file for ``--pretrained_ckpt``, e.g. the
-   output of scripts/convert_weights.py); each pretraining method of ``--methods`` (``METHODS``; the curriculum of
-   configs/pretrain_curriculum.json is ``curriculum``), pretrained ONCE on all training images (labels unused).
+   output of scripts/convert_weights.py); one per ``--init_file NAME=PATH`` (a converted published encoder such as
+   RAD-DINO, its recipe's ``vit_pool`` applied to its runs; its backbone must be ``--backbone``); each pretraining
+   method of ``--methods`` (``METHODS``; the curriculum of configs/pretrain_curriculum.json is ``curriculum``),
+   pretrained ONCE on all training images (labels unused).
 3. For each initialisation, label fraction (``--fractions``) and seed, two protocols: ``finetune`` (every weight
    trains) and ``probe`` (configs/train.json ``--freeze_encoder true``: a linear probe on the frozen encoder; the
    classifier and the lung decoder train). Each is then evaluated on the test split (configs/evaluate.json).
@@ -40,9 +42,17 @@ from bundle.settings import option
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def init_file(value: str) -> tuple[str, Path]:
+    """``NAME=PATH`` -> (NAME, PATH); NAME becomes a folder and a column of the report: letters, digits, _ and -."""
+    name, sep, path = value.partition("=")
+    if not sep or not path or not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise argparse.ArgumentTypeError(f"{value!r}: give NAME=PATH, NAME of letters, digits, _ and -")
+    return name, Path(path)
+
+
 def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
     """What each row of the study starts from and how it trains: the pretraining methods, scratch, natural
-    weights and the training variants."""
+    weights, converted published encoders and the training variants."""
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -52,6 +62,14 @@ def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_scratch", action="store_true", help="leave out the scratch initialisation")
     parser.add_argument(
         "--natural_weights", type=Path, default=None, help="natural-image encoder weights (scripts/convert_weights.py)"
+    )
+    parser.add_argument(
+        "--init_file",
+        action="append",
+        type=init_file,
+        default=[],
+        metavar="NAME=PATH",
+        help="one more initialisation NAME from a converted encoder file (repeatable; scripts/convert_weights.py)",
     )
     parser.add_argument(
         "--variants",
@@ -120,9 +138,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--methods: unknown method(s) {unknown}; known: {', '.join(study.METHODS)}, or all / none")
     args.methods = list(dict.fromkeys(methods))
     args.inits = (["scratch"] if not args.no_scratch else []) + (["natural"] if args.natural_weights else [])
-    args.inits += args.methods
+    args.init_files = dict(args.init_file)
+    taken = [n for n in args.init_files if n in ("scratch", "natural", *study.METHODS)]
+    if taken or len(args.init_files) < len(args.init_file):
+        parser.error(
+            f"--init_file: the names must differ from each other and from {', '.join(args.inits + args.methods)}"
+        )
+    args.inits += list(args.init_files) + args.methods
     if not args.inits:
-        parser.error("--methods none with --no_scratch and no --natural_weights leaves no initialisation to study")
+        parser.error(
+            "--methods none with --no_scratch and no --natural_weights or --init_file leaves no initialisation to study"
+        )
     args.variants = list(dict.fromkeys(args.variants))
     args.rows = [row for row, _, _ in study.arms(args.inits, args.variants)]
     args.fractions = sorted({float(f) for f in args.fractions})
@@ -144,6 +170,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--data {args.data} {kind}; give a folder with datalist.json (scripts/prepare_dataset.py)")
     if args.natural_weights is not None:
         study.check_natural_weights(args.natural_weights, args.backbone)
+    for name, path in args.init_files.items():
+        study.check_init_file(name, path, args.backbone)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

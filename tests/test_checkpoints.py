@@ -77,6 +77,18 @@ def test_load_weights_refuses_pickled_objects(tmp_path):
         load_weights(tmp_path / "evil.pt")
 
 
+def test_load_weights_reads_safetensors_and_names_a_broken_one(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"encoder.w": torch.arange(6.0).reshape(2, 3)}, str(tmp_path / "model.safetensors"))
+    state = load_weights(tmp_path / "model.safetensors")
+    assert list(state) == ["encoder.w"] and torch.equal(state["encoder.w"], torch.arange(6.0).reshape(2, 3))
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="cut.safetensors: is not a readable .safetensors file, or is truncated"):
+        load_weights(tmp_path / "cut.safetensors", name="pretrained_ckpt")
+
+
 def test_load_pretrained_reports_matches(tmp_path, caplog):
     source = MultiTaskNet(num_classes=1, seg_channels=1)  # e.g. a reconstruction network
     state = {f"module.{k}": v for k, v in source.state_dict().items()}  # DDP prefix is stripped

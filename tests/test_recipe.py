@@ -12,7 +12,7 @@ import torch
 
 from bundle.atomic import atomic_save
 from bundle.checkpoints import load_pretrained, make_recipe, read_recipe, recipe_path, save_weights
-from bundle.checkpoints.recipe import check_recipe, contradictions
+from bundle.checkpoints.recipe import check_pretrained_recipe, check_recipe, contradictions
 from bundle.errors import UserError
 from bundle.networks import MultiTaskNet
 from bundle.workflow import parsed
@@ -180,3 +180,16 @@ def test_weights_of_another_preprocessing_are_told(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         check_recipe(read_recipe(tmp_path / "m.pt"), {"image_size": 224}, tmp_path / "m.pt")
     assert "was made with another preprocessing" in caplog.text and "z-score per image" in caplog.text
+
+
+def test_pretrained_recipe_stops_only_on_the_settings_it_requires(tmp_path, caplog):
+    weights = tmp_path / "encoder.pt"
+    recipe = make_recipe({"backbone": "vit_s16", "vit_pool": "token", "image_size": 224}, "pretrained")
+    save_weights({"encoder.x": torch.zeros(1)}, weights, recipe)
+    settings = {"backbone": "vit_s16", "vit_pool": "mean", "image_size": 128}
+    with caplog.at_level(logging.WARNING):
+        check_pretrained_recipe(recipe, settings, str(weights))  # pooling and size are choices: warnings
+    assert "vit_pool is mean" in caplog.text and "image_size is 128" in caplog.text
+    with pytest.raises(UserError, match="vit_pool: mean given, the weights were made with token") as stop:
+        check_pretrained_recipe({**recipe, "requires": ["vit_pool"]}, settings, str(weights))
+    assert "image_size" not in str(stop.value)  # still a warning

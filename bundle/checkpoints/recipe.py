@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 RECIPE_KEYS = ("backbone", "image_size", "class_names", "multi_label", "lungs_only", "vit_pool")
 FORMAT = 1
 # For pretrained weights only the backbone must match: fine-tuning at another image size (the ViT's position
-# table is resized) or with another pooling is a choice, told with a warning.
+# table is resized) or with another pooling is a choice, told with a warning, unless the recipe ``requires`` it
+# (a published encoder whose patch tokens attend to a class token: bundle.networks.published).
 PRETRAINED_HARD = ("backbone",)
 KIND_HINTS = {
     "pretrained": "an encoder from pretraining; fine-tune it first (configs/train.json --pretrained_ckpt <it>)"
@@ -197,6 +198,8 @@ def check_recipe(
 
 
 def check_pretrained_recipe(recipe: Mapping[str, Any], settings: Mapping[str, Any], weights: Any) -> None:
-    """``check_recipe`` for ``pretrained_ckpt``: only the backbone must match; image size and pooling warn."""
-    warn = [k for k in RECIPE_KEYS if k not in PRETRAINED_HARD]
+    """``check_recipe`` for ``pretrained_ckpt``: only the backbone must match, and the keys the recipe lists under
+    ``requires`` (a converted encoder with a class token requires ``vit_pool``); the others warn."""
+    hard = PRETRAINED_HARD + tuple(k for k in recipe.get("requires", ()) if k in RECIPE_KEYS)
+    warn = [k for k in RECIPE_KEYS if k not in hard]
     check_recipe(recipe, settings, weights, name="pretrained_ckpt", warn_only=warn, expect_kind=None)

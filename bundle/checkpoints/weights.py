@@ -1,8 +1,10 @@
 """Weights files read safely: tensors only, unwrapped, finite, and matching the network when asked.
 
 Every weights file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, so no code
-in a file ever runs. A file that is missing, truncated, corrupt, unsafe or made for another network stops the run
-with one message naming the setting it came from, the file and what is wrong (``bundle.errors.fail``).
+in a file ever runs. A ``.safetensors`` file (how RAD-DINO and timm publish their encoders) is read with the
+format's reference reader, ``safetensors.torch.load_file``: tensors only by design. A file that is missing,
+truncated, corrupt, unsafe or made for another network stops the run with one message naming the setting it came
+from, the file and what is wrong (``bundle.errors.fail``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from ..atomic import atomic_save
@@ -93,6 +97,8 @@ def read_file(path: str | os.PathLike, name: str, map_location: str | torch.devi
         raise WeightsError(path, "is a broken link (its target does not exist)", name)
     if os.path.getsize(path) == 0:
         raise WeightsError(path, "is empty (0 bytes): an interrupted copy or download?", name)
+    if path.endswith(".safetensors"):
+        return read_safetensors(path, name, map_location)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -120,6 +126,18 @@ def read_file(path: str | os.PathLike, name: str, map_location: str | torch.devi
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
         # what the legacy (non-zip) reader raises on text or random bytes
         raise WeightsError(path, _not_weights(path), name) from e
+
+
+def read_safetensors(path: str, name: str, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors (``safetensors.torch.load_file``), its failures told in one ``WeightsError``."""
+    try:
+        return load_safetensors(path, device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if _not_weights(path).startswith("is a Git LFS"):
+            raise WeightsError(path, _not_weights(path), name) from e
+        raise WeightsError(
+            path, f"is not a readable .safetensors file, or is truncated ({first_sentence(e)})", name
+        ) from e
 
 
 def _unwrap(state: Any, path: str, name: str) -> dict[str, torch.Tensor]:

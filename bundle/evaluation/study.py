@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import workflow
 from ..atomic import atomic_write, atomic_write_json, make_folder, write_failed
-from ..checkpoints import load_pretrained
+from ..checkpoints import load_pretrained, read_recipe
 from ..data.datalist import prepare_splits
 from ..errors import fail
 from ..networks import MultiTaskNet
@@ -44,6 +44,7 @@ __all__ = [
     "class_names",
     "make_output_folder",
     "check_natural_weights",
+    "check_init_file",
     "write_datalist",
     "write_split",
     "shell_quote",
@@ -138,6 +139,24 @@ def check_natural_weights(path: Path, backbone: str | None = None) -> None:
         fail(f"--natural_weights {path}: no such file (convert torchvision weights with scripts/convert_weights.py)")
     backbone = backbone or _train_config("backbone")
     load_pretrained(MultiTaskNet(len(class_names()), backbone=backbone), path, name="--natural_weights")
+
+
+def check_init_file(name: str, path: Path, backbone: str | None = None) -> None:
+    """Stop with one message unless ``--init_file NAME=PATH`` fits the study: its recipe's backbone is the study's
+    (``--backbone``) and it loads into the fine-tuning network with the recipe's ``vit_pool``, as its runs will
+    (configs/train.json takes ``vit_pool`` from the recipe of ``--pretrained_ckpt``)."""
+    option = f"--init_file {name}={path}"
+    if not path.is_file():
+        fail(f"{option}: no such file (convert published weights with scripts/convert_weights.py)")
+    recipe = read_recipe(str(path), option)
+    backbone = backbone or _train_config("backbone")
+    if recipe.get("backbone", backbone) != backbone:
+        fail(
+            f"{option} is a {recipe['backbone']} encoder (its recipe), the study's runs use {backbone}: pass "
+            f"--backbone {recipe['backbone']} (every initialisation of a study shares one backbone)"
+        )
+    network = MultiTaskNet(len(class_names()), backbone=backbone, vit_pool=recipe.get("vit_pool", "mean"))
+    load_pretrained(network, path, name=option)
 
 
 def write_datalist(path: Path, sections: dict[str, list[dict]], description: str) -> Path:
@@ -249,8 +268,8 @@ def pretrain_all(
     steps: ResumableSteps, common: dict, args: argparse.Namespace
 ) -> tuple[dict[str, Path | None], dict[str, bool]]:
     """Every initialisation's weights (None: scratch) and whether the runs from it must be redone."""
-    weights: dict[str, Path | None] = {"scratch": None, "natural": args.natural_weights}
-    redo: dict[str, bool] = {"scratch": args.force, "natural": args.force}
+    weights: dict[str, Path | None] = {"scratch": None, "natural": args.natural_weights, **args.init_files}
+    redo: dict[str, bool] = {name: args.force for name in weights}
     for name in args.methods:
         weights[name], redo[name] = pretrain(steps, name, common, args)
         redo[name] = redo[name] or args.force
@@ -373,10 +392,11 @@ def leave_one_source_out(
 def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """The output folder and the fixed split; returns the ids every run sets and the split's sections.
 
-    ``--out``, ``--data`` and ``--natural_weights`` become absolute: the runs start in ``--out``."""
+    ``--out``, ``--data``, ``--natural_weights`` and ``--init_file`` become absolute: the runs start in ``--out``."""
     args.out, args.data = args.out.resolve(), args.data.resolve()
     if args.natural_weights is not None:
         args.natural_weights = args.natural_weights.resolve()
+    args.init_files = {name: path.resolve() for name, path in args.init_files.items()}
     make_output_folder(args.out)
     split, splits = write_split(args.data, args.out, args.val_fraction, args.test_fraction, args.split_seed)
     args.split_counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
@@ -407,7 +427,7 @@ def write_results(args: argparse.Namespace, cells: dict, loso: list[dict], steps
         "commands": steps.commands,
         "ran": steps.ran,
     }
-    atomic_write_json(summary, args.out / "results.json")
+    atomic_write_json(summary, args.out / "results.json", default=str)  # --init_file paths in a dict
     return summary
 
 

@@ -13,6 +13,9 @@ as the CNNs and keep its layout:
   intermediate depths up to strides 2, 4 and 8, and its up-sampling blocks. Freezing the encoder (linear probe)
   then freezes the transformer exactly, and contrastive pretraining on the encoder has no unused parameters.
 
+Every LayerNorm has eps 1e-6, as in timm and DINOv2 (MONAI's default is 1e-5), so that published encoders
+(``bundle.networks.published``) give their own features here.
+
 MONAI's ``PatchEmbeddingBlock`` adds a position table of fixed size. Here the table is always the 14 x 14 grid of
 224 px (SPCXR's size) and is resized bicubically to other grids (as DeiT / DINO do): one state_dict for every
 image size, so weights pretrained at one size load at another, and any multiple of 16 works.
@@ -31,6 +34,7 @@ __all__ = [
     "VIT_BACKBONES",
     "PATCH_SIZE",
     "VIT_POOLS",
+    "LAYER_NORM_EPS",
     "ViTEncoder",
     "UnetrDecoder",
     "PatchGrid",
@@ -43,6 +47,8 @@ PATCH_SIZE = 16
 NATIVE_SIZE = 224  # the position table's image size (14 x 14 patches)
 DECODER_TAPS = (3, 6, 9)  # blocks (1-based) whose tokens feed the decoder, as in UNETR
 VIT_POOLS = ("mean", "token")
+# timm's and DINOv2's LayerNorm eps (MONAI's blocks use PyTorch's 1e-5): published encoders convert exactly
+LAYER_NORM_EPS = 1e-6
 VIT_BACKBONES: dict[str, dict[str, int]] = {
     "vit_s16": {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 12, "num_heads": 6},
     "vit_b16": {"hidden_size": 768, "mlp_dim": 3072, "num_layers": 12, "num_heads": 12},
@@ -103,6 +109,9 @@ class ViTEncoder(nn.Module):
         )
         if hasattr(self.vit, "classification_head"):
             del self.vit.classification_head
+        for module in self.vit.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = LAYER_NORM_EPS
         for block in self.vit.blocks:
             # MONAI 1.6 builds this LayerNorm even without cross-attention and never uses it: unused parameters
             # would stop DistributedDataParallel (it waits for their gradients) and pad every checkpoint

@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import ROOT, write_dataset
 from tests.helpers import run_script
+from tests.networks.test_published import published_state, to_transformers
 
 SAMPLE = ROOT / "data" / "sample"
 # one thread, whatever the machine: the study's steps (a process each) see the same setting everywhere
@@ -51,6 +52,9 @@ CASES = {
     "data is a file": (["--data", "a_file"], 2, ["--data a_file", "not a folder"]),
     "natural weights missing": (["--natural_weights", "nope.pt"], 1, ["--natural_weights nope.pt", "no such file"]),
     "natural weights not weights": (["--natural_weights", "not_weights.pt"], 1, ["--natural_weights", "not_weights"]),
+    "init file missing": (["--init_file", "rad=nope.pt"], 1, ["--init_file rad=nope.pt", "no such file"]),
+    "init file not NAME=PATH": (["--init_file", "nope.pt"], 2, ["--init_file", "NAME=PATH"]),
+    "init file name taken": (["--init_file", "scratch=nope.pt"], 2, ["--init_file", "must differ"]),
     "out is a file": (["--out", "a_file"], 1, ["--out", "a_file is a file"]),
     "datalist not JSON": (["--data", "broken"], 1, ["broken/datalist.json", "JSON"]),
 }
@@ -196,3 +200,74 @@ def test_leave_one_source_out_writes_a_datalist_per_source_without_it_in_trainin
         }
         assert datalist["training"] and datalist["validation"]
     assert proc.stdout.count("[run ] train_loso_") == len(expected)
+
+
+def _converted_dinov2(folder: Path) -> Path:
+    """A DINOv2 ViT-S/14 in RAD-DINO's published layout (transformers names, .safetensors), random weights at a
+    trainable scale, converted by scripts/convert_weights.py: a vit_s16 encoder whose recipe requires vit_pool token."""
+    from safetensors.torch import save_file
+
+    from bundle.networks.vit import VIT_BACKBONES
+    from scripts.convert_weights import main as convert_main
+
+    source, converted = folder / "model.safetensors", folder / "rad_dino_s.pt"
+    save_file(to_transformers(published_state(VIT_BACKBONES["vit_s16"], dinov2=True)), str(source))
+    convert_main(["--input", str(source), "--output", str(converted)])
+    return converted
+
+
+def test_init_file_of_another_backbone_names_the_option_to_pass(tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+
+    write_dataset(tmp_path / "data", n_per_class=2)
+    converted = _converted_dinov2(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", "data", "--out", "out", "--dry_run", "--methods", "none", "--init_file", f"rad={converted}"])
+    assert "is a vit_s16 encoder" in str(stop.value) and "pass --backbone vit_s16" in str(stop.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_gives_the_init_file_runs_its_weights(tmp_path, capsys, monkeypatch):
+    from scripts.study import main
+
+    write_dataset(tmp_path / "data", n_per_class=4)
+    converted = _converted_dinov2(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", "data", "--out", "study", "--dry_run", "--methods", "none", "--backbone", "vit_s16"]
+    main(args + ["--init_file", f"rad_dino={converted.name}", "--fractions", "1"])
+    commands = json.loads((tmp_path / "study" / "results.json").read_text())["commands"]
+    assert len(commands) == 2 * 2 * 2  # protocols x (scratch, rad_dino) x (train + test)
+    ours = [c for c in commands if "/runs/finetune/rad_dino/" in c or "/runs/probe/rad_dino/" in c]
+    trains = [c for c in ours if "configs/train.json --" in c and "evaluate.json" not in c]
+    assert len(ours) == 4 and len(trains) == 2
+    assert all(f"--pretrained_ckpt {converted}" in c and "--backbone vit_s16" in c for c in trains)
+    assert not any("--pretrained_ckpt" in c for c in commands if c not in trains)
+
+
+@pytest.mark.slow
+def test_study_runs_from_a_converted_published_encoder(tmp_path):
+    """One fine-tuning and its test from a converted DINOv2 file: the runs use the recipe's vit_pool token."""
+    if not (SAMPLE / "datalist.json").is_file():
+        pytest.skip(f"{SAMPLE} (the embedded sample data) is missing")
+    converted = _converted_dinov2(tmp_path)
+    args = ["--data", str(SAMPLE), "--out", "study", "--methods", "none", "--no_scratch", "--seeds", "0"]
+    args += ["--fractions", "0.5", "--protocols", "finetune", "--init_file", f"rad_dino={converted}"]
+    args += ["--backbone", "vit_s16", "--image_size", "32", "--finetune_epochs", "1", "--batch_size", "16"]
+    args += ["--num_workers", "0", "--bootstrap", "20"]
+    proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = tmp_path / "study"
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["cells"]) == {"finetune/rad_dino/0.5"} and len(results["ran"]) == 2
+    auc = results["cells"]["finetune/rad_dino/0.5"]["metrics"]["auc_macro"]
+    assert 0 <= auc["mean"] <= 1
+    run = out / "runs/finetune/rad_dino/frac0.5/seed0"
+    assert json.loads((run / "models/model.recipe.json").read_text())["vit_pool"] == "token"
+    log = (out / "logs/train_finetune_rad_dino_frac0.5_seed0.log").read_text()
+    assert "encoder 150/150" in log
+    tuned = torch.load(run / "models/model.pt")
+    start = torch.load(converted)
+    assert "encoder.vit.cls_token" in tuned and not torch.equal(
+        tuned["encoder.vit.cls_token"], start["encoder.vit.cls_token"]
+    )
