@@ -1,7 +1,8 @@
 """Saliency maps for the classification head, computed inside MONAI engines.
 
 The maps come from MONAI's ``GradCAM`` / ``GradCAMpp`` (gradient-based) and ``OcclusionSensitivity``
-(perturbation-based). ``SaliencyInferer`` is a MONAI ``Inferer``: a ``SupervisedEvaluator`` calls it under
+(perturbation-based), and for the ViT backbones from their attention (``bundle.relevance``: attention rollout and
+the gradient-weighted attention relevance). ``SaliencyInferer`` is a MONAI ``Inferer``: a ``SupervisedEvaluator`` calls it under
 ``torch.no_grad()`` and it re-enables gradients only where a map needs them, so class logits, the lung
 segmentation and the map come out of one call, on a batch, on CPU or CUDA.
 
@@ -26,6 +27,8 @@ from torch import nn
 
 from .networks.multitask import RULES as NETWORK_RULES
 from .networks.multitask import build_encoder, class_probabilities
+from .networks.vit import VIT_BACKBONES, is_vit
+from .relevance import RELEVANCE_METHODS, AttentionRecorder, gradient_relevance, patch_relevance, rollout
 from .values import Rule, as_bool, choice, class_names, described, integer, is_int, number, optional, show, text
 
 __all__ = [
@@ -40,7 +43,8 @@ __all__ = [
     "SaliencyInferer",
 ]
 
-SALIENCY_METHODS = ("gradcampp", "gradcam", "occlusion", "none")
+SALIENCY_METHODS = ("gradcampp", "gradcam", "occlusion") + RELEVANCE_METHODS + ("none",)
+GRADCAM_METHODS = ("gradcampp", "gradcam")
 
 
 # Stages (shallow to deep, see ``encoder_stages``) explained when saliency_layer is null: chosen by the lung
@@ -255,9 +259,11 @@ class SaliencyInferer(Inferer):
     ``seg`` is left out for a network without ``segment``. With ``method="none"`` it is a plain forward pass.
 
     Args:
-        method: ``gradcampp`` (default), ``gradcam``, ``occlusion`` or ``none``.
+        method: ``gradcampp`` (default), ``gradcam``, ``occlusion``, ``rollout`` or ``attention_gradient`` (ViT
+            backbones, ``bundle.relevance``) or ``none``.
         target_layer: module name(s) for Grad-CAM: one name, names joined by ``+`` (mean of their maps) or ``*``
-            (product), or a list (see ``parse_target_layers``); None picks ``default_target_layer``.
+            (product), or a list (see ``parse_target_layers``); None picks ``default_target_layer``. The
+            relevance methods read every block's attention and take no layer.
         class_idx: explain this class for every image (index, or name with ``class_names``); None = predicted.
         class_names: class names, to accept ``class_idx`` as a name.
         multi_label: sigmoid instead of softmax for occlusion probabilities.
@@ -295,6 +301,7 @@ class SaliencyInferer(Inferer):
         self.occlusion_mask_size, self.occlusion_overlap = occlusion_mask_size, occlusion_overlap
         self.occlusion_n_batch = occlusion_n_batch
         self._cams: dict[int, tuple[nn.Module, GradCAM, str]] = {}
+        self.cells: int | None = None  # cells per side of the last relevance map's patch grid
 
     def _cam(self, network: nn.Module) -> tuple[GradCAM, str]:
         # hooks are registered once per network object, not on every batch
@@ -319,6 +326,36 @@ class SaliencyInferer(Inferer):
         with hooks.recorded(inputs, class_idx):
             maps = [cam(inputs, layer_idx=i) for i in range(len(hooks.target_layers))]
         return maps[0] if len(maps) == 1 else combine_maps(maps, mode)
+
+    def explained_layer(self, network: nn.Module) -> str:
+        """What the maps explain: Grad-CAM's layer id, the ViT's attention blocks, or the input (occlusion)."""
+        if self.method in GRADCAM_METHODS:
+            return self.hooks(network).target_layer
+        return "encoder.vit.blocks (attention)" if self.method in RELEVANCE_METHODS else "input"
+
+    def _relevance(self, network: nn.Module, inputs: torch.Tensor, class_idx: Any):
+        """(B, 1, H, W) map in [0, 1] from the ViT's attention (``bundle.relevance``), the logits, the encoder
+        features of the full image and the explained classes, from one forward pass."""
+        gradient = self.method == "attention_gradient"
+        with AttentionRecorder(network) as recorder, torch.set_grad_enabled(gradient):
+            # an input that requires grad guarantees a graph even when the weights are frozen
+            x = inputs.detach().requires_grad_(gradient)
+            logits, features = _class_logits(network, x)
+            attentions = recorder.last_pass()
+            idx = logits.argmax(1) if class_idx is None else class_idx
+            idx = torch.as_tensor(idx, device=logits.device).long().expand(logits.shape[0]).clone()
+            if gradient:
+                # each image's own class score: the sum's gradient splits into per-image gradients
+                score = logits.gather(1, idx.view(-1, 1)).sum()
+                relevance = gradient_relevance(attentions, torch.autograd.grad(score, attentions))
+            else:
+                relevance = rollout(attentions)
+        encoder = network.encoder
+        height, width = inputs.shape[-2] // encoder.patch_size, inputs.shape[-1] // encoder.patch_size
+        grid = patch_relevance(relevance, encoder.prefix, height, width, without_self=gradient)
+        self.cells = min(height, width)
+        maps = normalize_maps(default_upsampler(inputs.shape[2:])(grid))
+        return maps, logits.detach(), [f.detach() for f in features] if features is not None else None, idx
 
     def _occlusion(self, network: nn.Module, x: torch.Tensor, logits: torch.Tensor, class_idx: torch.Tensor):
         view = _ClassifierView(network)
@@ -363,11 +400,13 @@ class SaliencyInferer(Inferer):
         """
         out: dict[str, torch.Tensor] = {}
         class_idx = self.class_idx if saliency_class is None else saliency_class
-        if self.method in ("gradcam", "gradcampp"):
+        if self.method in GRADCAM_METHODS:
             out["saliency"] = self._gradcam(network, inputs, class_idx)
             hooks = self.hooks(network)
             logits, features = hooks.logits, hooks.features
             out["saliency_class"] = hooks.class_idx
+        elif self.method in RELEVANCE_METHODS:
+            out["saliency"], logits, features, out["saliency_class"] = self._relevance(network, inputs, class_idx)
         else:
             with torch.no_grad():
                 logits, features = _class_logits(network, inputs)
@@ -390,7 +429,9 @@ class SaliencyInferer(Inferer):
 # the settings of the maps (bundle.settings gathers every component's table); saliency_class is an index or a
 # class name, checked against class_names by saliency_class_check
 RULES: dict[str, Rule | None] = {
-    "saliency": described(choice(SALIENCY_METHODS), "saliency method of evaluation and inference"),
+    "saliency": described(
+        choice(SALIENCY_METHODS), "saliency method of evaluation and inference (rollout, attention_gradient: ViTs)"
+    ),
     "saliency_layer": described(
         optional(text), "module(s) Grad-CAM explains (``a+b``: the mean of their maps); null: the encoder's default"
     ),
@@ -448,6 +489,21 @@ def saliency_layer_check(s: Mapping[str, Any], workflow: str) -> list[str]:
     return [f"saliency_layer: {show(layer)} {problem}"] if problem else []
 
 
+def saliency_method_check(s: Mapping[str, Any], workflow: str) -> list[str]:
+    """The relevance methods (``rollout``, ``attention_gradient``) go with a ViT backbone and no saliency_layer."""
+    method, backbone, layer = s.get("saliency"), s.get("backbone"), s.get("saliency_layer")
+    if method not in RELEVANCE_METHODS:
+        return []
+    if NETWORK_RULES["backbone"](backbone) is None and not is_vit(backbone):
+        return [
+            f"saliency: {method} explains a transformer's attention and backbone {backbone} has none: use "
+            f"gradcampp, gradcam or occlusion, or a ViT backbone ({', '.join(VIT_BACKBONES)})"
+        ]
+    if isinstance(layer, str) and layer.strip():
+        return [f"saliency_layer: {show(layer)} is for gradcampp and gradcam; {method} reads every block: set it null"]
+    return []
+
+
 def occlusion_check(s: Mapping[str, Any], workflow: str) -> list[str]:
     """The occlusion patch fits in the image."""
     mask, size = s.get("occlusion_mask_size"), s.get("image_size")
@@ -456,4 +512,4 @@ def occlusion_check(s: Mapping[str, Any], workflow: str) -> list[str]:
     return []
 
 
-CHECKS = (saliency_class_check, saliency_layer_check, occlusion_check)
+CHECKS = (saliency_class_check, saliency_layer_check, saliency_method_check, occlusion_check)

@@ -2,6 +2,7 @@
 
     python scripts/saliency_check.py --dataset_dir <your data> --n_images 32 --out runs/saliency_check
     python scripts/saliency_check.py --dataset_dir <your data> --compare_layers --out runs/saliency_layers
+    python scripts/saliency_check.py --dataset_dir <your data> --compare_methods --out runs/saliency_methods
 
 The model is built as configs/train.json + configs/evaluate.json build it (``network_def`` with ``--backbone``,
 ``--image_size`` preprocessing, the patient-level ``splits`` of ``--datalist`` / ``--dataset_dir``) and loads
@@ -15,6 +16,9 @@ survive a fully random network).
 ``--compare_layers`` (optionally followed by saliency_layer ids) measures instead, for each candidate layer, the
 lung attention ratio on the images with a lung mask, the map resolution, the CPU cost (``--threads`` threads)
 against a plain forward, and the same check: saliency_layers.json and saliency_layers.md in ``--out``.
+``--compare_methods`` (optionally followed by methods) does the same for saliency methods, each on its default
+layer (none named: Grad-CAM++ and Grad-CAM, and for a ViT rollout and attention_gradient too), with the mean
+Spearman of every step: saliency_methods.json and saliency_methods.md.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +38,29 @@ from bundle.atomic import make_folder
 from bundle.checkpoints import check_recipe, check_weights, load_weights, read_recipe
 from bundle.checkpoints.recipe import RECIPE_KEYS
 from bundle.errors import fail, run_main
-from bundle.evaluation.sanity import MAX_CORRELATION, candidate_layers, cascading_randomization, compare_layers
-from bundle.evaluation.sanity_report import cascade_table, comparison_table, write_cascade, write_comparison
-from bundle.saliency import SaliencyInferer
+from bundle.evaluation.sanity import (
+    MAX_CORRELATION,
+    candidate_layers,
+    cascading_randomization,
+    compare_layers,
+    compare_methods,
+)
+from bundle.evaluation.sanity_report import (
+    cascade_table,
+    comparison_table,
+    methods_table,
+    write_cascade,
+    write_comparison,
+    write_methods,
+)
+from bundle.networks.vit import is_vit
+from bundle.relevance import RELEVANCE_METHODS
+from bundle.saliency import GRADCAM_METHODS, SaliencyInferer
 from bundle.values import output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("test", "validation", "training", "all")
+CHECKED_METHODS = GRADCAM_METHODS + RELEVANCE_METHODS  # occlusion: hundreds of passes per image and step
 
 
 def positive_int(text: str) -> int:
@@ -62,7 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ckpt_file", type=Path, help="weights (default: <bundle_root>/models/model.pt)")
     parser.add_argument("--backbone", help="encoder of the weights (configs' default: resnet10)")
     parser.add_argument("--image_size", type=positive_int, help="input size (configs' default: 224)")
-    parser.add_argument("--saliency", default="gradcampp", choices=["gradcampp", "gradcam"])
+    parser.add_argument(
+        "--saliency", default="gradcampp", choices=CHECKED_METHODS, help="rollout, attention_gradient: ViT"
+    )
     parser.add_argument("--saliency_layer", help="layer id, e.g. encoder.layer4 or encoder.layer3+encoder.layer4")
     parser.add_argument("--split", default="test", choices=SPLITS, help="the configs' patient-level split to use")
     parser.add_argument("--n_images", type=positive_int, default=16)
@@ -70,7 +92,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=positive_int, default=8)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the configs' choice)")
     parser.add_argument("--max_correlation", type=float, default=MAX_CORRELATION, help="pass threshold")
-    parser.add_argument("--compare_layers", nargs="*", metavar="LAYER", help="compare layers (none named: candidates)")
+    compare = parser.add_mutually_exclusive_group()
+    compare.add_argument("--compare_layers", nargs="*", metavar="LAYER", help="compare layers (none named: candidates)")
+    compare.add_argument(
+        "--compare_methods", nargs="*", metavar="METHOD", choices=CHECKED_METHODS, help="compare methods (none: all)"
+    )
     parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads for --compare_layers timing")
     parser.add_argument("--timing_images", type=positive_int, default=16, help="images timed per layer")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timing repeats (the median is kept)")
@@ -128,17 +154,60 @@ def load_images(parser: ConfigParser, args: argparse.Namespace, need_masks: bool
     return images, masks
 
 
+def check_methods(args: argparse.Namespace, network: torch.nn.Module, backbone: str) -> list[str] | None:
+    """Stops with one message on a method or layer the network cannot explain, before any image is read; returns
+    the methods ``--compare_methods`` compares (None without it)."""
+    methods = args.compare_methods
+    if methods is not None and not methods:
+        methods = list(CHECKED_METHODS if is_vit(backbone) else GRADCAM_METHODS)
+    for method in [args.saliency] + list(methods or []):
+        if method in RELEVANCE_METHODS and not is_vit(backbone):
+            fail(f"--saliency / --compare_methods {method}: explains a ViT's attention, and {backbone} has none")
+    if args.saliency in RELEVANCE_METHODS and args.saliency_layer:
+        fail(f"--saliency_layer: {args.saliency} reads every block's attention; leave --saliency_layer out")
+    if args.saliency in GRADCAM_METHODS:
+        SaliencyInferer(args.saliency, args.saliency_layer).hooks(network)  # an unknown layer stops here
+    for name in args.compare_layers or []:
+        SaliencyInferer(args.saliency, name).hooks(network)
+    return methods
+
+
+def comparison(
+    args: argparse.Namespace,
+    network: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    methods: list[str] | None,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], str, list[str]]:
+    """``--compare_layers`` or ``--compare_methods``: the result, its table and the files written to ``--out``."""
+    options = dict(
+        seed=args.seed,
+        batch_size=args.batch_size,
+        timing_images=args.timing_images,
+        repeats=args.repeats,
+        threads=args.threads,
+        max_correlation=args.max_correlation,
+        log=log,
+    )
+    if methods is not None:
+        result = compare_methods(network, images, masks, methods, **options)
+        return result, methods_table(result), write_methods(result, str(args.out))
+    layers = args.compare_layers or candidate_layers(network)
+    result = compare_layers(network, images, masks, layers, args.saliency, **options)
+    return result, comparison_table(result), write_comparison(result, str(args.out))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     parser, network, device = build(args)
-    layer = args.saliency_layer
-    SaliencyInferer(args.saliency, layer).hooks(network)  # an unknown layer stops here, before any image is read
-    out = (args.out or args.bundle_root / "eval" / "saliency_check").resolve()
-    problem = output_folder(out)
+    methods = check_methods(args, network, parser.get_parsed_content("backbone"))
+    args.out = (args.out or args.bundle_root / "eval" / "saliency_check").resolve()
+    problem = output_folder(args.out)
     if problem:
-        fail(f"--out {out} {problem}")
-    make_folder(out, "the --out folder")
-    compare = args.compare_layers is not None
+        fail(f"--out {args.out} {problem}")
+    make_folder(args.out, "the --out folder")
+    compare = args.compare_layers is not None or methods is not None
     images, masks = load_images(parser, args, need_masks=compare)
     print(f"{images.shape[0]} images of the {args.split} split, {tuple(images.shape[2:])} px, on {device}", flush=True)
 
@@ -146,31 +215,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, flush=True)
 
     if compare:
-        layers = args.compare_layers or candidate_layers(network)
-        for name in layers:
-            SaliencyInferer(args.saliency, name).hooks(network)
-        result = compare_layers(
-            network,
-            images.to(device),
-            masks,
-            layers,
-            args.saliency,
-            args.seed,
-            args.batch_size,
-            timing_images=args.timing_images,
-            repeats=args.repeats,
-            threads=args.threads,
-            max_correlation=args.max_correlation,
-            log=log,
-        )
-        paths = write_comparison(result, str(out))
-        print(comparison_table(result), flush=True)
+        _, table, paths = comparison(args, network, images.to(device), masks, methods, log)
+        print(table, flush=True)
         print("written: " + ", ".join(paths), flush=True)
         return 0
     result = cascading_randomization(
-        network, images.to(device), args.saliency, layer, args.seed, args.batch_size, args.max_correlation, log=log
+        network,
+        images.to(device),
+        args.saliency,
+        args.saliency_layer,
+        args.seed,
+        args.batch_size,
+        args.max_correlation,
+        log=log,
     )
-    paths = write_cascade(result, str(out), plot=not args.no_plot)
+    paths = write_cascade(result, str(args.out), plot=not args.no_plot)
     print(cascade_table(result), flush=True)
     print("written: " + ", ".join(paths), flush=True)
     return 0 if result["passed"] else 2

@@ -24,6 +24,7 @@ LAYERS = [
     {"losses", "checkpoints"},
     {"ssl"},
     {"engines"},
+    {"relevance"},
     {"saliency"},
     {"evaluation"},
     {"inference"},

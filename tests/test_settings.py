@@ -161,6 +161,9 @@ def test_combinations(tmp_path):
     assert "not one of the class names" in _problems({**good, "saliency_class": "covid"}, "inference")
     assert "not a class index in [0, 1]" in _problems({**good, "saliency_class": 2}, "inference")
     assert "larger than image_size" in _problems({**good, "occlusion_mask_size": 65}, "inference")
+    assert "rollout explains a transformer's attention and backbone" in _problems(
+        {**good, "saliency": "rollout"}, "inference"
+    )
     from bundle.networks.multitask import MultiTaskNet
     from bundle.saliency import default_target_layer
 

@@ -26,7 +26,7 @@ import torch
 from monai.metrics import SSIMMetric
 from torch import nn
 
-from ..saliency import SaliencyInferer, encoder_stages, parse_target_layers
+from ..saliency import GRADCAM_METHODS, SaliencyInferer, encoder_stages, parse_target_layers
 from .attention import lung_attention, lung_share
 
 __all__ = [
@@ -37,7 +37,9 @@ __all__ = [
     "structural_similarity",
     "saliency_maps",
     "cascading_randomization",
+    "compare_variants",
     "compare_layers",
+    "compare_methods",
     "candidate_layers",
 ]
 
@@ -54,7 +56,10 @@ def cascade_steps(network: nn.Module) -> list[tuple[str, list[str]]]:
 
     ResNet encoders: ``classifier``, ``encoder.layer4`` ... ``encoder.layer1``, ``stem`` (``conv1``, ``bn1``).
     EfficientNet encoders: ``classifier``, ``encoder._blocks.<n-1>`` ... ``encoder._blocks.0``, ``stem``
-    (``_conv_stem``, ``_bn0``). The decoder is left alone: the classification maps never read it.
+    (``_conv_stem``, ``_bn0``). ViT encoders: ``classifier``, ``encoder.vit.blocks.11`` (with the final
+    ``encoder.vit.norm``, which only it feeds) ... ``encoder.vit.blocks.0``, ``stem`` (the patch embedding with its
+    position table, and the class token when there is one). The decoder is left alone: the classification maps
+    never read it.
     """
     modules = dict(network.named_modules())
     encoder = getattr(network, "encoder", None)
@@ -64,28 +69,52 @@ def cascade_steps(network: nn.Module) -> list[tuple[str, list[str]]]:
     if all(hasattr(encoder, f"layer{i}") for i in range(1, 5)):
         steps += [(f"encoder.layer{i}", [f"encoder.layer{i}"]) for i in range(4, 0, -1)]
         stem = ["encoder.conv1", "encoder.bn1"]
+    elif isinstance(getattr(getattr(encoder, "vit", None), "blocks", None), nn.ModuleList):
+        last = len(encoder.vit.blocks) - 1
+        steps.append((f"encoder.vit.blocks.{last}", [f"encoder.vit.blocks.{last}", "encoder.vit.norm"]))
+        steps += [(f"encoder.vit.blocks.{i}", [f"encoder.vit.blocks.{i}"]) for i in range(last - 1, -1, -1)]
+        stem = ["encoder.vit.patch_embedding", "encoder.vit.cls_token"]
     elif isinstance(getattr(encoder, "_blocks", None), nn.Sequential):
         steps += [(f"encoder._blocks.{i}", [f"encoder._blocks.{i}"]) for i in range(len(encoder._blocks) - 1, -1, -1)]
         stem = ["encoder._conv_stem", "encoder._bn0"]
     else:
-        raise ValueError(f"no randomisation steps for encoder {type(encoder).__name__} (ResNet or EfficientNet only)")
-    steps.append(("stem", [n for n in stem if n in modules]))
+        raise ValueError(f"no randomisation steps for encoder {type(encoder).__name__} (ResNet, EfficientNet, ViT)")
+    params = dict(network.named_parameters())
+    steps.append(("stem", [n for n in stem if n in modules or n in params]))
     return steps
 
 
+def _free_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters inside ``module`` that no ``reset_parameters`` covers (a ViT's position table, its class token)."""
+    return [
+        p
+        for sub in module.modules()
+        if not callable(getattr(sub, "reset_parameters", None))
+        for p in sub.parameters(recurse=False)
+    ]
+
+
 def randomize_(network: nn.Module, names: Sequence[str], seed: int = 0) -> int:
-    """Re-initialise, in place, the named modules' weights with their layers' own initialisation; returns the count.
+    """Re-initialise, in place, the named modules' (or parameters') weights with their own initialisation; returns
+    the count of layers and parameters re-drawn.
 
     ``reset_parameters`` of every convolution, linear and normalisation layer inside them (BatchNorm: weight 1,
-    bias 0, running statistics 0 / 1), under ``seed``, leaving the global random state as it was.
+    bias 0, running statistics 0 / 1); a parameter no such layer holds (a ViT's position table and class token)
+    is drawn from a normal of std 0.02 truncated at +-2, MONAI's initialisation of both. Under ``seed``, leaving
+    the global random state as it was.
     """
-    modules = dict(network.named_modules())
+    modules, params = dict(network.named_modules()), dict(network.named_parameters())
     devices = sorted({p.device.index or 0 for p in network.parameters() if p.is_cuda})
     count = 0
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for name in names:
-            for sub in modules[name].modules():
+            free = [params[name]] if name in params and name not in modules else _free_parameters(modules[name])
+            with torch.no_grad():
+                for p in free:
+                    nn.init.trunc_normal_(p, std=0.02, a=-2.0, b=2.0)
+                    count += 1
+            for sub in modules[name].modules() if name in modules else []:
                 if callable(getattr(sub, "reset_parameters", None)):
                     sub.reset_parameters()
                     count += 1
@@ -197,7 +226,7 @@ def cascading_randomization(
             f"step {i:2d} {'+ ' + name:<22} spearman {s['spearman_mean']:.3f} +- {s['spearman_std']:.3f}"
             f"  ssim {s['ssim_mean']:.3f} +- {s['ssim_std']:.3f}"
         )
-    layer = target_layer or inferer.hooks(net).target_layer
+    layer = target_layer or inferer.explained_layer(net)
     worst = max(s["spearman_mean"] for s in steps[2:])  # steps 0, 1: the control and the classifier alone
     return {
         "method": method,
@@ -230,16 +259,19 @@ def _ms_per_image(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, batch
     return float(np.median(times))
 
 
-def _time_layers(
+# a variant compared: (saliency method, saliency_layer or None for the method's default)
+Variant = tuple[str, str | None]
+
+
+def _time_variants(
     network: nn.Module,
     images: torch.Tensor,
-    layers: Sequence[str],
-    method: str,
+    variants: Sequence[Variant],
     batch_size: int,
     repeats: int,
     threads: int | None,
-) -> tuple[float, dict[str, float], int]:
-    """CPU ms per image of the plain forward and of each layer's maps, and the number of threads they ran on."""
+) -> tuple[float, list[float], int]:
+    """CPU ms per image of the plain forward and of each variant's maps, and the number of threads they ran on."""
     cpu_net = copy.deepcopy(network).eval().cpu()
     timed = images.cpu()
     old_threads = torch.get_num_threads()
@@ -248,10 +280,10 @@ def _time_layers(
     try:
         plain = SaliencyInferer("none")
         forward_ms = _ms_per_image(lambda x: plain(x, cpu_net), timed, batch_size, repeats)
-        costs = {}
-        for layer in layers:
+        costs = []
+        for method, layer in variants:
             inferer = SaliencyInferer(method, layer)
-            costs[layer] = _ms_per_image(lambda x, inf=inferer: inf(x, cpu_net), timed, batch_size, repeats)
+            costs.append(_ms_per_image(lambda x, inf=inferer: inf(x, cpu_net), timed, batch_size, repeats))
     finally:
         torch.set_num_threads(old_threads)
     return forward_ms, costs, threads or old_threads
@@ -267,48 +299,53 @@ def _lung_ratio(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _layer_row(
-    network: nn.Module, images: torch.Tensor, masks: torch.Tensor | None, layer: str, method: str, batch_size: int
+def _variant_row(
+    network: nn.Module, images: torch.Tensor, masks: torch.Tensor | None, variant: Variant, batch_size: int
 ) -> dict[str, Any]:
-    """A layer's row as far as its maps go: the layer, its cells per side and, with masks, the lung ratio."""
+    """A variant's row as far as its maps go: method, explained layer, cells per side and, with masks, lung ratio."""
+    method, layer = variant
     inferer = SaliencyInferer(method, layer)
     maps, _ = saliency_maps(network, images, inferer, batch_size=batch_size)
-    hooks = inferer.hooks(network)
-    cells = max(min(a.shape[2:]) for a in hooks.activations.values())
-    row: dict[str, Any] = {"layer": layer, "cells": int(cells)}
+    if method in GRADCAM_METHODS:
+        cells = max(min(a.shape[2:]) for a in inferer.hooks(network).activations.values())
+    else:
+        cells = inferer.cells or min(images.shape[2:])  # the patch grid; occlusion: the input's pixels
+    row: dict[str, Any] = {"method": method, "layer": layer or inferer.explained_layer(network), "cells": int(cells)}
     if masks is not None:
         row.update(_lung_ratio(maps, masks))
     return row
 
 
 def _randomised_figures(check: dict[str, Any]) -> dict[str, Any]:
-    """A layer's figures from its cascading check: the fully randomised network, the classifier alone, the worst."""
+    """A variant's figures from its cascading check: the fully randomised network, the classifier alone, the worst
+    and the mean Spearman of every step (the control first)."""
     return {
         "spearman_random": check["steps"][-1]["spearman_mean"],
         "ssim_random": check["steps"][-1]["ssim_mean"],
         "spearman_classifier_random": check["steps"][1]["spearman_mean"],
         "spearman_worst_random": check["worst_random"],
+        "spearman_steps": [s["spearman_mean"] for s in check["steps"]],
         "passed": check["passed"],
     }
 
 
 def _log_row(row: dict[str, Any], log: Callable[[str], None]) -> None:
-    """One line per layer: resolution, lung ratio, cost and the randomised network's similarity."""
+    """One line per variant: resolution, lung ratio, cost and the randomised network's similarity."""
     cells = row["cells"]
     log(
-        f"{row['layer']:<45} {cells:3d}x{cells:<3d} lung ratio {row.get('lung_ratio_mean', float('nan')):.2f}"
+        f"{row['method']:<18} {row['layer']:<45} {cells:3d}x{cells:<3d}"
+        f" lung ratio {row.get('lung_ratio_mean', float('nan')):.2f}"
         f"  {row['ms_per_image']:.1f} ms/image ({row['cost_vs_forward']:.2f}x forward)"
         f"  random: spearman {row['spearman_random']:.3f} ssim {row['ssim_random']:.3f}"
-        f"  {'pass' if row['passed'] else 'FAIL'}"
+        f"  worst {row['spearman_worst_random']:.3f} {'pass' if row['passed'] else 'FAIL'}"
     )
 
 
-def compare_layers(
+def compare_variants(
     network: nn.Module,
     images: torch.Tensor,
     masks: torch.Tensor | None,
-    layers: Sequence[str],
-    method: str = "gradcampp",
+    variants: Sequence[Variant],
     seed: int = 0,
     batch_size: int = 8,
     timing_images: int = 16,
@@ -317,33 +354,30 @@ def compare_layers(
     max_correlation: float = MAX_CORRELATION,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Lung attention ratio, map resolution, CPU cost and the cascading check for each candidate layer.
+    """Lung attention ratio, map resolution, CPU cost and the cascading check for each (method, layer) variant.
 
     Args:
         network: the trained network (not changed).
         images: (N, C, H, W) images the network was not trained on.
         masks: (N, 1, H, W) lung masks of those images (non-zero = lung), or None (no lung figures).
-        layers: saliency_layer ids (``parse_target_layers``).
-        timing_images: images timed per layer; timing runs on the CPU with ``threads`` threads (None: as set).
+        variants: (saliency method, saliency_layer id or None for the method's default).
+        timing_images: images timed per variant; timing runs on the CPU with ``threads`` threads (None: as set).
 
     Returns:
-        ``{"method", "n_images", "image_size", "forward_ms", "rows": [...]}``, a row per layer with ``layer``,
-        ``cells`` (cells per side of the finest layer), ``lung_ratio_mean`` / ``_std`` (lung attention divided by
-        the lung share, per image), ``ms_per_image``, ``cost_vs_forward``, ``spearman_random`` and
-        ``ssim_random`` (fully randomised network) and ``passed``.
+        ``{"n_images", "image_size", "forward_ms", "rows": [...]}``, a row per variant with ``method``,
+        ``layer``, ``cells`` (cells per side of the finest layer), ``lung_ratio_mean`` / ``_std`` (lung attention
+        divided by the lung share, per image), ``ms_per_image``, ``cost_vs_forward``, ``spearman_random`` and
+        ``ssim_random`` (fully randomised network), ``spearman_steps`` (every step) and ``passed``.
     """
     log = log or logger.info
-    for layer in layers:
-        parse_target_layers(layer)
-    forward_ms, costs, used_threads = _time_layers(
-        network, images[:timing_images], layers, method, batch_size, repeats, threads
+    forward_ms, costs, used_threads = _time_variants(
+        network, images[:timing_images], variants, batch_size, repeats, threads
     )
     log(f"plain forward {forward_ms:.1f} ms/image on the CPU ({used_threads} thread(s))")
     rows = []
-    for layer in layers:
-        row = _layer_row(network, images, masks, layer, method, batch_size)
-        row["ms_per_image"] = costs[layer]
-        row["cost_vs_forward"] = costs[layer] / forward_ms
+    for (method, layer), cost in zip(variants, costs):
+        row = _variant_row(network, images, masks, (method, layer), batch_size)
+        row["ms_per_image"], row["cost_vs_forward"] = cost, cost / forward_ms
         check = cascading_randomization(
             network, images, method, layer, seed, batch_size, max_correlation, log=lambda _: None
         )
@@ -351,7 +385,6 @@ def compare_layers(
         rows.append(row)
         _log_row(row, log)
     return {
-        "method": method,
         "n_images": int(images.shape[0]),
         "n_masks": 0 if masks is None else int(masks.shape[0]),
         "image_size": list(images.shape[2:]),
@@ -360,3 +393,26 @@ def compare_layers(
         "max_correlation": max_correlation,
         "rows": rows,
     }
+
+
+def compare_layers(
+    network: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    layers: Sequence[str],
+    method: str = "gradcampp",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``compare_variants`` of one Grad-CAM ``method`` on each candidate layer (``parse_target_layers`` ids);
+    the result also names the ``method``. Keyword arguments as ``compare_variants``."""
+    for layer in layers:
+        parse_target_layers(layer)
+    return {"method": method, **compare_variants(network, images, masks, [(method, la) for la in layers], **kwargs)}
+
+
+def compare_methods(
+    network: nn.Module, images: torch.Tensor, masks: torch.Tensor | None, methods: Sequence[str], **kwargs: Any
+) -> dict[str, Any]:
+    """``compare_variants`` of saliency ``methods``, each on its default layer (a ViT: Grad-CAM's patch grid
+    against the attention's rollout and gradient relevance). Keyword arguments as ``compare_variants``."""
+    return {"method": "methods", **compare_variants(network, images, masks, [(m, None) for m in methods], **kwargs)}

@@ -9,7 +9,7 @@ from typing import Any
 from ..atomic import atomic_write, atomic_write_json
 from ..plots import plot_cascade
 
-__all__ = ["cascade_table", "comparison_table", "write_cascade", "write_comparison"]
+__all__ = ["cascade_table", "comparison_table", "methods_table", "write_cascade", "write_comparison", "write_methods"]
 
 
 def _write_text(path: str, text: str) -> None:
@@ -39,9 +39,7 @@ def cascade_table(result: dict[str, Any]) -> str:
 def comparison_table(result: dict[str, Any]) -> str:
     """The layer comparison as a Markdown table, a row per candidate layer."""
     lines = [
-        f"{result['method']}, {result['n_images']} images ({result['n_masks']} with lung masks), "
-        f"{'x'.join(map(str, result['image_size']))} px; plain forward {result['forward_ms']:.1f} ms/image "
-        f"(CPU, {result['threads']} thread(s))",
+        f"{result['method']}, " + _comparison_header(result),
         "",
         "| saliency_layer | cells | lung attention ratio | ms/image | x forward | Spearman, random classifier "
         "| Spearman, worst once deepest stage random | Spearman, all random | SSIM, all random | sanity |",
@@ -54,6 +52,35 @@ def comparison_table(result: dict[str, Any]) -> str:
             f"| {r['cost_vs_forward']:.2f} | {r['spearman_classifier_random']:.3f} "
             f"| {r['spearman_worst_random']:.3f} | {r['spearman_random']:.3f} "
             f"| {r['ssim_random']:.3f} | {'pass' if r['passed'] else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_header(result: dict[str, Any]) -> str:
+    return (
+        f"{result['n_images']} images ({result['n_masks']} with lung masks), "
+        f"{'x'.join(map(str, result['image_size']))} px; plain forward {result['forward_ms']:.1f} ms/image "
+        f"(CPU, {result['threads']} thread(s))"
+    )
+
+
+def methods_table(result: dict[str, Any]) -> str:
+    """The method comparison as a Markdown table, a row per method, with the mean Spearman of every cascade step
+    (control, classifier, then the encoder top to bottom, the stem last)."""
+    lines = [
+        _comparison_header(result),
+        "",
+        "| saliency | explains | cells | lung attention ratio | ms/image | x forward "
+        "| Spearman per step (control, classifier, deepest ... stem) | worst once deepest stage random | sanity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["rows"]:
+        lung = f"{r['lung_ratio_mean']:.2f} +- {r['lung_ratio_std']:.2f}" if "lung_ratio_mean" in r else "-"
+        steps = " ".join(f"{v:.2f}" for v in r["spearman_steps"])
+        lines.append(
+            f"| {r['method']} | `{r['layer']}` | {r['cells']}x{r['cells']} | {lung} | {r['ms_per_image']:.1f} "
+            f"| {r['cost_vs_forward']:.2f} | {steps} | {r['spearman_worst_random']:.3f} "
+            f"| {'pass' if r['passed'] else 'FAIL'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -74,4 +101,12 @@ def write_comparison(result: dict[str, Any], out_dir: str) -> list[str]:
     paths = [os.path.join(out_dir, f"saliency_layers.{ext}") for ext in ("json", "md")]
     atomic_write_json(result, paths[0])
     _write_text(paths[1], comparison_table(result))
+    return paths
+
+
+def write_methods(result: dict[str, Any], out_dir: str) -> list[str]:
+    """``saliency_methods.json`` and ``saliency_methods.md`` in ``out_dir``."""
+    paths = [os.path.join(out_dir, f"saliency_methods.{ext}") for ext in ("json", "md")]
+    atomic_write_json(result, paths[0])
+    _write_text(paths[1], methods_table(result))
     return paths

@@ -261,8 +261,9 @@ def load_model(
             ``models/model.pt``. The recipe gives the backbone, image size, classes and the other network settings.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or a ``torch.device``. On CUDA, mixed precision and
             channels-last weights are used as the config uses them there (``amp``, ``channels_last``).
-        saliency: ``"gradcampp"`` (the config's default), ``"gradcam"``, ``"occlusion"``, or None for no maps
-            (faster: no gradients; no lung attention either).
+        saliency: ``"gradcampp"`` (the config's default), ``"gradcam"``, ``"occlusion"``, for a ViT also
+            ``"rollout"`` and ``"attention_gradient"``, or None for no maps (faster: no gradients; no lung
+            attention either).
         settings: other ids of configs/inference.json, e.g. ``saliency_layer="encoder.layer4"``,
             ``saliency_class="covid19"``, ``batch_size=16``.
 

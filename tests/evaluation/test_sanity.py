@@ -15,11 +15,12 @@ from bundle.evaluation.sanity import (
     cascade_steps,
     cascading_randomization,
     compare_layers,
+    compare_methods,
     randomize_,
     rank_correlation,
     structural_similarity,
 )
-from bundle.evaluation.sanity_report import write_cascade
+from bundle.evaluation.sanity_report import methods_table, write_cascade
 from bundle.networks import MultiTaskNet
 from tests.conftest import ROOT
 
@@ -56,6 +57,23 @@ def test_cascade_steps_top_down_per_backbone():
     assert eff[:2] == ["classifier", "encoder._blocks.6"] and eff[-2:] == ["encoder._blocks.0", "stem"]
     with pytest.raises(ValueError, match="no 'classifier'"):
         cascade_steps(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("pool", ["mean", "token"])
+def test_a_vit_is_randomised_block_by_block_top_down(pool):
+    net = MultiTaskNet(4, "vit_s16", vit_pool=pool)
+    steps = cascade_steps(net)
+    assert [s for s, _ in steps] == ["classifier"] + [f"encoder.vit.blocks.{i}" for i in range(11, -1, -1)] + ["stem"]
+    assert steps[1][1] == ["encoder.vit.blocks.11", "encoder.vit.norm"]
+    token = ["encoder.vit.cls_token"] if pool == "token" else []
+    assert steps[-1][1] == ["encoder.vit.patch_embedding"] + token
+    # every encoder parameter is re-drawn by some step, the position table and class token included
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for i, (_, names) in enumerate(steps):
+        randomize_(net, names, seed=i)
+    kept = {k for k, v in net.state_dict().items() if torch.equal(v, before[k]) and k.startswith("encoder.")}
+    # a LayerNorm's reset (weight 1, bias 0) equals a fresh network's values: only a trained network's change
+    assert kept and all("norm" in k for k in kept), kept
 
 
 def test_randomize_changes_only_the_named_modules_reproducibly():
@@ -120,3 +138,20 @@ def test_compare_layers_rows(shipped):
     assert rows["encoder.layer4"]["cells"] == 2 and rows["encoder.layer3+encoder.layer4"]["cells"] == 4
     for r in rows.values():
         assert r["ms_per_image"] > 0 and r["lung_ratio_mean"] > 0 and -1 <= r["spearman_random"] <= 1
+
+
+def test_compare_methods_on_a_vit():
+    torch.manual_seed(0)
+    net = MultiTaskNet(4, "vit_s16").eval()
+    images = sample_images(1, size=64)
+    masks = torch.zeros(1, 1, 64, 64)
+    masks[..., 8:56, 8:56] = 1
+    result = compare_methods(
+        net, images, masks, ["attention_gradient"], batch_size=1, timing_images=1, repeats=1, log=lambda _: None
+    )
+    (row,) = result["rows"]
+    assert row["method"] == "attention_gradient" and row["layer"] == "encoder.vit.blocks (attention)"
+    assert row["cells"] == 4 and row["ms_per_image"] > 0 and row["lung_ratio_mean"] > 0
+    assert len(row["spearman_steps"]) == 15 and row["spearman_steps"][0] == pytest.approx(1.0)
+    assert row["spearman_worst_random"] == max(row["spearman_steps"][2:])
+    assert "| attention_gradient | `encoder.vit.blocks (attention)` | 4x4 |" in methods_table(result)

@@ -56,6 +56,8 @@ def test_missing_weights_end_in_one_message(tmp_path):
         (["--saliency_layer", "encoder.layer9"], "saliency_layer 'encoder.layer9' is not a module"),
         (["--saliency_layer", "encoder.layer3+"], "has an empty layer name"),
         (["--backbone", "resnet18"], "backbone: resnet18 given, the weights were made with resnet10"),
+        (["--saliency", "rollout"], "--saliency / --compare_methods rollout: explains a ViT's attention, and resnet10"),
+        (["--compare_methods", "attention_gradient"], "compare_methods attention_gradient: explains a ViT's attention"),
     ],
 )
 def test_bad_arguments_end_in_one_message(tmp_path, capsys, args, expected):
