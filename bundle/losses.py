@@ -4,7 +4,7 @@ optionally ``w_lung_guidance`` x the share of the classifier's explanation that 
 Lung guidance is "right for the right reasons" (Ross et al. 2017: penalise the explanation's mass where the
 annotation says the evidence is not) with GAIN's differentiable Grad-CAM as the explanation (Li et al. 2018, whose
 external supervision also trains the Grad-CAM map against a segmentation). Ross et al. explain with input
-gradients, which needs a second backward pass through the whole network (about 2-3x the step); for this head
+gradients, whose penalty needs a second backward pass through the whole network; for this head
 Grad-CAM of the deepest stage is its class activation map (``MultiTaskNet.class_activation_maps``), one 1 x 1
 convolution, and the penalty is the energy-based pointing game that the evaluation scores
 (``bundle.evaluation.attention``), turned around.

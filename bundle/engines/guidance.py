@@ -26,6 +26,7 @@ class LungGuidanceWarmup:
 
     def __init__(self, loss: MultiTaskLoss, warmup_epochs: int = 0) -> None:
         self.loss, self.warmup_epochs = loss, int(warmup_epochs)
+        self.announced: bool | None = None  # the state last logged: a resumed run logs its state once too
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
@@ -34,7 +35,8 @@ class LungGuidanceWarmup:
         if not self.loss.w_lung_guidance:
             return
         active = engine.state.epoch > self.warmup_epochs
-        if active and not self.loss.guidance_active or engine.state.epoch == 1:
+        if active != self.announced:
             state = "on" if active else f"off until epoch {self.warmup_epochs + 1} (warm-up)"
             logger.info(f"lung guidance (w_lung_guidance {self.loss.w_lung_guidance:g}): {state}")
+            self.announced = active
         self.loss.guidance_active = active

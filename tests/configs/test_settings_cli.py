@@ -38,7 +38,7 @@ CASES = {
         ["configs/inference.json"],
         ["--saliency", "gradcam++", "--saliency_layer", "decoder.blocks.0"],
         [
-            "saliency: 'gradcam++' must be one of gradcampp, gradcam, occlusion, none",
+            "saliency: 'gradcam++' must be one of gradcampp, gradcam, occlusion, rollout, attention_gradient, none",
             "saliency_layer: 'decoder.blocks.0'",
         ],
     ),

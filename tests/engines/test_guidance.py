@@ -33,3 +33,16 @@ def test_a_resumed_run_keeps_the_schedule():
 def test_without_lung_guidance_nothing_changes():
     loss = MultiTaskLoss()
     assert run(loss, warmup=3, epochs=2) == [(1, True), (2, True)]
+
+
+def test_the_state_is_logged_once_when_it_is_first_seen_and_at_the_switch(caplog):
+    loss = MultiTaskLoss(w_lung_guidance=1.0)
+    with caplog.at_level("INFO", logger="bundle.engines.guidance"):
+        run(loss, warmup=1, epochs=3)
+        run(MultiTaskLoss(w_lung_guidance=1.0), warmup=1, epochs=3, start_epoch=2)  # resumed after the warm-up
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "lung guidance (w_lung_guidance 1): off until epoch 2 (warm-up)",
+        "lung guidance (w_lung_guidance 1): on",
+        "lung guidance (w_lung_guidance 1): on",
+    ]

@@ -110,3 +110,13 @@ def test_cell_summary_resamples_patients_and_gives_lung_dice_an_interval_where_p
     assert summary["dice_lung"]["interval"] == list(expected.metrics["dice_lung"])
     low, high = summary["dice_lung"]["interval"]
     assert 0.7 - 1e-9 <= low < high <= 0.9 + 1e-9  # between the lowest and the highest Dice
+
+
+def test_the_leave_one_source_out_summary_gives_each_variant_its_mean_drop():
+    def row(variant, accuracy, prob):
+        return {"variant": variant, "drop": {"accuracy": accuracy, "true_class_prob": prob, "auc_macro": None}}
+
+    rows = [row("default", 0.8, 0.5), row("default", 0.4, None), row("lung_guided", 0.2, 0.1), {"source": "dry"}]
+    lines = study_report.loso_summary(rows).splitlines()
+    assert lines[2] == "| default | 2 | 0.600 | 0.500 |"  # a source without a probability drop is left out of it
+    assert lines[3] == "| lung_guided | 1 | 0.200 | 0.100 |" and len(lines) == 4  # a dry run's row has no drop
