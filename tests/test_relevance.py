@@ -82,17 +82,22 @@ def test_identity_attention_rolls_out_to_the_identity():
     torch.testing.assert_close(rollout([point.expand(1, 2, 5, 5)] * 4)[0], expected)
 
 
+def rollout_with(net: MultiTaskNet, attention: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The rollout maps of ``net`` with every block's attention forced to ``attention`` (T, T)."""
+    handles = forced_attention(net, attention)
+    try:
+        with torch.no_grad():
+            return SaliencyInferer("rollout")(images, net)["saliency"]
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def test_identity_attention_in_the_network_reads_out_per_pooling(images):
     for pool in ("mean", "token"):
         net = MultiTaskNet(4, "vit_s16", vit_pool=pool).eval()
         tokens = CELLS * CELLS + net.encoder.prefix
-        handles = forced_attention(net, torch.eye(tokens))
-        try:
-            with torch.no_grad():
-                maps = SaliencyInferer("rollout")(images, net)["saliency"]
-        finally:
-            for h in handles:
-                h.remove()
+        maps = rollout_with(net, torch.eye(tokens), images)
         # mean pooling: the mean of the rows of I is 1/N for every patch, a uniform map; the class token keeps only
         # itself, so no patch reaches it: an all-zero map
         assert torch.equal(maps, torch.ones_like(maps) if pool == "mean" else torch.zeros_like(maps)), pool
@@ -103,13 +108,7 @@ def test_attention_to_one_patch_marks_that_patch(images):
     tokens = CELLS * CELLS + 1
     point = torch.zeros(tokens, tokens)
     point[:, 1 + 5] = 1  # every token attends to patch 5: row 1, column 1 of the 4 x 4 grid
-    handles = forced_attention(net, point)
-    try:
-        with torch.no_grad():
-            maps = SaliencyInferer("rollout")(images, net)["saliency"]
-    finally:
-        for h in handles:
-            h.remove()
+    maps = rollout_with(net, point, images)
     grid = torch.nn.functional.avg_pool2d(maps, 16)  # back to one value per patch
     assert (grid.flatten(1).argmax(1) == 5).all()
     assert grid[:, 0, 1, 1].min() > 2 * grid[:, 0, 3, 3].max()

@@ -46,7 +46,7 @@ def comparison_table(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
-        lung = f"{r['lung_ratio_mean']:.2f} +- {r['lung_ratio_std']:.2f}" if "lung_ratio_mean" in r else "-"
+        lung = _lung_cell(r)
         lines.append(
             f"| `{r['layer']}` | {r['cells']}x{r['cells']} | {lung} | {r['ms_per_image']:.1f} "
             f"| {r['cost_vs_forward']:.2f} | {r['spearman_classifier_random']:.3f} "
@@ -54,6 +54,11 @@ def comparison_table(result: dict[str, Any]) -> str:
             f"| {r['ssim_random']:.3f} | {'pass' if r['passed'] else 'FAIL'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _lung_cell(row: dict[str, Any]) -> str:
+    """A row's lung attention ratio, ``mean +- std``, or ``-`` without images that have a lung mask."""
+    return f"{row['lung_ratio_mean']:.2f} +- {row['lung_ratio_std']:.2f}" if "lung_ratio_mean" in row else "-"
 
 
 def _comparison_header(result: dict[str, Any]) -> str:
@@ -75,7 +80,7 @@ def methods_table(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
-        lung = f"{r['lung_ratio_mean']:.2f} +- {r['lung_ratio_std']:.2f}" if "lung_ratio_mean" in r else "-"
+        lung = _lung_cell(r)
         steps = " ".join(f"{v:.2f}" for v in r["spearman_steps"])
         lines.append(
             f"| {r['method']} | `{r['layer']}` | {r['cells']}x{r['cells']} | {lung} | {r['ms_per_image']:.1f} "
