@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,7 +43,7 @@ from lib.bundle_config import find_bundle_root, network_overrides
 from lib.checks import RefusedError, check_id, check_train_options
 from lib.dicomweb import DEFAULT_MODALITIES, RadiographDICOMwebDatastore, dicomweb_datastore
 from lib.infers import Classification, LungSegmentation
-from lib.routes import STUDY_SUFFIXES, install_routes, refusals_as_http
+from lib.routes import STUDY_SUFFIXES, install_routes, refusals_as_http, upload_folder
 from lib.trainers import LungSegmentationTrain
 from lib.uncertainty import LungUncertainty, MostUncertain
 
@@ -74,7 +73,7 @@ class ChestXRayApp(MONAILabelApp):
             name="chest_xray_ssl_multitask",
             description="Chest X-ray lung segmentation and classification with saliency",
         )
-        self.upload_dir = tempfile.mkdtemp(prefix="cxr-infer-")  # studies sent with /infer, and nothing else
+        self.upload_dir = upload_folder()  # studies sent with /infer, and nothing else
         cores = os.cpu_count() or 1
         workers = max(1, int(conf.get("infer_workers", cores)))
         # MONAI Label runs every inference in this pool when it is set (infer_v2 concurrency)

@@ -34,7 +34,7 @@ from .checks import (
     without_paths,
 )
 
-__all__ = ["install_routes", "refusals_as_http", "STUDY_SUFFIXES"]
+__all__ = ["install_routes", "refusals_as_http", "upload_folder", "STUDY_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,32 @@ def refusals_as_http(call: Callable[[], Any]) -> Any:
         raise HTTPException(status_code=e.status, detail=e.detail) from None
     except MONAILabelException as e:
         raise HTTPException(status_code=422, detail=without_paths(e.msg)) from None
+
+
+UPLOADS_PREFIX = "cxr-infer-"
+
+
+def upload_folder() -> str:
+    """A new folder for the studies sent with ``/infer``, named ``cxr-infer-<pid>-...``.
+
+    uvicorn ends the server by raising SIGTERM again after its shutdown, so no exit hook of this process runs; each
+    start instead removes the upload folders of servers that are no longer running."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        pid = name[len(UPLOADS_PREFIX) :].split("-")[0]
+        if name.startswith(UPLOADS_PREFIX) and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{UPLOADS_PREFIX}{os.getpid()}-")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process, or an id no process can have
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _save_upload(upload: UploadFile, folder: str, stem: str, suffix: str) -> str:

@@ -6,6 +6,7 @@ MONAI Label environment) against one real server for the module.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import uuid
@@ -38,18 +39,34 @@ def files(tmp_path_factory) -> dict[str, Path]:
         shutil.copyfile(SAMPLE / "images" / mask.name, studies / mask.name)
     (tmp / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
     Image.fromarray(np.ones((7, 9), np.uint8)).save(tmp / "small_mask.png")
-    return {"tmp": tmp, "studies": studies, "mask": masks[0], "garbage": tmp / "garbage.png"}
+    (tmp / "server_tmp").mkdir()  # the server's temporary folder
+    return {
+        "tmp": tmp,
+        "studies": studies,
+        "mask": masks[0],
+        "garbage": tmp / "garbage.png",
+        "server_tmp": tmp / "server_tmp",
+    }
 
 
 @pytest.fixture(scope="module")
 def server(files):
     tmp = files["tmp"]
     conf = {"bundle_root": str(ROOT)}
-    with LabelServer(
-        copy_app(tmp / "app"), files["studies"], tmp / "server.log", conf=conf, env=label_server_env()
-    ) as s:
+    server_tmp = files["server_tmp"]
+    # an earlier server's upload folder (a process id above Linux's maximum) and a running one's (this test's)
+    (server_tmp / "cxr-infer-4194305-gone").mkdir()
+    (server_tmp / f"cxr-infer-{os.getpid()}-running").mkdir()
+    env = label_server_env({"TMPDIR": str(server_tmp)})
+    with LabelServer(copy_app(tmp / "app"), files["studies"], tmp / "server.log", conf=conf, env=env) as s:
         yield s
     assert "Traceback" not in s.log_tail(10**7), "the server logged a stack trace"
+
+
+def test_a_start_removes_the_upload_folders_of_stopped_servers_only(server, files):
+    folders = sorted(p.name for p in files["server_tmp"].glob("cxr-infer-*"))
+    assert f"cxr-infer-{os.getpid()}-running" in folders and "cxr-infer-4194305-gone" not in folders, folders
+    assert len(folders) == 2, folders  # and the server's own
 
 
 def _drive(server: LabelServer, files, *calls) -> list[dict]:
