@@ -21,7 +21,8 @@ class LungGuidanceWarmup:
     """Keeps ``loss``'s lung guidance off for the first ``warmup_epochs`` epochs of a trainer, on after them.
 
     Reads the epoch at every epoch start, so a resumed run is on the same schedule. Does nothing when the loss has
-    no lung guidance (``w_lung_guidance`` 0).
+    no lung guidance (``w_lung_guidance`` 0). A run that ends within the warm-up says so: lung guidance is on by
+    default, and a short run (``--max_epochs 1``) is no mistake to refuse or warn of, but it trains without guidance.
     """
 
     def __init__(self, loss: MultiTaskLoss, warmup_epochs: int = 0) -> None:
@@ -37,6 +38,11 @@ class LungGuidanceWarmup:
         active = engine.state.epoch > self.warmup_epochs
         if active != self.announced:
             state = "on" if active else f"off until epoch {self.warmup_epochs + 1} (warm-up)"
+            if not active and engine.state.max_epochs <= self.warmup_epochs:
+                state = (
+                    f"off in this run: its {engine.state.max_epochs} epoch(s) end within the warm-up "
+                    f"(lung_guidance_warmup {self.warmup_epochs}; lower it to guide)"
+                )
             logger.info(f"lung guidance (w_lung_guidance {self.loss.w_lung_guidance:g}): {state}")
             self.announced = active
         self.loss.guidance_active = active

@@ -26,6 +26,7 @@ from ..atomic import atomic_write, atomic_write_json, make_folder, write_failed
 from ..checkpoints import load_pretrained, read_recipe
 from ..data.datalist import prepare_splits
 from ..errors import fail
+from ..losses import default_lung_guidance
 from ..networks import MultiTaskNet
 from ..ssl.methods import INPAINTING_METHODS
 from ..ssl.methods import METHODS as CONTRASTIVE
@@ -61,25 +62,35 @@ __all__ = [
 
 # protocol -> the configs/train.json ids it sets
 PROTOCOLS: dict[str, dict[str, Any]] = {"finetune": {}, "probe": {"freeze_encoder": True}}
-# training variant -> the configs/train.json ids it sets (``lung_guided``'s weight is ``--w_lung_guidance``)
+# training variant -> the configs/train.json ids it sets (``lung_guided``'s weight is ``--w_lung_guidance``); each
+# sets lung guidance itself, so a row means the same whatever the configs' default
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "lungs_only": {"lungs_only": True},
+    "unguided": {"w_lung_guidance": 0.0},
+    "lungs_only": {"lungs_only": True, "w_lung_guidance": 0.0},
     "lung_guided": {"w_lung_guidance": 1.0},
 }
+PLAIN_ROW = "unguided"  # its rows keep the initialisation's name: every study before lung guidance trained so
+
+
+def resolve_variants(variants: list[str], backbone: str | None) -> list[str]:
+    """``variants`` with ``default`` as the variant the configs train by default on ``backbone`` (None: the
+    configs' own, a CNN): ``lung_guided`` for a CNN, ``unguided`` for a ViT; repeats dropped. A row is named for
+    what it trained, so an earlier study's unguided runs are never taken for guided ones."""
+    default = "lung_guided" if default_lung_guidance(False, backbone) else PLAIN_ROW
+    return list(dict.fromkeys(default if v == "default" else v for v in variants))
 
 
 def arms(inits: list[str], variants: list[str]) -> list[tuple[str, str, str]]:
     """``(row, initialisation, variant)`` for every initialisation and variant: the row is the initialisation's
-    name for the ``default`` variant (so earlier studies' folders and cells keep theirs), ``<init>+<variant>``
+    name for the ``unguided`` variant (so earlier studies' folders and cells keep theirs), ``<init>+<variant>``
     otherwise."""
-    return [(i if v == "default" else f"{i}+{v}", i, v) for i in inits for v in variants]
+    return [(i if v == PLAIN_ROW else f"{i}+{v}", i, v) for i in inits for v in variants]
 
 
 def variant_ids(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """The configs/train.json ids of ``variant``, with ``--w_lung_guidance`` for the lung-guided one."""
     ids = dict(VARIANTS[variant])
-    if "w_lung_guidance" in ids:
+    if variant == "lung_guided":
         ids["w_lung_guidance"] = args.w_lung_guidance
     return ids
 
@@ -349,11 +360,13 @@ def _loso_sources(everything: list[dict], min_images: int) -> list[str]:
 
 
 def _loso_init(args: argparse.Namespace, cells: dict) -> str:
-    """``--loso_init``, or for ``best`` the initialisation with the best fine-tuning macro AUC at 100 % labels."""
+    """``--loso_init``, or for ``best`` the initialisation with the best fine-tuning macro AUC at 100 % labels
+    (in the first variant's rows)."""
     if args.loso_init != "best":
         return args.loso_init
-    auc = {i: cells.get(f"finetune/{i}/1.0", {}).get("metrics", {}).get("auc_macro", {}) for i in args.inits}
-    ranked = sorted((v["mean"], i) for i, v in auc.items() if v.get("mean") is not None)
+    rows = {row: i for row, i, _ in arms(args.inits, args.variants[:1])}
+    auc = {row: cells.get(f"finetune/{row}/1.0", {}).get("metrics", {}).get("auc_macro", {}) for row in rows}
+    ranked = sorted((v["mean"], rows[row]) for row, v in auc.items() if v.get("mean") is not None)
     return ranked[-1][1] if ranked else args.inits[0]
 
 
@@ -377,7 +390,7 @@ def leave_one_source_out(
             args.out / "loso" / f"datalist_{slug}.json", sections, f"training without source {source}, test on it"
         )
         for row, _, variant in arms([init], args.variants):
-            name = slug if variant == "default" else f"{variant}/{slug}"  # the default keeps earlier studies' folder
+            name = slug if variant == PLAIN_ROW else f"{variant}/{slug}"  # keeps earlier studies' folder
             ids = {**base, **variant_ids(variant, args), "datalist": str(datalist)}
             metrics = train_and_test(
                 steps, "loso_" + name.replace("/", "_"), args.out / "loso" / name, ids, weights[init], args.force

@@ -198,7 +198,7 @@ def loso_table(rows: list[dict]) -> str:
         i, h, d = r["in_distribution"], r["held_out"], r["drop"]
         classes = ", ".join(f"{k} {v}" for k, v in r["classes"].items())
         lines.append(
-            f"| {r['source']} | {r.get('variant', 'default')} | {r['images']} ({classes}) | {i['images']} | "
+            f"| {r['source']} | {r.get('variant', 'unguided')} | {r['images']} ({classes}) | {i['images']} | "
             f"{show(i['accuracy'])} / "
             f"{show(h['accuracy'])} ({show(d['accuracy'])}) | {show(i['true_class_prob'])} / "
             f"{show(h['true_class_prob'])} ({show(d['true_class_prob'])}) | {show(i['auc_macro'])} / "
@@ -210,8 +210,8 @@ def loso_table(rows: list[dict]) -> str:
 def loso_summary(rows: list[dict]) -> str:
     """Markdown: per training variant, the mean over sources of the accuracy and true-class probability drops."""
     lines = ["| variant | sources | mean accuracy drop | mean p(true class) drop |", "| --- | --- | --- | --- |"]
-    for variant in dict.fromkeys(r.get("variant", "default") for r in rows if "drop" in r):
-        drops = [r["drop"] for r in rows if "drop" in r and r.get("variant", "default") == variant]
+    for variant in dict.fromkeys(r.get("variant", "unguided") for r in rows if "drop" in r):
+        drops = [r["drop"] for r in rows if "drop" in r and r.get("variant", "unguided") == variant]
         acc = [d["accuracy"] for d in drops if d["accuracy"] is not None]
         prob = [d["true_class_prob"] for d in drops if d["true_class_prob"] is not None]
         mean_acc = f"{statistics.mean(acc):.3f}" if acc else "n/a"
@@ -239,7 +239,8 @@ def write_report(
         "the lungs' share of the image; 1 = chance) and the share of images flagged (ratio below 1) are mean ± std. "
         "`probe` is a linear probe on the frozen encoder (the lung decoder trains too). Training variants: "
         "`+lungs_only` classifies the predicted lungs only, `+lung_guided` adds the lung-guidance loss "
-        f"(w_lung_guidance {args.w_lung_guidance:g}); rows without one are the default training.",
+        f"(w_lung_guidance {args.w_lung_guidance:g}); rows without one train without lung guidance (w_lung_guidance "
+        "0, as every study before it).",
         "",
         results_table(cells, args.protocols, args.rows, args.fractions),
         "",

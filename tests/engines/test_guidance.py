@@ -46,3 +46,13 @@ def test_the_state_is_logged_once_when_it_is_first_seen_and_at_the_switch(caplog
         "lung guidance (w_lung_guidance 1): on",
         "lung guidance (w_lung_guidance 1): on",
     ]
+
+
+def test_a_run_that_ends_within_the_warm_up_says_it_is_unguided(caplog):
+    with caplog.at_level("INFO", logger="bundle.engines.guidance"):
+        assert run(MultiTaskLoss(w_lung_guidance=1.0), warmup=2, epochs=2) == [(1, False), (2, False)]
+        run(MultiTaskLoss(), warmup=2, epochs=1)  # unguided: nothing to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "lung guidance (w_lung_guidance 1): off in this run: its 2 epoch(s) end within the warm-up "
+        "(lung_guidance_warmup 2; lower it to guide)"
+    ]

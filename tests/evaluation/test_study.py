@@ -122,13 +122,17 @@ def test_the_split_holds_every_labelled_image_once_with_absolute_paths(tmp_path,
 
 
 def test_best_initialisation_for_leave_one_source_out():
-    args = argparse.Namespace(loso_init="best", inits=["scratch", "simclr", "natural"])
+    args = argparse.Namespace(loso_init="best", inits=["scratch", "simclr", "natural"], variants=["unguided"])
     cells = {
         f"finetune/{i}/1.0": {"metrics": {"auc_macro": {"mean": m}}} for i, m in (("scratch", 0.6), ("simclr", 0.8))
     }
     assert study._loso_init(args, cells) == "simclr"
     assert study._loso_init(args, {}) == "scratch"  # nothing measured (a dry run): the first
     assert study._loso_init(argparse.Namespace(loso_init="natural", inits=args.inits), cells) == "natural"
+    # ranked in the first variant's rows: the lung-guided ones here, where natural is best
+    cells["finetune/natural+lung_guided/1.0"] = {"metrics": {"auc_macro": {"mean": 0.7}}}
+    guided = argparse.Namespace(loso_init="best", inits=args.inits, variants=["lung_guided", "unguided"])
+    assert study._loso_init(guided, cells) == "natural"
 
 
 def test_sources_with_enough_images():
@@ -138,14 +142,21 @@ def test_sources_with_enough_images():
 
 
 def test_each_training_variant_is_a_row_of_every_initialisation():
-    rows = study.arms(["scratch", "simclr"], ["default", "lung_guided"])
+    rows = study.arms(["scratch", "simclr"], ["unguided", "lung_guided"])
     assert rows == [
-        ("scratch", "scratch", "default"),  # the default keeps the initialisation's name (and earlier folders)
+        ("scratch", "scratch", "unguided"),  # unguided keeps the initialisation's name (and earlier folders)
         ("scratch+lung_guided", "scratch", "lung_guided"),
-        ("simclr", "simclr", "default"),
+        ("simclr", "simclr", "unguided"),
         ("simclr+lung_guided", "simclr", "lung_guided"),
     ]
     args = argparse.Namespace(w_lung_guidance=0.25)
+    # every variant sets lung guidance itself: a row means the same whatever the configs' default
     assert study.variant_ids("lung_guided", args) == {"w_lung_guidance": 0.25}
-    assert study.variant_ids("lungs_only", args) == {"lungs_only": True}
-    assert study.variant_ids("default", args) == {}
+    assert study.variant_ids("lungs_only", args) == {"lungs_only": True, "w_lung_guidance": 0.0}
+    assert study.variant_ids("unguided", args) == {"w_lung_guidance": 0.0}
+
+
+def test_the_default_variant_is_the_configs_default_training_named_for_what_it_trains():
+    assert study.resolve_variants(["default"], None) == ["lung_guided"]  # the configs' backbone, a CNN
+    assert study.resolve_variants(["default", "unguided"], "resnet18") == ["lung_guided", "unguided"]
+    assert study.resolve_variants(["default", "unguided"], "vit_s16") == ["unguided"]  # not guided by default

@@ -91,7 +91,7 @@ def test_a_source_row_compares_the_held_out_model_with_the_in_distribution_one(t
     table = study_report.loso_table([row, study_report.source_row("s", test, everything, None, in_dist, CLASSES)])
     lines = table.splitlines()
     assert len(lines) == 3  # the header, its rule and the one row with scores (a dry run's row has none)
-    assert lines[2].startswith("| m | default | 3 (x 2, y 1) | 2 | 1.000 / 0.000 (1.000) |")
+    assert lines[2].startswith("| m | unguided | 3 (x 2, y 1) | 2 | 1.000 / 0.000 (1.000) |")
 
 
 def test_curves_are_drawn_per_protocol_and_curve_metric(tmp_path):
@@ -116,7 +116,7 @@ def test_the_leave_one_source_out_summary_gives_each_variant_its_mean_drop():
     def row(variant, accuracy, prob):
         return {"variant": variant, "drop": {"accuracy": accuracy, "true_class_prob": prob, "auc_macro": None}}
 
-    rows = [row("default", 0.8, 0.5), row("default", 0.4, None), row("lung_guided", 0.2, 0.1), {"source": "dry"}]
+    rows = [row("unguided", 0.8, 0.5), row("unguided", 0.4, None), row("lung_guided", 0.2, 0.1), {"source": "dry"}]
     lines = study_report.loso_summary(rows).splitlines()
-    assert lines[2] == "| default | 2 | 0.600 | 0.500 |"  # a source without a probability drop is left out of it
+    assert lines[2] == "| unguided | 2 | 0.600 | 0.500 |"  # a source without a probability drop is left out of it
     assert lines[3] == "| lung_guided | 1 | 0.200 | 0.100 |" and len(lines) == 4  # a dry run's row has no drop

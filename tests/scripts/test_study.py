@@ -99,16 +99,15 @@ def test_dry_run_prints_every_command_of_the_grid_and_the_source_runs(tmp_path):
 def test_dry_run_of_training_variants_sets_their_ids(tmp_path):
     write_dataset(tmp_path / "data", n_per_class=4)
     args = ["--data", "data", "--out", "study", "--dry_run", "--methods", "none", "--protocols", "finetune"]
-    args += ["--fractions", "1", "--variants", "default", "lungs_only", "lung_guided", "--w_lung_guidance", "0.5"]
+    args += ["--fractions", "1", "--variants", "unguided", "lungs_only", "lung_guided", "--w_lung_guidance", "0.5"]
     proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     commands = json.loads((tmp_path / "study" / "results.json").read_text())["commands"]
     trains = [c for c in commands if "--max_epochs" in c and "evaluate.json" not in c]
     assert len(commands) == 3 * 2 and len(trains) == 3
-    default, lungs_only, guided = trains
-    assert (
-        "/runs/finetune/scratch/frac1/" in default and "--lungs_only" not in default and "lung_guidance" not in default
-    )
+    unguided, lungs_only, guided = trains
+    assert "/runs/finetune/scratch/frac1/" in unguided and "--lungs_only" not in unguided
+    assert "--w_lung_guidance 0.0" in unguided and "--w_lung_guidance 0.0" in lungs_only
     assert "/runs/finetune/scratch+lungs_only/frac1/" in lungs_only and "--lungs_only True" in lungs_only
     assert "/runs/finetune/scratch+lung_guided/frac1/" in guided and "--w_lung_guidance 0.5" in guided
 
@@ -134,7 +133,7 @@ def test_small_study_writes_the_report_and_a_rerun_skips_what_finished(tmp_path)
     # the natural-image initialisation only (the grid of initialisations is the dry run's): 2 protocols x 2 steps
     args = ["--data", str(SAMPLE), "--out", "study", "--methods", "none", "--no_scratch", "--seeds", "0"]
     args += ["--fractions", "0.5", "--natural_weights", str(_natural_weights(tmp_path / "natural.pt"))]
-    args += ["--image_size", "32"]
+    args += ["--image_size", "32", "--variants", "unguided"]  # its rows keep the initialisation's name
     args += ["--finetune_epochs", "1", "--batch_size", "16", "--num_workers", "0", "--bootstrap", "50"]
     proc = run_script("study.py", *args, cwd=tmp_path, env=ONE_THREAD, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
