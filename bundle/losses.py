@@ -154,9 +154,9 @@ def default_lung_guidance(lungs_only: Any, backbone: Any) -> float:
 def lung_guidance_check(s: Mapping[str, Any], workflow: str) -> list[str]:
     """Lung guidance needs a classifier that pools the full image's deepest map.
 
-    The configs switch it off by default where it cannot act (``lungs_only``, ViT backbones), so these refusals
-    meet only a ``w_lung_guidance`` given with them. A warm-up as long as the run is not refused: the default's short
-    runs would be; the warm-up handler warns instead (``bundle.engines.guidance``)."""
+    The configs' default is off with ``lungs_only`` and for the ViTs (``default_lung_guidance``), so these refusals
+    meet only a ``w_lung_guidance`` given with them. A warm-up as long as the run is not refused (the default's short
+    runs would be): the warm-up handler says the run is unguided (``bundle.engines.guidance``)."""
     if workflow != "train" or not is_number(s.get("w_lung_guidance")) or s["w_lung_guidance"] == 0:
         return []
     problems = []

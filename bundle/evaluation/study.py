@@ -211,9 +211,18 @@ def shell_quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
+def _datalist_newer(cmd: list[str], marker: Path) -> bool:
+    """Whether the ``--datalist`` of ``cmd`` was written after ``marker`` (False without one)."""
+    if "--datalist" not in cmd[:-1]:
+        return False
+    datalist = Path(cmd[cmd.index("--datalist") + 1])
+    return datalist.is_file() and datalist.stat().st_mtime > marker.stat().st_mtime
+
+
 class ResumableSteps:
     """Runs the study's steps (a command each), logs them, remembers every command for the report, and skips a
-    step that finished in an earlier run (its marker under ``<out>/done`` and its output exist)."""
+    step that finished in an earlier run (its marker under ``<out>/done`` and its output exist) unless its
+    ``--datalist`` changed since (``write_datalist`` rewrites a datalist only when its content changes)."""
 
     def __init__(self, out: Path, dry_run: bool = False) -> None:
         self.out, self.dry_run = out, dry_run
@@ -228,9 +237,12 @@ class ResumableSteps:
         shown = " ".join(shell_quote(c) for c in ["python"] + cmd[1:])
         self.commands.append(shown)
         marker = self.out / "done" / f"{name}.json"
-        if marker.is_file() and output.exists() and not redo:
+        changed = marker.is_file() and _datalist_newer(cmd, marker)
+        if marker.is_file() and output.exists() and not redo and not changed:
             print(f"[skip] {name}: finished before ({output})", flush=True)
             return False
+        if changed:
+            print(f"[redo] {name}: its datalist changed after it finished", flush=True)
         print(f"[run ] {name}: {shown}", flush=True)
         if self.dry_run:
             return True
@@ -370,6 +382,20 @@ def _loso_init(args: argparse.Namespace, cells: dict) -> str:
     return ranked[-1][1] if ranked else args.inits[0]
 
 
+def loso_sections(splits: dict[str, list[dict]], source: str) -> dict[str, list[dict]]:
+    """Training and validation without ``source`` and without its patients' images from other sources (one patient
+    can be in two collections: training on them would score the held-out source on patients seen); test: every
+    image of ``source``."""
+    test = [e for section in splits.values() for e in section if e.get("source") == source]
+    patients = {e["patient"] for e in test if e.get("patient")}
+    others = {s: [e for e in splits[s] if e.get("source") != source] for s in ("training", "validation")}
+    kept = {s: [e for e in v if e.get("patient") not in patients] for s, v in others.items()}
+    shared = sum(len(others[s]) - len(kept[s]) for s in kept)
+    if shared:
+        print(f"leave out {source}: {shared} images of other sources show its patients and leave training too")
+    return {**kept, "test": test}
+
+
 def leave_one_source_out(
     steps: ResumableSteps, args: argparse.Namespace, splits: dict, common: dict, weights: dict, cells: dict
 ) -> list[dict]:
@@ -384,8 +410,7 @@ def leave_one_source_out(
     names, rows = class_names(), []
     for source in chosen:
         slug = "".join(c if c.isalnum() else "_" for c in source)
-        sections = {s: [e for e in splits[s] if e.get("source") != source] for s in ("training", "validation")}
-        sections["test"] = [e for e in everything if e.get("source") == source]
+        sections = loso_sections(splits, source)
         datalist = write_datalist(
             args.out / "loso" / f"datalist_{slug}.json", sections, f"training without source {source}, test on it"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,21 @@ def test_steps_run_once_and_are_skipped_when_they_finished(out, capsys):
     assert steps("a", step(output), output, redo=True) is True  # redo: runs again
     output.unlink()  # an output lost since: the step runs again although its marker is there
     assert steps("a", step(output), output, redo=False) is True and steps.ran == ["a", "a", "a"]
+
+
+def test_a_step_whose_datalist_changed_after_it_finished_runs_again(out, capsys):
+    steps, output = study.ResumableSteps(out), out / "a.txt"
+    datalist = study.write_datalist(out / "d.json", {"training": [{"image": "1.png"}]}, "first")
+    cmd = step(output) + ["--datalist", str(datalist)]  # the step ignores the extra arguments
+    assert steps("a", cmd, output, redo=False) is True
+    study.write_datalist(datalist, {"training": [{"image": "1.png"}]}, "first")  # the same content: untouched
+    assert steps("a", cmd, output, redo=False) is False
+    study.write_datalist(datalist, {"training": [{"image": "2.png"}]}, "first")
+    marker = out / "done" / "a.json"
+    os.utime(datalist, (marker.stat().st_mtime + 0.01,) * 2)  # later than the marker, whatever the clock's grain
+    assert steps("a", cmd, output, redo=False) is True
+    assert "[redo] a: its datalist changed after it finished" in capsys.readouterr().out
+    assert steps("a", cmd, output, redo=False) is False  # and finished again
 
 
 def test_a_failed_step_stops_the_study_naming_its_log(out):
@@ -133,6 +149,23 @@ def test_best_initialisation_for_leave_one_source_out():
     cells["finetune/natural+lung_guided/1.0"] = {"metrics": {"auc_macro": {"mean": 0.7}}}
     guided = argparse.Namespace(loso_init="best", inits=args.inits, variants=["lung_guided", "unguided"])
     assert study._loso_init(guided, cells) == "natural"
+
+
+def test_a_left_out_source_takes_its_patients_out_of_training(capsys):
+    def image(name, source, patient=None):
+        return {"image": name, "source": source, **({"patient": patient} if patient else {})}
+
+    splits = {
+        "training": [image("a1", "a", "p1"), image("b1", "b", "p1"), image("b2", "b", "p2"), image("b3", "b")],
+        "validation": [image("b4", "b", "p1"), image("b5", "b", "p3")],
+        "test": [image("a2", "a", "p4"), image("b6", "b")],
+    }
+    sections = study.loso_sections(splits, "a")
+    assert [e["image"] for e in sections["test"]] == ["a1", "a2"]  # every image of the source
+    assert [e["image"] for e in sections["training"]] == ["b2", "b3"]  # not b1: p1 is a patient of a
+    assert [e["image"] for e in sections["validation"]] == ["b5"]
+    assert "leave out a: 2 images of other sources show its patients" in capsys.readouterr().out
+    assert [e["image"] for e in study.loso_sections(splits, "b")["training"]] == []  # a1 is p1's, a patient of b
 
 
 def test_sources_with_enough_images():
