@@ -6,14 +6,17 @@ configs/evaluate.json attaches MONAI's ``ROCAUC``, ``ConfusionMatrix`` (sensitiv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from monai.handlers import ROCAUC
 from monai.metrics import get_confusion_matrix
 
-__all__ = ["ROCAUCPerClass", "confusion_table", "harmonic_mean", "roc_curve", "roc_curves"]
+__all__ = ["ROCAUCPerClass", "ScorableMacroAUC", "confusion_table", "harmonic_mean", "roc_curve", "roc_curves"]
+
+logger = logging.getLogger(__name__)
 
 
 class ROCAUCPerClass(ROCAUC):
@@ -29,6 +32,32 @@ class ROCAUCPerClass(ROCAUC):
     def compute(self) -> torch.Tensor:
         self._is_reduced = True
         return torch.as_tensor(self.metric_fn.aggregate(), dtype=torch.float64).reshape(-1)
+
+
+class ScorableMacroAUC(ROCAUCPerClass):
+    """The macro ROC AUC over the classes that have positive and negative images: the validation's key metric.
+
+    MONAI's macro average is NaN as soon as one class cannot be scored, e.g. a validation split without that class
+    (leaving out a source that holds all of it). A NaN key metric never improves, so the best checkpoint would stay
+    the first epoch's without a word. This averages the classes that can be scored and says once which it left out.
+    """
+
+    def __init__(self, class_names: Sequence[str] = (), output_transform: Callable = lambda x: x) -> None:
+        super().__init__(output_transform=output_transform)
+        self.class_names, self.reported = list(class_names), False
+
+    def compute(self) -> float:
+        per_class = super().compute()
+        scorable = torch.isfinite(per_class)
+        if not scorable.all() and not self.reported:
+            names = self.class_names or [str(i) for i in range(len(per_class))]
+            left_out = [names[i] for i in (~scorable).nonzero().flatten().tolist()]
+            logger.warning(
+                f"val_auc: {', '.join(left_out)} cannot be scored (no validation image has it, or every one has); "
+                f"val_auc, which picks the best model, is the mean AUC of the other {int(scorable.sum())} classes"
+            )
+            self.reported = True
+        return float(per_class[scorable].mean()) if scorable.any() else float("nan")
 
 
 def harmonic_mean(a: float, b: float) -> float:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
+import pytest
 import torch
+from ignite.engine import Engine
+from monai.handlers import ROCAUC
 
-from bundle.evaluation.metrics import confusion_table, harmonic_mean, roc_curve
+from bundle.evaluation.metrics import ScorableMacroAUC, confusion_table, harmonic_mean, roc_curve
 from tests.evaluation.cases import evaluate_as_configured, prob_batches
 
 # MONAI counts the confusion matrix in float32, so its rates are float32: 2/3 is exactly this
@@ -59,3 +63,25 @@ def test_roc_curve_endpoints_and_hm():
     fpr, tpr = roc_curve(np.array([0.9, 0.8, 0.1]), np.array([1, 0, 1]))
     assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
     assert harmonic_mean(0.0, 0.0) == 0.0 and harmonic_mean(1.0, 0.5) == 2 / 3
+
+
+def test_the_validation_auc_averages_the_classes_it_can_score_and_says_which_it_left_out(caplog):
+    p = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.5, 0.4]])
+    y = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]]).float()  # no image of the third class
+    engine = Engine(lambda e, batch: batch)
+    ScorableMacroAUC(["a", "b", "c"]).attach(engine, "val_auc")
+    ROCAUC(average="macro").attach(engine, "monai")
+    with caplog.at_level(logging.WARNING, logger="bundle.evaluation.metrics"), pytest.warns(UserWarning):
+        state = engine.run([(p, y)], max_epochs=2)
+    assert state.metrics["val_auc"] == 1.0  # a and b are ranked perfectly
+    assert math.isnan(state.metrics["monai"])  # a NaN never improves: the best model would stay the first epoch's
+    assert [r.getMessage() for r in caplog.records] == [
+        "val_auc: c cannot be scored (no validation image has it, or every one has); val_auc, which picks the best "
+        "model, is the mean AUC of the other 2 classes"
+    ]  # once per run
+    full = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]]).float()
+    engine = Engine(lambda e, batch: batch)
+    ScorableMacroAUC().attach(engine, "val_auc")
+    ROCAUC(average="macro").attach(engine, "monai")
+    state = engine.run([(p, full)])
+    assert state.metrics["val_auc"] == pytest.approx(state.metrics["monai"])  # every class scored: MONAI's macro
