@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__version__ = "0.15.0"
+__version__ = "0.15.1"
 
 
 def lazy_submodules(package: str, attributes: Mapping[str, str] | None = None) -> Callable[[str], Any]:

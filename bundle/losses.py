@@ -24,7 +24,7 @@ from .networks.multitask import lung_mask
 from .networks.vit import is_vit
 from .values import Rule, as_bool, boolean, described, integer, is_number, number
 
-__all__ = ["MultiTaskLoss", "default_lung_guidance"]
+__all__ = ["MultiTaskLoss"]
 
 
 class MultiTaskLoss(nn.Module):
@@ -126,9 +126,7 @@ RULES: dict[str, Rule] = {
     "w_cls": described(number(0), "weight of the classification loss"),
     "w_seg": described(number(0), "weight of the lung segmentation loss"),
     "w_lung_guidance": described(
-        number(0),
-        "weight of the penalty on the classifier's explanation outside the lungs (0: off; by default 1 for a CNN "
-        "classifying the full image, 0 for lungs_only and the ViTs)",
+        number(0), "weight of the penalty on the classifier's explanation outside the lungs (0, the default: off)"
     ),
     "lung_guidance_warmup": described(
         integer(0), "epochs before lung guidance starts, while the lung segmentation learns"
@@ -143,20 +141,11 @@ def weights_check(s: Mapping[str, Any], workflow: str) -> list[str]:
     return []
 
 
-def default_lung_guidance(lungs_only: Any, backbone: Any) -> float:
-    """The configs' ``w_lung_guidance``: 1 for a CNN classifying the full image, where it was measured to move the
-    explanations into the lungs at no loss of AUC (docs/README.md); 0 with ``lungs_only`` (nothing outside the lungs
-    to penalise) and for the ViT backbones (not measured). A value the settings check will refuse counts as off."""
-    lungs = boolean(lungs_only) is None and as_bool(lungs_only, "lungs_only")
-    return 0.0 if lungs or is_vit(str(backbone)) else 1.0
-
-
 def lung_guidance_check(s: Mapping[str, Any], workflow: str) -> list[str]:
     """Lung guidance needs a classifier that pools the full image's deepest map.
 
-    The configs' default is off with ``lungs_only`` and for the ViTs (``default_lung_guidance``), so these refusals
-    meet only a ``w_lung_guidance`` given with them. A warm-up as long as the run is not refused (the default's short
-    runs would be): the warm-up handler says the run is unguided (``bundle.engines.guidance``)."""
+    A warm-up as long as the run is not refused: the warm-up handler says the run is unguided
+    (``bundle.engines.guidance``)."""
     if workflow != "train" or not is_number(s.get("w_lung_guidance")) or s["w_lung_guidance"] == 0:
         return []
     problems = []

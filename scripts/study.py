@@ -15,10 +15,9 @@
    pretrained ONCE on all training images (labels unused).
 3. For each initialisation, label fraction (``--fractions``) and seed, two protocols: ``finetune`` (every weight
    trains) and ``probe`` (configs/train.json ``--freeze_encoder true``: a linear probe on the frozen encoder; the
-   classifier and the lung decoder train), in each training variant of ``--variants``: ``lung_guided``,
-   ``unguided`` (``w_lung_guidance 0``; its rows keep the initialisation's name, as in every study before lung
-   guidance), ``lungs_only``, and ``default``: the configs' default, ``lung_guided`` for a CNN backbone and
-   ``unguided`` for a ViT. Each is then evaluated on the test split (configs/evaluate.json).
+   classifier and the lung decoder train), in each training variant of ``--variants``: ``unguided``
+   (the configs' default, ``w_lung_guidance 0``; its rows keep the initialisation's name), ``lung_guided`` and
+   ``lungs_only``. Each is then evaluated on the test split (configs/evaluate.json).
 4. ``<out>/report.md`` and ``<out>/results.json``: per cell mean, std over seeds and a 95 % bootstrap interval
    over the test patients (bundle.evaluation.bootstrap) of macro AUC, accuracy, HM and lung Dice, with the lung
    attention ratio (mean +- std); label-efficiency curves ``<out>/curves/*.png``; every command.
@@ -77,10 +76,9 @@ def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["default"],
-        choices=["default", *study.VARIANTS],
-        help="training variants, each a row per initialisation; default: the configs' default training, lung_guided "
-        "for a CNN backbone, unguided for a ViT (default: %(default)s)",
+        default=[study.PLAIN_ROW],
+        choices=list(study.VARIANTS),
+        help="training variants, each a row per initialisation (default: %(default)s, the configs' default)",
     )
     parser.add_argument(
         "--w_lung_guidance",
@@ -153,7 +151,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(
             "--methods none with --no_scratch and no --natural_weights or --init_file leaves no initialisation to study"
         )
-    args.variants = study.resolve_variants(args.variants, args.backbone)
+    args.variants = list(dict.fromkeys(args.variants))
     args.rows = [row for row, _, _ in study.arms(args.inits, args.variants)]
     args.fractions = sorted({float(f) for f in args.fractions})
     args.seeds = list(dict.fromkeys(args.seeds))

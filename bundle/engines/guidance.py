@@ -2,6 +2,9 @@
 
 Images without a given lung mask are guided by the network's own predicted lungs (``bundle.losses``); in the
 first epochs that prediction is noise, and guiding the classifier towards it would teach it a wrong region.
+
+Guidance trains the saliency maps themselves, so their lung attention is no evidence on its own: the handler says
+so once when guidance starts (lung-guided maps of the 224 px recipe failed the sanity check, docs/README.md).
 """
 
 from __future__ import annotations
@@ -12,17 +15,23 @@ from ignite.engine import Engine, Events
 
 from ..losses import MultiTaskLoss
 
-__all__ = ["LungGuidanceWarmup"]
+__all__ = ["LungGuidanceWarmup", "SANITY_ADVICE"]
 
 logger = logging.getLogger(__name__)
+
+SANITY_ADVICE = (
+    "lung guidance trains the classifier's saliency maps to lie inside the lungs, so their lung attention ratio "
+    "proves nothing on its own: run scripts/saliency_check.py --ckpt_file <this run's model.pt> and read the ratio "
+    "only if the maps pass (lung-guided maps of the 224 px recipe failed it: docs/README.md, Lung-guided fine-tuning)"
+)
 
 
 class LungGuidanceWarmup:
     """Keeps ``loss``'s lung guidance off for the first ``warmup_epochs`` epochs of a trainer, on after them.
 
     Reads the epoch at every epoch start, so a resumed run is on the same schedule. Does nothing when the loss has
-    no lung guidance (``w_lung_guidance`` 0). A run that ends within the warm-up says so: lung guidance is on by
-    default, and a short run (``--max_epochs 1``) is no mistake to refuse or warn of, but it trains without guidance.
+    no lung guidance (``w_lung_guidance`` 0). A run that ends within the warm-up says so: it trains without
+    guidance, which is no mistake to refuse.
     """
 
     def __init__(self, loss: MultiTaskLoss, warmup_epochs: int = 0) -> None:
@@ -44,5 +53,7 @@ class LungGuidanceWarmup:
                     f"(lung_guidance_warmup {self.warmup_epochs}; lower it to guide)"
                 )
             logger.info(f"lung guidance (w_lung_guidance {self.loss.w_lung_guidance:g}): {state}")
+            if active:
+                logger.warning(SANITY_ADVICE)
             self.announced = active
         self.loss.guidance_active = active

@@ -26,7 +26,6 @@ from ..atomic import atomic_write, atomic_write_json, make_folder, write_failed
 from ..checkpoints import load_pretrained, read_recipe
 from ..data.datalist import prepare_splits
 from ..errors import fail
-from ..losses import default_lung_guidance
 from ..networks import MultiTaskNet
 from ..ssl.methods import INPAINTING_METHODS
 from ..ssl.methods import METHODS as CONTRASTIVE
@@ -70,14 +69,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lung_guided": {"w_lung_guidance": 1.0},
 }
 PLAIN_ROW = "unguided"  # its rows keep the initialisation's name: every study before lung guidance trained so
-
-
-def resolve_variants(variants: list[str], backbone: str | None) -> list[str]:
-    """``variants`` with ``default`` as the variant the configs train by default on ``backbone`` (None: the
-    configs' own, a CNN): ``lung_guided`` for a CNN, ``unguided`` for a ViT; repeats dropped. A row is named for
-    what it trained, so an earlier study's unguided runs are never taken for guided ones."""
-    default = "lung_guided" if default_lung_guidance(False, backbone) else PLAIN_ROW
-    return list(dict.fromkeys(default if v == "default" else v for v in variants))
 
 
 def arms(inits: list[str], variants: list[str]) -> list[tuple[str, str, str]]:

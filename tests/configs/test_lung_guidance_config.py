@@ -34,18 +34,16 @@ def test_lung_guided_training_switches_the_term_on_after_the_warm_up(tmp_path, o
     assert all(0 <= share <= 1 for _, share in seen)
     messages = [r.getMessage() for r in caplog.records]
     assert any("off until epoch 2 (warm-up)" in m for m in messages) and any(m.endswith(": on") for m in messages)
+    assert any("scripts/saliency_check.py" in m for m in messages)  # the maps it trains need the sanity check
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize(
-    "changes, weight",
-    [({}, 1.0), ({"lungs_only": True}, 0.0), ({"backbone": "vit_s16"}, 0.0), ({"w_lung_guidance": 0.0}, 0.0)],
-)
-def test_the_default_guides_a_cnn_on_the_full_image_only(tmp_path, changes, weight):
-    # measured for the CNN backbones (docs/README.md); lungs-only and the ViTs are not guided unless asked
+@pytest.mark.parametrize("changes", [{}, {"lungs_only": True}, {"backbone": "vit_s16"}])
+def test_the_default_training_is_unguided(tmp_path, changes):
+    # guided 224 px maps failed the saliency sanity check (docs/README.md): guidance is asked for, never implied
     wf = sample_workflow("train", tmp_path, images=IMAGES, **changes)
-    assert wf.parser.get_parsed_content("network").class_maps is (weight > 0)
-    assert wf.parser.get_parsed_content("loss").w_lung_guidance == weight
+    assert wf.parser.get_parsed_content("network").class_maps is False
+    assert wf.parser.get_parsed_content("loss").w_lung_guidance == 0
     check(wf.parser.get_parsed_content("settings"), "train")  # and the settings pass
 
 

@@ -187,9 +187,3 @@ def test_each_training_variant_is_a_row_of_every_initialisation():
     assert study.variant_ids("lung_guided", args) == {"w_lung_guidance": 0.25}
     assert study.variant_ids("lungs_only", args) == {"lungs_only": True, "w_lung_guidance": 0.0}
     assert study.variant_ids("unguided", args) == {"w_lung_guidance": 0.0}
-
-
-def test_the_default_variant_is_the_configs_default_training_named_for_what_it_trains():
-    assert study.resolve_variants(["default"], None) == ["lung_guided"]  # the configs' backbone, a CNN
-    assert study.resolve_variants(["default", "unguided"], "resnet18") == ["lung_guided", "unguided"]
-    assert study.resolve_variants(["default", "unguided"], "vit_s16") == ["unguided"]  # not guided by default
