@@ -93,6 +93,9 @@ def test_dry_run_prints_every_command_of_the_grid_and_the_source_runs(tmp_path):
     probes = [c for c in commands if "--freeze_encoder True" in c]
     assert len(probes) == 3 * 2 * 2 and all("/runs/probe/" in c for c in probes)
     assert sum("--label_fraction 0.5 " in c for c in commands) == 2 * 3 * 2 * 2
+    # without --variants every run trains as the configs do, unguided, in the initialisation's own folders
+    runs = [c for c in commands if "/runs/" in c]
+    assert all("--w_lung_guidance 0.0" in c and "+lung_guided" not in c for c in runs)
     assert all(line in proc.stdout for line in commands)
 
 
